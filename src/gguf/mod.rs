@@ -1,0 +1,1 @@
+//! gguf (under construction)

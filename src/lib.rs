@@ -1,0 +1,13 @@
+//! meki: MeKi (memory-based expert knowledge injection) models on laptops and phones.
+//!
+//! Layers, bottom up:
+//! - [`gguf`]: the GGUF v2/v3 container (mmap reader, streaming atomic writer);
+//! - [`quant`]: tensor-level quantization over the ggml block formats of
+//!   [`kernels::formats`], and llama.cpp's per-tensor type mixes;
+//! - [`tokenizer`]: BPE and SentencePiece tokenizers built from GGUF metadata.
+
+pub use meki_kernels as kernels;
+
+pub mod gguf;
+pub mod quant;
+pub mod tokenizer;
