@@ -1,1 +1,3 @@
-//! gguf (under construction)
+//! The GGUF container (under construction).
+
+pub mod inspect;
