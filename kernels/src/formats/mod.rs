@@ -204,6 +204,7 @@ impl GgmlType {
 
     /// Bytes of a row of `n` elements, or `None` when `n` is not a whole
     /// number of blocks or the size overflows.
+    #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; MSRV is 1.80
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
         if n % bs != 0 {
@@ -241,4 +242,163 @@ impl std::fmt::Display for GgmlType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Why a byte-level row conversion was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RowError {
+    /// No scalar reference for this type in this direction.
+    Unsupported { ty: GgmlType, op: &'static str },
+    /// `n` values are not a whole number of blocks, or the byte buffer does not
+    /// hold exactly their row size.
+    BadLength {
+        ty: GgmlType,
+        n: usize,
+        bytes: usize,
+    },
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowError::Unsupported { ty, op } => write!(f, "{op} to/from {ty} is not supported"),
+            RowError::BadLength { ty, n, bytes } => write!(
+                f,
+                "{n} values do not match {bytes} bytes of {ty} (block size {}, {} bytes per block)",
+                ty.block_size(),
+                ty.type_size()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RowError {}
+
+/// Whether [`quantize_row`] accepts `ty`.
+pub fn can_quantize(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(
+        ty,
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | Q4K | Q5K | Q6K | Q8K
+    )
+}
+
+/// Whether [`dequantize_row`] accepts `ty`.
+pub fn can_dequantize(ty: GgmlType) -> bool {
+    can_quantize(ty)
+}
+
+fn check_row(ty: GgmlType, n: usize, bytes: usize) -> Result<usize, RowError> {
+    let bad = RowError::BadLength { ty, n, bytes };
+    match ty.row_bytes(n as u64) {
+        Some(b) if b == bytes as u64 => Ok(n / ty.block_size()),
+        _ => Err(bad),
+    }
+}
+
+/// Run a block quantizer into a byte buffer of any alignment.
+fn quantize_into<B: Pod>(x: &[f32], y: &mut [u8], f: fn(&[f32], &mut [B])) {
+    match bytemuck::try_cast_slice_mut::<u8, B>(y) {
+        Ok(blocks) => f(x, blocks),
+        Err(_) => {
+            let mut blocks = vec![B::zeroed(); y.len() / std::mem::size_of::<B>()];
+            f(x, &mut blocks);
+            y.copy_from_slice(bytemuck::cast_slice(&blocks));
+        }
+    }
+}
+
+/// Run a block dequantizer from a byte buffer of any alignment.
+fn dequantize_from<B: Pod>(x: &[u8], y: &mut [f32], f: fn(&[B], &mut [f32])) {
+    match bytemuck::try_cast_slice::<u8, B>(x) {
+        Ok(blocks) => f(blocks, y),
+        Err(_) => {
+            let blocks: Vec<B> = x
+                .chunks_exact(std::mem::size_of::<B>())
+                .map(bytemuck::pod_read_unaligned)
+                .collect();
+            f(&blocks, y);
+        }
+    }
+}
+
+/// Quantize one row (or any whole number of blocks) of `x` into the ggml
+/// bytes of `ty`, as ggml's reference quantizers (what llama-quantize writes
+/// without an importance matrix). `F32` copies the values little-endian.
+/// `y.len()` must be exactly `ty.row_bytes(x.len())`.
+pub fn quantize_row(ty: GgmlType, x: &[f32], y: &mut [u8]) -> Result<(), RowError> {
+    if !can_quantize(ty) {
+        return Err(RowError::Unsupported { ty, op: "quantize" });
+    }
+    check_row(ty, x.len(), y.len())?;
+    match ty {
+        GgmlType::F32 => {
+            for (o, v) in y.chunks_exact_mut(4).zip(x) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for (o, &v) in y.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&float::fp32_to_fp16_bits(v).to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, &v) in y.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&float::fp32_to_bf16_bits(v).to_le_bytes());
+            }
+        }
+        GgmlType::Q4_0 => quantize_into(x, y, legacy::quantize_row_q4_0),
+        GgmlType::Q4_1 => quantize_into(x, y, legacy::quantize_row_q4_1),
+        GgmlType::Q5_0 => quantize_into(x, y, legacy::quantize_row_q5_0),
+        GgmlType::Q5_1 => quantize_into(x, y, legacy::quantize_row_q5_1),
+        GgmlType::Q8_0 => quantize_into(x, y, legacy::quantize_row_q8_0),
+        GgmlType::Q8_1 => quantize_into(x, y, legacy::quantize_row_q8_1),
+        GgmlType::Q4K => quantize_into(x, y, kquants::quantize_row_q4_k),
+        GgmlType::Q5K => quantize_into(x, y, kquants::quantize_row_q5_k),
+        GgmlType::Q6K => quantize_into(x, y, kquants::quantize_row_q6_k),
+        GgmlType::Q8K => quantize_into(x, y, kquants::quantize_row_q8_k),
+        _ => unreachable!("can_quantize checked"),
+    }
+    Ok(())
+}
+
+/// Dequantize ggml bytes of `ty` into `y` (`x.len()` must be exactly
+/// `ty.row_bytes(y.len())`), bit-exact with ggml's `dequantize_row_*`.
+pub fn dequantize_row(ty: GgmlType, x: &[u8], y: &mut [f32]) -> Result<(), RowError> {
+    if !can_dequantize(ty) {
+        return Err(RowError::Unsupported {
+            ty,
+            op: "dequantize",
+        });
+    }
+    check_row(ty, y.len(), x.len())?;
+    match ty {
+        GgmlType::F32 => {
+            for (o, b) in y.iter_mut().zip(x.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (o, b) in y.iter_mut().zip(x.chunks_exact(2)) {
+                *o = float::fp16_to_fp32(f16::from_bits(u16::from_le_bytes([b[0], b[1]])));
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, b) in y.iter_mut().zip(x.chunks_exact(2)) {
+                *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
+            }
+        }
+        GgmlType::Q4_0 => dequantize_from(x, y, legacy::dequantize_row_q4_0),
+        GgmlType::Q4_1 => dequantize_from(x, y, legacy::dequantize_row_q4_1),
+        GgmlType::Q5_0 => dequantize_from(x, y, legacy::dequantize_row_q5_0),
+        GgmlType::Q5_1 => dequantize_from(x, y, legacy::dequantize_row_q5_1),
+        GgmlType::Q8_0 => dequantize_from(x, y, legacy::dequantize_row_q8_0),
+        GgmlType::Q8_1 => dequantize_from(x, y, legacy::dequantize_row_q8_1),
+        GgmlType::Q4K => dequantize_from(x, y, kquants::dequantize_row_q4_k),
+        GgmlType::Q5K => dequantize_from(x, y, kquants::dequantize_row_q5_k),
+        GgmlType::Q6K => dequantize_from(x, y, kquants::dequantize_row_q6_k),
+        GgmlType::Q8K => dequantize_from(x, y, kquants::dequantize_row_q8_k),
+        _ => unreachable!("can_dequantize checked"),
+    }
+    Ok(())
 }
