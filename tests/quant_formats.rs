@@ -264,3 +264,62 @@ fn round_trip_error_is_bounded() {
         }
     }
 }
+
+/// Byte equality with ggml's C `quantize_row_*_ref` for every format,
+/// through tools/quant_cref.c linked against a llama.cpp build. Optional
+/// (CI has no llama.cpp build): runs when `MEKI_QUANT_CREF` names the binary.
+#[test]
+fn quantize_matches_ggml_c_reference() {
+    let Ok(cref) = std::env::var("MEKI_QUANT_CREF") else {
+        eprintln!("SKIP: set MEKI_QUANT_CREF to a build of tools/quant_cref.c");
+        return;
+    };
+    let mut x = quant_inputs();
+    x.extend(tensor_values("quant_formats.cref", 4096, 64, 1.0));
+    let mut rng = SplitMix64(99);
+    x.extend((0..4096 * 8).map(|_| rng.normalish() * 3.0e-3));
+    let src = scratch("cref.in");
+    std::fs::write(&src, f32_bytes(&x)).unwrap();
+    for (t, name) in [
+        (GgmlType::F16, "f16"),
+        (GgmlType::BF16, "bf16"),
+        (GgmlType::Q4_0, "q4_0"),
+        (GgmlType::Q4_1, "q4_1"),
+        (GgmlType::Q5_0, "q5_0"),
+        (GgmlType::Q5_1, "q5_1"),
+        (GgmlType::Q8_0, "q8_0"),
+        (GgmlType::Q8_1, "q8_1"),
+        (GgmlType::Q4K, "q4_K"),
+        (GgmlType::Q5K, "q5_K"),
+        (GgmlType::Q6K, "q6_K"),
+        (GgmlType::Q8K, "q8_K"),
+    ] {
+        let dst = scratch(&format!("cref_{name}.out"));
+        let st = Command::new(&cref)
+            .arg(name)
+            .arg(&src)
+            .arg(&dst)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cref} {name} failed");
+        let theirs = std::fs::read(&dst).unwrap();
+        let mut ours = vec![0u8; t.row_bytes(x.len() as u64).unwrap() as usize];
+        quantize_row(t, &x, &mut ours).unwrap();
+        assert_eq!(ours.len(), theirs.len(), "{t}: size");
+        let ts = t.type_size();
+        let bad: Vec<usize> = (0..ours.len() / ts)
+            .filter(|&b| ours[b * ts..(b + 1) * ts] != theirs[b * ts..(b + 1) * ts])
+            .collect();
+        if let Some(&b) = bad.first() {
+            let bs = t.block_size();
+            panic!(
+                "{t}: {} of {} blocks differ from ggml C; first block {b}: input {:?}\n meki {:02x?}\n ggml {:02x?}",
+                bad.len(),
+                ours.len() / ts,
+                &x[b * bs..(b + 1) * bs],
+                &ours[b * ts..(b + 1) * ts],
+                &theirs[b * ts..(b + 1) * ts]
+            );
+        }
+    }
+}
