@@ -1,0 +1,2 @@
+//! AArch64 kernels.
+pub(crate) mod neon;

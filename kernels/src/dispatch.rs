@@ -1,0 +1,179 @@
+//! Which instruction set the kernels use: detected once at run time, overridable
+//! with the env var `MEKI_KERNELS` (`scalar` | `avx2` | `neon` | `neon-nodotprod`)
+//! or [`set_isa`] (tests, benchmarks).
+//!
+//! Every kernel entry point takes or looks up an [`Isa`]; an `Isa` value other
+//! than `Scalar` is only ever used after [`Isa::is_available`] said yes, which is
+//! what makes the `unsafe` calls into `#[target_feature]` functions sound.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// A kernel family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust, the reference every other path is tested against.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// AArch64 NEON with the `dotprod` extension (`sdot`).
+    Neon,
+    /// AArch64 NEON without `dotprod` (widening multiplies instead of `sdot`).
+    NeonNoDotprod,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Neon, Isa::NeonNoDotprod];
+
+    /// The value of `MEKI_KERNELS` that selects this family.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Neon => "neon",
+            Isa::NeonNoDotprod => "neon-nodotprod",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Isa> {
+        Isa::ALL.iter().copied().find(|i| i.name() == s.trim())
+    }
+
+    /// Whether this CPU can run the family.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => avx2_available(),
+            Isa::Neon => neon_available() && dotprod_available(),
+            Isa::NeonNoDotprod => neon_available(),
+        }
+    }
+
+    /// The families this CPU can run, scalar first.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL
+            .iter()
+            .copied()
+            .filter(|i| i.is_available())
+            .collect()
+    }
+
+    /// The fastest family this CPU can run.
+    pub fn detect() -> Isa {
+        [Isa::Avx2, Isa::Neon, Isa::NeonNoDotprod]
+            .into_iter()
+            .find(|i| i.is_available())
+            .unwrap_or(Isa::Scalar)
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_available() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_available() -> bool {
+    false
+}
+
+#[cfg(target_arch = "aarch64")]
+fn neon_available() -> bool {
+    std::arch::is_aarch64_feature_detected!("neon")
+}
+#[cfg(not(target_arch = "aarch64"))]
+fn neon_available() -> bool {
+    false
+}
+
+#[cfg(target_arch = "aarch64")]
+fn dotprod_available() -> bool {
+    std::arch::is_aarch64_feature_detected!("dotprod")
+}
+#[cfg(not(target_arch = "aarch64"))]
+fn dotprod_available() -> bool {
+    false
+}
+
+/// Error of [`set_isa`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsaUnavailable(pub Isa);
+
+impl std::fmt::Display for IsaUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "kernel family `{}` is not supported by this CPU (available: {})",
+            self.0,
+            Isa::available()
+                .iter()
+                .map(|i| i.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+impl std::error::Error for IsaUnavailable {}
+
+const UNSET: u8 = u8::MAX;
+static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
+
+fn to_u8(i: Isa) -> u8 {
+    Isa::ALL.iter().position(|x| *x == i).unwrap_or(0) as u8
+}
+
+/// The family chosen from `MEKI_KERNELS`, or detected. An unknown or
+/// unavailable value is reported on stderr and replaced by the detected one.
+fn initial() -> Isa {
+    let detected = Isa::detect();
+    match std::env::var("MEKI_KERNELS") {
+        Err(_) => detected,
+        Ok(v) if v.trim().is_empty() || v.trim() == "auto" => detected,
+        Ok(v) => match Isa::from_name(&v) {
+            Some(i) if i.is_available() => i,
+            Some(i) => {
+                eprintln!(
+                    "meki-kernels: MEKI_KERNELS: {}; using `{detected}`",
+                    IsaUnavailable(i)
+                );
+                detected
+            }
+            None => {
+                eprintln!(
+                    "meki-kernels: MEKI_KERNELS={v:?} is not one of scalar, avx2, neon, neon-nodotprod, auto; using `{detected}`"
+                );
+                detected
+            }
+        },
+    }
+}
+
+/// The family the kernels currently use.
+pub fn isa() -> Isa {
+    let v = ACTIVE.load(Ordering::Relaxed);
+    if v != UNSET {
+        return Isa::ALL[v as usize];
+    }
+    let i = initial();
+    // Another thread may have set it meanwhile; keep theirs.
+    match ACTIVE.compare_exchange(UNSET, to_u8(i), Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => i,
+        Err(other) => Isa::ALL[other as usize],
+    }
+}
+
+/// Forces a kernel family for the whole process (tests, benchmarks).
+pub fn set_isa(i: Isa) -> Result<(), IsaUnavailable> {
+    if !i.is_available() {
+        return Err(IsaUnavailable(i));
+    }
+    ACTIVE.store(to_u8(i), Ordering::Relaxed);
+    Ok(())
+}

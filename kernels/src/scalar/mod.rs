@@ -1,0 +1,2 @@
+pub mod dot;
+pub mod quant;

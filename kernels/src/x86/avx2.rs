@@ -1,0 +1,571 @@
+//! x86-64 AVX2 + FMA + F16C dot products and activation quantizers.
+//!
+//! Every function here is `unsafe` with `#[target_feature]`: callers must have
+//! checked [`crate::Isa::Avx2`] is available, and pass slices holding `n`
+//! elements of their format (`n` a multiple of the block size). Rows may start
+//! at any address: all loads are unaligned.
+//!
+//! Integer sums per block are exact (i8 x i8 products through `maddubs`, which
+//! cannot saturate for quants in [-127,127] times activations in [-127,127],
+//! nor for weight value -128 since the weight is the sign source), then scaled
+//! and accumulated in f32 lanes with FMA — the same per-block terms as the
+//! scalar reference, summed in a different order.
+
+use crate::formats::*;
+use crate::scalar::dot::unpack_scales_k4;
+use std::arch::x86_64::*;
+
+const BQ4_0: usize = std::mem::size_of::<BlockQ4_0>();
+const BQ4_1: usize = std::mem::size_of::<BlockQ4_1>();
+const BQ5_0: usize = std::mem::size_of::<BlockQ5_0>();
+const BQ5_1: usize = std::mem::size_of::<BlockQ5_1>();
+const BQ8_0: usize = std::mem::size_of::<BlockQ8_0>();
+const BQ8_1: usize = std::mem::size_of::<BlockQ8_1>();
+const BQ4K: usize = std::mem::size_of::<BlockQ4K>();
+const BQ5K: usize = std::mem::size_of::<BlockQ5K>();
+const BQ6K: usize = std::mem::size_of::<BlockQ6K>();
+const BQ8K: usize = std::mem::size_of::<BlockQ8K>();
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
+    let h = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f32_at(p: *const u8) -> f32 {
+    (p as *const f32).read_unaligned()
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn hsum_ps(v: __m256) -> f32 {
+    let r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let r = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
+    let r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0b01));
+    _mm_cvtsi128_si32(r)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn hmax_ps(v: __m256) -> f32 {
+    let r = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let r = _mm_max_ps(r, _mm_movehl_ps(r, r));
+    let r = _mm_max_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+/// 16 bytes of nibbles -> 32 bytes 0..15: low nibbles then high nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn nibbles_32(p: *const u8) -> __m256i {
+    let t = _mm_loadu_si128(p as *const __m128i);
+    let b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    _mm256_and_si256(b, _mm256_set1_epi8(0x0F))
+}
+
+/// 32 bits -> 32 bytes, 0xFF where the bit is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bits_32(p: *const u8) -> __m256i {
+    let x = (p as *const u32).read_unaligned();
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0x0000000000000000,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+    // Byte k of each 8 has every bit but bit k set: OR gives all-ones iff bit k is set.
+    let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe_u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi64x(-1))
+}
+
+/// Sums of products of signed bytes, as 8 i32 (each the sum of 4 products).
+/// `x` is the sign source, so it may hold -128; `y` must be in [-127,127].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+}
+
+/// Unsigned bytes `u` (< 128) times signed bytes `y`, as 8 i32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_u8i8(u: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load256(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= n / QK * BQ4_0 && x.len() >= n / QK * BQ8_0);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n / QK {
+        let (wb, xb) = (wp.add(i * BQ4_0), xp.add(i * BQ8_0));
+        let d = _mm256_set1_ps(f16_at(wb) * f16_at(xb));
+        let q = _mm256_sub_epi8(nibbles_32(wb.add(2)), _mm256_set1_epi8(8));
+        let p = dot_i8(q, load256(xb.add(2)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_1_q8_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= n / QK * BQ4_1 && x.len() >= n / QK * BQ8_1);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for i in 0..n / QK {
+        let (wb, xb) = (wp.add(i * BQ4_1), xp.add(i * BQ8_1));
+        let d = _mm256_set1_ps(f16_at(wb) * f16_at(xb));
+        summs += f16_at(wb.add(2)) * f16_at(xb.add(2));
+        let p = dot_u8i8(nibbles_32(wb.add(4)), load256(xb.add(4)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q5_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= n / QK * BQ5_0 && x.len() >= n / QK * BQ8_0);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n / QK {
+        let (wb, xb) = (wp.add(i * BQ5_0), xp.add(i * BQ8_0));
+        let d = _mm256_set1_ps(f16_at(wb) * f16_at(xb));
+        let hi = _mm256_and_si256(bits_32(wb.add(2)), _mm256_set1_epi8(0x10));
+        let q = _mm256_or_si256(nibbles_32(wb.add(6)), hi);
+        let q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+        let p = dot_i8(q, load256(xb.add(2)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q5_1_q8_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= n / QK * BQ5_1 && x.len() >= n / QK * BQ8_1);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for i in 0..n / QK {
+        let (wb, xb) = (wp.add(i * BQ5_1), xp.add(i * BQ8_1));
+        let d = _mm256_set1_ps(f16_at(wb) * f16_at(xb));
+        summs += f16_at(wb.add(2)) * f16_at(xb.add(2));
+        let hi = _mm256_and_si256(bits_32(wb.add(4)), _mm256_set1_epi8(0x10));
+        let q = _mm256_or_si256(nibbles_32(wb.add(8)), hi);
+        let p = dot_u8i8(q, load256(xb.add(4)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q8_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= n / QK * BQ8_0 && x.len() >= n / QK * BQ8_0);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n / QK {
+        let (wb, xb) = (wp.add(i * BQ8_0), xp.add(i * BQ8_0));
+        let d = _mm256_set1_ps(f16_at(wb) * f16_at(xb));
+        let p = dot_i8(load256(wb.add(2)), load256(xb.add(2)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// Sum over the 8 sub-blocks of min * (sum of the sub-block's activations).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mins_dot_bsums(mins: [u32; 2], bsums: *const u8) -> __m128i {
+    let m = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, mins[1] as i32, mins[0] as i32));
+    let b = load256(bsums);
+    let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    _mm_madd_epi16(m, pairs)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= n / QK_K * BQ4K && x.len() >= n / QK_K * BQ8K);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for i in 0..n / QK_K {
+        let (wb, xb) = (wp.add(i * BQ4K), xp.add(i * BQ8K));
+        let yd = f32_at(xb);
+        let d = yd * f16_at(wb);
+        let dmin = -(yd * f16_at(wb.add(2)));
+        let s = unpack_scales_k4(std::slice::from_raw_parts(wb.add(4), 12));
+        let prod_m = mins_dot_bsums([s[2], s[3]], xb.add(4 + QK_K));
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m);
+        let sc: [u8; 8] = std::mem::transmute([s[0], s[1]]);
+        let (q4, q8) = (wb.add(16), xb.add(4));
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..QK_K / 64 {
+            let bits = load256(q4.add(32 * j));
+            let lo = _mm256_and_si256(bits, _mm256_set1_epi8(0x0F));
+            let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), _mm256_set1_epi8(0x0F));
+            let pl = _mm256_maddubs_epi16(lo, load256(q8.add(64 * j)));
+            let ph = _mm256_maddubs_epi16(hi, load256(q8.add(64 * j + 32)));
+            let pl = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), pl);
+            let ph = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), ph);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    hsum_ps(acc) + _mm_cvtss_f32(m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q5_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= n / QK_K * BQ5K && x.len() >= n / QK_K * BQ8K);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for i in 0..n / QK_K {
+        let (wb, xb) = (wp.add(i * BQ5K), xp.add(i * BQ8K));
+        let yd = f32_at(xb);
+        let d = yd * f16_at(wb);
+        let dmin = -(yd * f16_at(wb.add(2)));
+        let s = unpack_scales_k4(std::slice::from_raw_parts(wb.add(4), 12));
+        let prod_m = mins_dot_bsums([s[2], s[3]], xb.add(4 + QK_K));
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m);
+        let sc: [u8; 8] = std::mem::transmute([s[0], s[1]]);
+        let hbits = load256(wb.add(16));
+        let (q5, q8) = (wb.add(48), xb.add(4));
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..QK_K / 64 {
+            let bits = load256(q5.add(32 * j));
+            let m1 = _mm256_set1_epi8(1 << (2 * j));
+            let m2 = _mm256_set1_epi8(2 << (2 * j));
+            let h1 = _mm256_and_si256(
+                _mm256_cmpeq_epi8(_mm256_and_si256(hbits, m1), m1),
+                _mm256_set1_epi8(0x10),
+            );
+            let h2 = _mm256_and_si256(
+                _mm256_cmpeq_epi8(_mm256_and_si256(hbits, m2), m2),
+                _mm256_set1_epi8(0x10),
+            );
+            let lo = _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi8(0x0F)), h1);
+            let hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(bits, 4), _mm256_set1_epi8(0x0F)),
+                h2,
+            );
+            let pl = _mm256_maddubs_epi16(lo, load256(q8.add(64 * j)));
+            let ph = _mm256_maddubs_epi16(hi, load256(q8.add(64 * j + 32)));
+            let pl = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), pl);
+            let ph = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), ph);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    hsum_ps(acc) + _mm_cvtss_f32(m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q6_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= n / QK_K * BQ6K && x.len() >= n / QK_K * BQ8K);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(0x30);
+    for i in 0..n / QK_K {
+        let (wb, xb) = (wp.add(i * BQ6K), xp.add(i * BQ8K));
+        let d = f32_at(xb) * f16_at(wb.add(208));
+        let scales = wb.add(192) as *const i8;
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales as *const __m128i));
+        // 32 * sum_g scale_g * bsum_g: the -32 offset of every quant.
+        let offs = _mm256_madd_epi16(sc16, load256(xb.add(4 + QK_K)));
+        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offs, 5));
+        for h in 0..2 {
+            let ql = wb.add(64 * h);
+            let qh = load256(wb.add(128 + 32 * h));
+            let q8 = xb.add(4 + 128 * h);
+            let sc = scales.add(8 * h);
+            let b1 = load256(ql);
+            let b2 = load256(ql.add(32));
+            let q1 = _mm256_or_si256(
+                _mm256_and_si256(b1, m4),
+                _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2),
+            );
+            let q2 = _mm256_or_si256(
+                _mm256_and_si256(b2, m4),
+                _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2),
+            );
+            let q3 = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(b1, 4), m4),
+                _mm256_and_si256(qh, m2),
+            );
+            let q4 = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
+                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
+            );
+            for (k, q) in [q1, q2, q3, q4].into_iter().enumerate() {
+                let p = _mm256_maddubs_epi16(q, load256(q8.add(32 * k)));
+                let s = _mm256_set_m128i(
+                    _mm_set1_epi16(*sc.add(2 * k + 1) as i16),
+                    _mm_set1_epi16(*sc.add(2 * k) as i16),
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f32_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 4 * n && x.len() >= 4 * n);
+    let (a, b) = (w.as_ptr() as *const f32, x.as_ptr() as *const f32);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, s) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            *s = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(o)), _mm256_loadu_ps(b.add(o)), *s);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)), acc[0]);
+        i += 8;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(v);
+    while i < n {
+        s += a.add(i).read_unaligned() * b.add(i).read_unaligned();
+        i += 1;
+    }
+    s
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn load_f16x8(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_bf16x8(p: *const u8) -> __m256 {
+    let v = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+    _mm256_castsi256_ps(_mm256_slli_epi32(v, 16))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
+    let (a, b) = (w.as_ptr(), x.as_ptr() as *const f32);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, s) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            *s = _mm256_fmadd_ps(load_f16x8(a.add(2 * o)), _mm256_loadu_ps(b.add(o)), *s);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(load_f16x8(a.add(2 * i)), _mm256_loadu_ps(b.add(i)), acc[0]);
+        i += 8;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(v);
+    while i < n {
+        s += f16_at(a.add(2 * i)) * b.add(i).read_unaligned();
+        i += 1;
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_bf16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
+    let (a, b) = (w.as_ptr(), x.as_ptr() as *const f32);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, s) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            *s = _mm256_fmadd_ps(load_bf16x8(a.add(2 * o)), _mm256_loadu_ps(b.add(o)), *s);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(load_bf16x8(a.add(2 * i)), _mm256_loadu_ps(b.add(i)), acc[0]);
+        i += 8;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(v);
+    while i < n {
+        let h = (a.add(2 * i) as *const u16).read_unaligned();
+        s += f32::from_bits((h as u32) << 16) * b.add(i).read_unaligned();
+        i += 1;
+    }
+    s
+}
+
+// ---- activation quantizers -------------------------------------------------
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn abs_ps(v: __m256) -> __m256 {
+    _mm256_andnot_ps(_mm256_set1_ps(-0.0), v)
+}
+
+/// `roundf`: round half away from zero, exactly (t = trunc(v); v - t is exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn round_away(v: __m256) -> __m256 {
+    let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    let frac = abs_ps(_mm256_sub_ps(v, t));
+    let up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5), _CMP_GE_OQ);
+    let one = _mm256_or_ps(_mm256_set1_ps(1.0), _mm256_and_ps(v, _mm256_set1_ps(-0.0)));
+    _mm256_add_ps(t, _mm256_and_ps(up, one))
+}
+
+/// Packs 4x8 i32 (each in i8 range) into 32 bytes in order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_i32x32(i: [__m256i; 4]) -> __m256i {
+    let a = _mm256_packs_epi32(i[0], i[1]);
+    let b = _mm256_packs_epi32(i[2], i[3]);
+    let p = _mm256_packs_epi16(a, b);
+    _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+/// One 32-block of Q8_0/Q8_1: returns (d, quants, sum of quants).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quant_block_32(x: *const f32, out: *mut u8) -> (f32, i32) {
+    let v = [
+        _mm256_loadu_ps(x),
+        _mm256_loadu_ps(x.add(8)),
+        _mm256_loadu_ps(x.add(16)),
+        _mm256_loadu_ps(x.add(24)),
+    ];
+    let m = _mm256_max_ps(
+        _mm256_max_ps(abs_ps(v[0]), abs_ps(v[1])),
+        _mm256_max_ps(abs_ps(v[2]), abs_ps(v[3])),
+    );
+    let amax = hmax_ps(m);
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let mut q = [_mm256_setzero_si256(); 4];
+    for k in 0..4 {
+        q[k] = _mm256_cvttps_epi32(round_away(_mm256_mul_ps(v[k], id)));
+    }
+    let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    _mm256_storeu_si256(out as *mut __m256i, pack_i32x32(q));
+    (d, hsum_epi32(s))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_f16(p: *mut u8, v: f32) {
+    let h = _mm_cvtsi128_si32(_mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT)) as u16;
+    (p as *mut u16).write_unaligned(h);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
+    let nb = x.len() / QK;
+    debug_assert!(out.len() >= nb * BQ8_0);
+    for i in 0..nb {
+        let o = out.as_mut_ptr().add(i * BQ8_0);
+        let (d, _) = quant_block_32(x.as_ptr().add(i * QK), o.add(2));
+        store_f16(o, d);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
+    let nb = x.len() / QK;
+    debug_assert!(out.len() >= nb * BQ8_1);
+    for i in 0..nb {
+        let o = out.as_mut_ptr().add(i * BQ8_1);
+        let (d, sum) = quant_block_32(x.as_ptr().add(i * QK), o.add(4));
+        store_f16(o, d);
+        store_f16(o.add(2), sum as f32 * d);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
+    let nb = x.len() / QK_K;
+    debug_assert!(out.len() >= nb * BQ8K);
+    for i in 0..nb {
+        let xb = x.as_ptr().add(i * QK_K);
+        let o = out.as_mut_ptr().add(i * BQ8K);
+        let mut m = _mm256_setzero_ps();
+        for k in 0..QK_K / 8 {
+            m = _mm256_max_ps(m, abs_ps(_mm256_loadu_ps(xb.add(8 * k))));
+        }
+        let amax = hmax_ps(m);
+        if amax == 0.0 {
+            std::ptr::write_bytes(o, 0, BQ8K);
+            continue;
+        }
+        // The reference keeps the sign of the first element of largest magnitude.
+        let va = _mm256_set1_ps(amax);
+        let mut max = amax;
+        for k in 0..QK_K / 8 {
+            let bits = _mm256_movemask_ps(_mm256_cmp_ps(
+                abs_ps(_mm256_loadu_ps(xb.add(8 * k))),
+                va,
+                _CMP_EQ_OQ,
+            ));
+            if bits != 0 {
+                max = *xb.add(8 * k + bits.trailing_zeros() as usize);
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let vs = _mm256_set1_ps(iscale);
+        let lim = _mm256_set1_epi32(127);
+        let qs = o.add(4);
+        let bsums = o.add(4 + QK_K) as *mut i16;
+        for g in 0..QK_K / 32 {
+            // cvtps rounds half to even (MXCSR default), like `nearest_int`.
+            let mut q = [_mm256_setzero_si256(); 4];
+            for (k, qk) in q.iter_mut().enumerate() {
+                let v = _mm256_mul_ps(vs, _mm256_loadu_ps(xb.add(32 * g + 8 * k)));
+                *qk = _mm256_min_epi32(_mm256_cvtps_epi32(v), lim);
+            }
+            _mm256_storeu_si256(qs.add(32 * g) as *mut __m256i, pack_i32x32(q));
+            bsums
+                .add(2 * g)
+                .write_unaligned(hsum_epi32(_mm256_add_epi32(q[0], q[1])) as i16);
+            bsums
+                .add(2 * g + 1)
+                .write_unaligned(hsum_epi32(_mm256_add_epi32(q[2], q[3])) as i16);
+        }
+        (o as *mut f32).write_unaligned(1.0 / iscale);
+    }
+}

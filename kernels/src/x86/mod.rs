@@ -1,0 +1,2 @@
+//! x86-64 kernels.
+pub(crate) mod avx2;
