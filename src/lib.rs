@@ -9,5 +9,8 @@
 pub use meki_kernels as kernels;
 
 pub mod gguf;
+pub mod model;
 pub mod quant;
+pub mod run;
+pub mod sampler;
 pub mod tokenizer;

@@ -1,5 +1,240 @@
-//! `meki-run`: CPU inference front end (logic lives in the library).
+//! `meki-run`: run GGUF models on the CPU (generation, tokenization, perplexity).
+//! The work is done by `meki::run`; this file parses flags and prints.
+
+use clap::{Args, Parser, Subcommand};
+use meki::model::{KvType, Model};
+use meki::run::{self, GenerateOptions};
+use meki::sampler::SamplerParams;
+use meki::tokenizer::Tokenizer;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "meki-run",
+    version,
+    about = "Run Qwen3/Qwen2/Llama GGUF models (with or without MeKi tables) on the CPU",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    gen: GenArgs,
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// GGUF model file.
+    #[arg(short = 'm', long = "model")]
+    model: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
+    /// Context size in tokens (default: 4096, capped by memory you have).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    ctx: usize,
+    /// KV cache element type: f16 (default, as llama.cpp) or f32.
+    #[arg(long = "kv-type", default_value = "f16", value_parser = ["f16", "f32"])]
+    kv_type: String,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// GGUF model file.
+    #[arg(short = 'm', long = "model")]
+    model: Option<PathBuf>,
+    /// Prompt text.
+    #[arg(short = 'p', long = "prompt")]
+    prompt: Option<String>,
+    /// Tokens to generate.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    n_predict: usize,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
+    /// Context size in tokens.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    ctx: usize,
+    /// KV cache element type: f16 (default, as llama.cpp) or f32.
+    #[arg(long = "kv-type", default_value = "f16", value_parser = ["f16", "f32"])]
+    kv_type: String,
+    /// Temperature; 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.8)]
+    temp: f32,
+    /// Keep the K most likely tokens (0: all).
+    #[arg(long = "top-k", default_value_t = 40)]
+    top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches P.
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens less likely than M times the most likely one.
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    min_p: f32,
+    /// Penalty for tokens among the last 64 (1.0: off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed for sampling (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long = "ignore-eos")]
+    ignore_eos: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the token ids of a text (one line), with BOS where the model asks for it.
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Text to tokenize.
+        #[arg(short = 'p', long = "prompt", conflicts_with = "file")]
+        prompt: Option<String>,
+        /// File to tokenize.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+    },
+    /// Perplexity of a text file, llama-perplexity's method (chunks of -c tokens, each scored on its second half).
+    Perplexity {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// UTF-8 text file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Tokens per forward batch.
+        #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+        batch: usize,
+    },
+}
+
+fn kv(s: &str) -> KvType {
+    if s == "f32" {
+        KvType::F32
+    } else {
+        KvType::F16
+    }
+}
+
+fn init_threads(n: usize) {
+    if n > 0 {
+        // Ignore the error of a pool that already exists (only in tests).
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
+}
+
+fn load(path: &PathBuf) -> Result<(Model, Tokenizer, f64), String> {
+    let start = Instant::now();
+    let model = Model::open(path)?;
+    let tok = Tokenizer::from_gguf(&model.file)
+        .map_err(|e| format!("{}: tokenizer: {e}", path.display()))?;
+    Ok((model, tok, start.elapsed().as_secs_f64() * 1e3))
+}
+
+fn read_text(path: &PathBuf) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{}: not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 fn main() {
-    eprintln!("meki-run: no subcommands yet");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Tokenize {
+            model,
+            prompt,
+            file,
+        }) => tokenize(model, prompt, file),
+        Some(Command::Perplexity { model, file, batch }) => perplexity(model, file, batch),
+        None => generate(cli.gen),
+    };
+    if let Err(e) = result {
+        eprintln!("meki-run: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn tokenize(m: ModelArgs, prompt: Option<String>, file: Option<PathBuf>) -> Result<(), String> {
+    let text = match (prompt, file) {
+        (Some(p), _) => p,
+        (None, Some(f)) => read_text(&f)?,
+        (None, None) => return Err("tokenize needs -p TEXT or -f FILE".into()),
+    };
+    let gguf =
+        meki::gguf::GgufFile::open(&m.model).map_err(|e| format!("{}: {e}", m.model.display()))?;
+    let tok = Tokenizer::from_gguf(&gguf).map_err(|e| format!("tokenizer: {e}"))?;
+    let ids = tok.encode(&text, true, true);
+    let line: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    println!("{}", line.join(" "));
+    Ok(())
+}
+
+fn perplexity(m: ModelArgs, file: PathBuf, batch: usize) -> Result<(), String> {
+    init_threads(m.threads);
+    let text = read_text(&file)?;
+    let (model, tok, _) = load(&m.model)?;
+    let start = Instant::now();
+    let mut progress = |done: usize, total: usize, ppl: f64| {
+        let el = start.elapsed().as_secs_f64();
+        let eta = el / done as f64 * (total - done) as f64;
+        eprint!("\r[{done}/{total}] running PPL = {ppl:.4}  elapsed {el:.0}s  ETA {eta:.0}s   ");
+        let _ = std::io::stderr().flush();
+    };
+    let r = run::perplexity(
+        &model,
+        &tok,
+        &text,
+        m.ctx,
+        batch,
+        kv(&m.kv_type),
+        &mut progress,
+    )?;
+    eprintln!();
+    println!("chunks = {}, tokens scored = {}", r.chunks, r.tokens_scored);
+    println!("PPL = {:.6}", r.ppl);
+    Ok(())
+}
+
+fn generate(g: GenArgs) -> Result<(), String> {
+    let model_path = g.model.ok_or("no model given (-m MODEL.gguf)")?;
+    let prompt = g.prompt.ok_or("no prompt given (-p TEXT)")?;
+    init_threads(g.threads);
+    let (model, tok, load_ms) = load(&model_path)?;
+    let seed = g.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    let opts = GenerateOptions {
+        prompt,
+        n_predict: g.n_predict,
+        n_ctx: g.ctx,
+        kv: kv(&g.kv_type),
+        sampler: SamplerParams {
+            temp: g.temp,
+            top_k: g.top_k,
+            top_p: g.top_p,
+            min_p: g.min_p,
+            repeat_penalty: g.repeat_penalty,
+            repeat_last_n: 64,
+            seed,
+        },
+        ignore_eos: g.ignore_eos,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let (_, mut timings) = run::generate(&model, &tok, &opts, &mut out)?;
+    writeln!(out).map_err(|e| e.to_string())?;
+    timings.load_ms = load_ms;
+    eprintln!("\n{}", timings.report());
+    Ok(())
 }

@@ -1,0 +1,209 @@
+//! The model's tensors, located (not copied) in the mapped GGUF file.
+//!
+//! A [`Weight`] is a checked byte range of the map plus its ggml type and
+//! shape; the forward pass resolves it to a slice with [`Weight::bytes`].
+//! Every shape is checked against the hyper-parameters at load, so the
+//! kernels never see a row that is shorter than they expect.
+
+use super::config::{Arch, Config};
+use crate::gguf::GgufFile;
+use crate::kernels::formats::GgmlType;
+use std::ops::Range;
+
+/// A 1-D or 2-D tensor in the map: `rows` rows of `cols` elements (ggml
+/// `ne0 = cols`, `ne1 = rows`), i.e. a linear layer `cols -> rows`.
+#[derive(Clone, Debug)]
+pub struct Weight {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    range: Range<usize>,
+}
+
+impl Weight {
+    pub fn bytes<'a>(&self, file: &'a GgufFile) -> &'a [u8] {
+        &file.as_bytes()[self.range.clone()]
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.range.len() / self.rows.max(1)
+    }
+}
+
+/// Per-layer weights of a llama/qwen decoder block.
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    pub attn_norm: Weight,
+    pub wq: Weight,
+    pub wk: Weight,
+    pub wv: Weight,
+    /// Qwen2's q/k/v biases.
+    pub bq: Option<Weight>,
+    pub bk: Option<Weight>,
+    pub bv: Option<Weight>,
+    /// Qwen3's per-head RMSNorm of q and k.
+    pub q_norm: Option<Weight>,
+    pub k_norm: Option<Weight>,
+    pub wo: Weight,
+    pub ffn_norm: Weight,
+    pub ffn_gate: Weight,
+    pub ffn_up: Weight,
+    pub ffn_down: Weight,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelWeights {
+    pub token_embd: Weight,
+    pub layers: Vec<LayerWeights>,
+    pub output_norm: Weight,
+    /// The output head; `token_embd` when tied.
+    pub output: Weight,
+    pub tied_output: bool,
+}
+
+/// Looks tensors up by llama.cpp name and checks type and shape.
+pub(crate) struct Loader<'a> {
+    pub file: &'a GgufFile,
+}
+
+impl Loader<'_> {
+    pub fn get(&self, name: &str, cols: usize, rows: usize) -> Result<Weight, String> {
+        self.find(name, cols, rows)?.ok_or_else(|| {
+            format!(
+                "tensor '{name}' is missing from {}",
+                self.file.path().display()
+            )
+        })
+    }
+
+    /// A 1-D vector of `n` elements, which must be F32 (norm weights, biases).
+    pub fn vector(&self, name: &str, n: usize) -> Result<Weight, String> {
+        let w = self.get(name, n, 1)?;
+        if w.ty != GgmlType::F32 {
+            return Err(format!(
+                "tensor '{name}' is {} (1-D tensors must be F32)",
+                w.ty
+            ));
+        }
+        if w.range.start % std::mem::align_of::<f32>() != 0 {
+            return Err(format!("tensor '{name}' data is not 4-byte aligned"));
+        }
+        Ok(w)
+    }
+
+    pub fn opt_vector(&self, name: &str, n: usize) -> Result<Option<Weight>, String> {
+        match self.file.tensor(name) {
+            Some(_) => self.vector(name, n).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn find(&self, name: &str, cols: usize, rows: usize) -> Result<Option<Weight>, String> {
+        let Some(info) = self.file.tensor(name) else {
+            return Ok(None);
+        };
+        let mut dims: Vec<u64> = info.dims.clone();
+        while dims.len() > 1 && dims.last() == Some(&1) {
+            dims.pop();
+        }
+        let want: Vec<u64> = if rows == 1 {
+            vec![cols as u64]
+        } else {
+            vec![cols as u64, rows as u64]
+        };
+        if dims != want {
+            return Err(format!(
+                "tensor '{name}' has shape {:?}, expected {:?} (ne0 first)",
+                info.dims, want
+            ));
+        }
+        if !matches!(
+            info.ggml_type,
+            GgmlType::F32
+                | GgmlType::F16
+                | GgmlType::BF16
+                | GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q5_0
+                | GgmlType::Q5_1
+                | GgmlType::Q8_0
+                | GgmlType::Q4K
+                | GgmlType::Q5K
+                | GgmlType::Q6K
+        ) {
+            return Err(format!(
+                "tensor '{name}' has type {}, which meki-run cannot compute with",
+                info.ggml_type
+            ));
+        }
+        let range = self
+            .file
+            .header()
+            .tensor_range(info)
+            .ok_or_else(|| format!("tensor '{name}' data lies outside the file"))?;
+        Ok(Some(Weight {
+            name: name.to_string(),
+            ty: info.ggml_type,
+            rows,
+            cols,
+            range,
+        }))
+    }
+}
+
+impl ModelWeights {
+    pub fn load(file: &GgufFile, c: &Config) -> Result<ModelWeights, String> {
+        let l = Loader { file };
+        let token_embd = l.get("token_embd.weight", c.n_embd, c.n_vocab)?;
+        let output_norm = l.vector("output_norm.weight", c.n_embd)?;
+        let (output, tied_output) = match l.find("output.weight", c.n_embd, c.n_vocab)? {
+            Some(w) => (w, false),
+            None => (token_embd.clone(), true),
+        };
+        let mut layers = Vec::with_capacity(c.n_layer.min(4096));
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let qwen2 = c.arch == Arch::Qwen2;
+            let qwen3 = c.arch == Arch::Qwen3;
+            let bias = |s: &str, len: usize| -> Result<Option<Weight>, String> {
+                if qwen2 {
+                    l.vector(&n(s), len).map(Some)
+                } else {
+                    l.opt_vector(&n(s), len)
+                }
+            };
+            let head_norm = |s: &str| -> Result<Option<Weight>, String> {
+                if qwen3 {
+                    l.vector(&n(s), c.head_dim).map(Some)
+                } else {
+                    l.opt_vector(&n(s), c.head_dim)
+                }
+            };
+            layers.push(LayerWeights {
+                attn_norm: l.vector(&n("attn_norm.weight"), c.n_embd)?,
+                wq: l.get(&n("attn_q.weight"), c.n_embd, c.q_dim())?,
+                wk: l.get(&n("attn_k.weight"), c.n_embd, c.kv_dim())?,
+                wv: l.get(&n("attn_v.weight"), c.n_embd, c.kv_dim())?,
+                bq: bias("attn_q.bias", c.q_dim())?,
+                bk: bias("attn_k.bias", c.kv_dim())?,
+                bv: bias("attn_v.bias", c.kv_dim())?,
+                q_norm: head_norm("attn_q_norm.weight")?,
+                k_norm: head_norm("attn_k_norm.weight")?,
+                wo: l.get(&n("attn_output.weight"), c.q_dim(), c.n_embd)?,
+                ffn_norm: l.vector(&n("ffn_norm.weight"), c.n_embd)?,
+                ffn_gate: l.get(&n("ffn_gate.weight"), c.n_embd, c.n_ff)?,
+                ffn_up: l.get(&n("ffn_up.weight"), c.n_embd, c.n_ff)?,
+                ffn_down: l.get(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
+            });
+        }
+        Ok(ModelWeights {
+            token_embd,
+            layers,
+            output_norm,
+            output,
+            tied_output,
+        })
+    }
+}
