@@ -57,6 +57,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--arch", choices=sorted(VOCABS), default="qwen3")
     ap.add_argument("--vocab", help="vocab GGUF to copy the tokenizer from (default: llama.cpp's for the arch)")
+    ap.add_argument("--vocab-name", help="name of one of llama.cpp's models/ggml-vocab-NAME.gguf (e.g. llama-spm)")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--d", type=int, default=256, help="model width")
     ap.add_argument("--ffn", type=int, default=512, help="FFN width")
@@ -71,7 +72,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
-    vocab_path = a.vocab or os.path.join(llama_cpp_dir(), "models", f"ggml-vocab-{VOCABS[a.arch]}.gguf")
+    vocab_name = a.vocab_name or VOCABS[a.arch]
+    vocab_path = a.vocab or os.path.join(llama_cpp_dir(), "models", f"ggml-vocab-{vocab_name}.gguf")
     rng = np.random.default_rng(a.seed)
     wdtype = np.float32 if a.type == "f32" else np.float16
     arch = a.arch
