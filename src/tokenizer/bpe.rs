@@ -14,6 +14,9 @@ use super::unicode::{byte_to_char_table, char_to_byte};
 
 const NONE: u32 = u32::MAX;
 
+/// Words up to this many bytes merge by rescanning (quadratic but allocation- and heap-free).
+const SMALL_WORD: usize = 24;
+
 /// Merge table and byte maps of a byte-level BPE vocabulary.
 pub(crate) struct BpeModel {
     /// `(left symbol, right symbol)` as `left << 32 | right` -> `(rank, merged symbol)`.
@@ -39,6 +42,7 @@ type Candidate = Reverse<(u32, u32, u32, u32, u32, u32)>;
 pub(crate) struct BpeScratch {
     symbols: Vec<Symbol>,
     queue: BinaryHeap<Candidate>,
+    rules: Vec<(u32, u32)>,
 }
 
 #[derive(Clone, Copy)]
@@ -134,6 +138,82 @@ impl BpeModel {
                 return;
             }
         }
+        if word.len() <= SMALL_WORD {
+            self.merge_small(word, scratch);
+        } else {
+            self.merge_queued(word, scratch);
+        }
+        for s in scratch.symbols.iter().filter(|s| s.len > 0) {
+            if s.id < self.n_vocab {
+                out.push(s.id);
+            } else {
+                // not a token: fall back to single-byte tokens, dropping bytes without one
+                let bytes = &word[s.start as usize..(s.start + s.len) as usize];
+                out.extend(
+                    bytes
+                        .iter()
+                        .map(|&b| self.byte_token[b as usize])
+                        .filter(|&t| t != NONE),
+                );
+            }
+        }
+    }
+
+    fn rule(&self, l: u32, r: u32) -> (u32, u32) {
+        if l == NONE || r == NONE {
+            return (NONE, NONE);
+        }
+        self.merges
+            .get(&pair(l, r))
+            .copied()
+            .unwrap_or((NONE, NONE))
+    }
+
+    /// Short words: rescan the pair ranks after each merge (no queue). Picks the same merge
+    /// as the queue does: the lowest rank, leftmost on ties.
+    fn merge_small(&self, word: &[u8], scratch: &mut BpeScratch) {
+        let syms = &mut scratch.symbols;
+        syms.clear();
+        syms.extend(word.iter().enumerate().map(|(i, &b)| Symbol {
+            id: self.byte_symbol[b as usize],
+            start: i as u32,
+            len: 1,
+            prev: NONE,
+            next: NONE,
+        }));
+        // rules[i]: (rank, merged) of the pair (syms[i], syms[i + 1])
+        let rules = &mut scratch.rules;
+        rules.clear();
+        rules.extend(syms.windows(2).map(|w| self.rule(w[0].id, w[1].id)));
+        loop {
+            let mut best = NONE;
+            let mut at = 0;
+            for (i, &(rank, _)) in rules.iter().enumerate() {
+                if rank < best {
+                    best = rank;
+                    at = i;
+                }
+            }
+            if best == NONE {
+                break;
+            }
+            let merged = rules[at].1;
+            syms[at].id = merged;
+            syms[at].len += syms[at + 1].len;
+            syms.remove(at + 1);
+            rules.remove(at);
+            if at + 1 < syms.len() {
+                rules[at] = self.rule(merged, syms[at + 1].id);
+            }
+            if at > 0 {
+                rules[at - 1] = self.rule(syms[at - 1].id, merged);
+            }
+        }
+    }
+
+    /// Long words: a priority queue of candidate merges over a linked list of symbols, stale
+    /// entries skipped when popped (O(n log n)).
+    fn merge_queued(&self, word: &[u8], scratch: &mut BpeScratch) {
         let syms = &mut scratch.symbols;
         syms.clear();
         let n = word.len() as u32;
@@ -168,20 +248,6 @@ impl BpeModel {
             }
             self.push_pair(syms, queue, l.prev, left);
             self.push_pair(syms, queue, left, r.next);
-        }
-        for s in syms.iter().filter(|s| s.len > 0) {
-            if s.id < self.n_vocab {
-                out.push(s.id);
-            } else {
-                // not a token: fall back to single-byte tokens, dropping bytes without one
-                let bytes = &word[s.start as usize..(s.start + s.len) as usize];
-                out.extend(
-                    bytes
-                        .iter()
-                        .map(|&b| self.byte_token[b as usize])
-                        .filter(|&t| t != NONE),
-                );
-            }
         }
     }
 

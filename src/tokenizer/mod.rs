@@ -156,6 +156,9 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// Distinct words whose tokens one `encode` call remembers.
+const WORD_CACHE_ENTRIES: usize = 1 << 16;
+
 const K_MODEL: &str = "tokenizer.ggml.model";
 const K_PRE: &str = "tokenizer.ggml.pre";
 const K_TOKENS: &str = "tokenizer.ggml.tokens";
@@ -541,15 +544,29 @@ impl Tokenizer {
                 let mut splitter = pretokenize::Splitter::default();
                 let mut scratch = BpeScratch::default();
                 let mut words = Vec::new();
+                // words repeat a lot in text: remember each distinct word's tokens (per call)
+                let mut cache: HashMap<&[u8], (usize, usize), FxBuild> = HashMap::default();
+                let mut cached_ids: Vec<u32> = Vec::new();
                 for f in frags {
                     match f {
                         Fragment::Token(id) => out.push(id),
                         Fragment::Text(a, b) => {
-                            let frag = &text[a..b];
                             words.clear();
-                            splitter.split(pre.rule, frag, &mut words);
+                            splitter.split(pre.rule, &text[a..b], &mut words);
                             for &(s, e) in &words {
-                                bpe.encode_word(&frag.as_bytes()[s..e], &mut scratch, &mut out);
+                                let word = &text.as_bytes()[a + s..a + e];
+                                if word.len() < 2 {
+                                    bpe.encode_word(word, &mut scratch, &mut out);
+                                } else if let Some(&(at, len)) = cache.get(word) {
+                                    out.extend_from_slice(&cached_ids[at..at + len]);
+                                } else {
+                                    let before = out.len();
+                                    bpe.encode_word(word, &mut scratch, &mut out);
+                                    if cache.len() < WORD_CACHE_ENTRIES {
+                                        cache.insert(word, (cached_ids.len(), out.len() - before));
+                                        cached_ids.extend_from_slice(&out[before..]);
+                                    }
+                                }
                             }
                         }
                     }

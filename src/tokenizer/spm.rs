@@ -10,6 +10,9 @@ use super::hash::FxBuild;
 
 const NONE: u32 = u32::MAX;
 
+/// Distinct chunks whose tokens one `encode` call remembers.
+const CHUNK_CACHE_ENTRIES: usize = 1 << 16;
+
 /// Reusable per-call work space.
 #[derive(Default)]
 pub(crate) struct SpmScratch {
@@ -56,6 +59,9 @@ pub(crate) struct SpmModel {
     pub(crate) byte_token: [u32; 256],
     /// Used where a byte has no token at all (llama.cpp aborts there).
     pub(crate) unk: u32,
+    /// No token contains `▁` after another character, so no merge crosses the start of a
+    /// `▁` run: text can be merged run by run (same result, small queues, linear time).
+    split_at_space: bool,
 }
 
 impl SpmModel {
@@ -72,14 +78,63 @@ impl SpmModel {
                 *slot = id;
             }
         }
+        let split_at_space = token_to_id.keys().all(|t| {
+            let t = String::from_utf8_lossy(t);
+            let mut prev = '▁';
+            t.chars().all(|c| {
+                let ok = c != '▁' || prev == '▁';
+                prev = c;
+                ok
+            })
+        });
         SpmModel {
             byte_token,
             unk: unk.unwrap_or(NONE),
+            split_at_space,
         }
     }
 
     /// Tokens of `text` (spaces already escaped to `▁`).
     pub(crate) fn encode(
+        &self,
+        text: &str,
+        token_to_id: &HashMap<Box<[u8]>, u32, FxBuild>,
+        scores: &[f32],
+        scratch: &mut SpmScratch,
+        out: &mut Vec<u32>,
+    ) {
+        if !self.split_at_space {
+            return self.encode_chunk(text, token_to_id, scores, scratch, out);
+        }
+        // chunks (words) repeat a lot in text: remember each distinct chunk's tokens
+        let mut cache: HashMap<&str, (usize, usize), FxBuild> = HashMap::default();
+        let mut cached_ids: Vec<u32> = Vec::new();
+        let mut chunk = |a: usize, b: usize, scratch: &mut SpmScratch, out: &mut Vec<u32>| {
+            let piece = &text[a..b];
+            if let Some(&(at, len)) = cache.get(piece) {
+                out.extend_from_slice(&cached_ids[at..at + len]);
+                return;
+            }
+            let before = out.len();
+            self.encode_chunk(piece, token_to_id, scores, scratch, out);
+            if cache.len() < CHUNK_CACHE_ENTRIES {
+                cache.insert(piece, (cached_ids.len(), out.len() - before));
+                cached_ids.extend_from_slice(&out[before..]);
+            }
+        };
+        let mut start = 0;
+        let mut prev = '▁';
+        for (i, c) in text.char_indices() {
+            if c == '▁' && prev != '▁' {
+                chunk(start, i, scratch, out);
+                start = i;
+            }
+            prev = c;
+        }
+        chunk(start, text.len(), scratch, out);
+    }
+
+    fn encode_chunk(
         &self,
         text: &str,
         token_to_id: &HashMap<Box<[u8]>, u32, FxBuild>,

@@ -132,19 +132,15 @@ pub fn byte_to_char_table() -> &'static [char; 256] {
 
 /// Inverse of [`byte_to_char_table`]: the byte a character stands for, if any.
 pub fn char_to_byte(c: char) -> Option<u8> {
-    let cp = c as u32;
-    if cp < 0x100 {
-        let t = byte_to_char_table();
-        (t[cp as usize] == c).then_some(cp as u8)
-    } else if cp < 0x100 + 68 {
-        // the 68 non-printable bytes, in ascending byte order
-        byte_to_char_table()
-            .iter()
-            .position(|&x| x == c)
-            .map(|b| b as u8)
-    } else {
-        None
-    }
+    static INVERSE: OnceLock<[u16; 0x144]> = OnceLock::new();
+    let inv = INVERSE.get_or_init(|| {
+        let mut inv = [u16::MAX; 0x144];
+        for (b, &c) in byte_to_char_table().iter().enumerate() {
+            inv[c as usize] = b as u16;
+        }
+        inv
+    });
+    inv.get(c as usize).and_then(|&b| u8::try_from(b).ok())
 }
 
 #[cfg(test)]
