@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use super::hash::FxBuild;
-use super::unicode::{byte_to_char_table, char_to_byte};
+use super::unicode::byte_to_char_table;
 
 const NONE: u32 = u32::MAX;
 
@@ -27,9 +27,8 @@ pub(crate) struct BpeModel {
     /// llama.cpp looks up each byte of the byte-encoded text as a one-byte string, which
     /// only finds printable ASCII (the bytes that encode as themselves).
     byte_token: [u32; 256],
-    /// Raw bytes of each vocabulary token; only filled when whole pre-tokens are looked up
-    /// before merging (`ignore_merges`).
-    whole_word: HashMap<Box<[u8]>, u32, FxBuild>,
+    /// Look a whole pre-token up in the vocabulary before merging (`ignore_merges`).
+    ignore_merges: bool,
     n_vocab: u32,
 }
 
@@ -43,6 +42,8 @@ pub(crate) struct BpeScratch {
     symbols: Vec<Symbol>,
     queue: BinaryHeap<Candidate>,
     rules: Vec<(u32, u32)>,
+    /// The word in byte-encoded form (for whole-word lookups).
+    encoded: String,
 }
 
 #[derive(Clone, Copy)]
@@ -58,12 +59,11 @@ impl BpeModel {
     /// `token_to_id`: byte-encoded text -> token (the last id wins for duplicate texts, as in
     /// llama.cpp). `merges`: `"left right"` strings in rank order.
     pub(crate) fn new(
-        texts: &[Box<[u8]>],
         token_to_id: &HashMap<Box<[u8]>, u32, FxBuild>,
+        n_vocab: u32,
         merges: &[Box<[u8]>],
         ignore_merges: bool,
     ) -> BpeModel {
-        let n_vocab = texts.len() as u32;
         let mut extra: HashMap<Box<[u8]>, u32, FxBuild> = HashMap::default();
         let mut intern = |s: &[u8]| -> u32 {
             if let Some(&id) = token_to_id.get(s) {
@@ -105,19 +105,11 @@ impl BpeModel {
                 byte_symbol[b] = id;
             }
         }
-        let mut whole_word: HashMap<Box<[u8]>, u32, FxBuild> = HashMap::default();
-        if ignore_merges {
-            for (id, t) in texts.iter().enumerate() {
-                if let Some(raw) = decode_byte_level(t) {
-                    whole_word.insert(raw.into(), id as u32);
-                }
-            }
-        }
         BpeModel {
             merges: merge_map,
             byte_symbol,
             byte_token,
-            whole_word,
+            ignore_merges,
             n_vocab,
         }
     }
@@ -128,12 +120,23 @@ impl BpeModel {
     }
 
     /// Tokens of one pre-token given as raw bytes.
-    pub(crate) fn encode_word(&self, word: &[u8], scratch: &mut BpeScratch, out: &mut Vec<u32>) {
+    /// `token_to_id` is the vocabulary the model was built from.
+    pub(crate) fn encode_word(
+        &self,
+        word: &[u8],
+        token_to_id: &HashMap<Box<[u8]>, u32, FxBuild>,
+        scratch: &mut BpeScratch,
+        out: &mut Vec<u32>,
+    ) {
         if word.is_empty() {
             return;
         }
-        if !self.whole_word.is_empty() {
-            if let Some(&id) = self.whole_word.get(word) {
+        if self.ignore_merges {
+            let encoded = &mut scratch.encoded;
+            encoded.clear();
+            let chars = byte_to_char_table();
+            encoded.extend(word.iter().map(|&b| chars[b as usize]));
+            if let Some(&id) = token_to_id.get(encoded.as_bytes()) {
                 out.push(id);
                 return;
             }
@@ -267,10 +270,4 @@ impl BpeModel {
 
 fn pair(l: u32, r: u32) -> u64 {
     (u64::from(l) << 32) | u64::from(r)
-}
-
-/// Raw bytes of a byte-encoded token text, or `None` if a character is outside the map.
-pub(crate) fn decode_byte_level(text: &[u8]) -> Option<Vec<u8>> {
-    let s = std::str::from_utf8(text).ok()?;
-    s.chars().map(char_to_byte).collect()
 }

@@ -465,8 +465,8 @@ impl Tokenizer {
                 let merges: Vec<Box<[u8]>> = merges.iter().map(|m| m.as_bytes().into()).collect();
                 Model::Bpe {
                     bpe: Box::new(BpeModel::new(
-                        &texts,
                         &token_to_id,
+                        n as u32,
                         &merges,
                         pre.ignore_merges,
                     )),
@@ -556,12 +556,22 @@ impl Tokenizer {
                             for &(s, e) in &words {
                                 let word = &text.as_bytes()[a + s..a + e];
                                 if word.len() < 2 {
-                                    bpe.encode_word(word, &mut scratch, &mut out);
+                                    bpe.encode_word(
+                                        word,
+                                        &self.token_to_id,
+                                        &mut scratch,
+                                        &mut out,
+                                    );
                                 } else if let Some(&(at, len)) = cache.get(word) {
                                     out.extend_from_slice(&cached_ids[at..at + len]);
                                 } else {
                                     let before = out.len();
-                                    bpe.encode_word(word, &mut scratch, &mut out);
+                                    bpe.encode_word(
+                                        word,
+                                        &self.token_to_id,
+                                        &mut scratch,
+                                        &mut out,
+                                    );
                                     if cache.len() < WORD_CACHE_ENTRIES {
                                         cache.insert(word, (cached_ids.len(), out.len() - before));
                                         cached_ids.extend_from_slice(&out[before..]);
