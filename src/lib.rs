@@ -9,6 +9,7 @@
 pub use meki_kernels as kernels;
 
 pub mod gguf;
+pub mod meki;
 pub mod model;
 pub mod quant;
 pub mod run;
