@@ -245,3 +245,60 @@ fn golden_fixtures_are_present() {
         );
     }
 }
+
+/// 300 seeded random texts (tools/tokenizer_random_prompts.py): encode with
+/// (add_special, parse_special) = (false, false) and (true, true).
+fn check_random(name: &str) {
+    let Some(tok) = load(name) else { return };
+    let raw = std::fs::read_to_string(fixtures().join("random.txt")).expect("random.txt");
+    let texts: Vec<&str> = raw.split("\n__ggml_vocab_test__\n").collect();
+    let golden = std::fs::read_to_string(fixtures().join(format!("{name}.random.golden")))
+        .expect("golden file");
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for line in golden.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let i: usize = f[0].parse().expect("text index");
+        let (add, parse) = match f[1] {
+            "e00" => (false, false),
+            "e11" => (true, true),
+            other => panic!("unexpected record {other}"),
+        };
+        let want = ids(&f[2..]);
+        let got = tok.encode(texts[i], add, parse);
+        n += 1;
+        if got != want {
+            failures.push(format!(
+                "text {i} {} {:?}\n    want {want:?}\n    got  {got:?}",
+                f[1], texts[i]
+            ));
+        }
+    }
+    assert_eq!(n, 2 * texts.len(), "{name}: golden and random.txt disagree");
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {n} random encodings differ from llama.cpp:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn qwen2_random_texts_match_llama_cpp() {
+    check_random("qwen2");
+}
+
+#[test]
+fn llama_bpe_random_texts_match_llama_cpp() {
+    check_random("llama-bpe");
+}
+
+#[test]
+fn gpt2_random_texts_match_llama_cpp() {
+    check_random("gpt-2");
+}
+
+#[test]
+fn llama_spm_random_texts_match_llama_cpp() {
+    check_random("llama-spm");
+}

@@ -1,7 +1,7 @@
 // Golden tokenizer outputs from llama.cpp, for tests/tokenizer_golden.rs.
 // Built and run by tools/tokenizer_golden.sh against a llama.cpp build (public llama.h API only).
 //
-// usage: tokenizer_golden VOCAB.gguf PROMPTS
+// usage: tokenizer_golden VOCAB.gguf PROMPTS [encode-only]
 // PROMPTS holds texts separated by "\n__ggml_vocab_test__\n" (as llama.cpp's .inp files).
 // Output, one record per line (ids in decimal, byte strings in hex):
 //   meta n_vocab bos eos eot add_bos add_eos       (-1 for a missing id)
@@ -11,6 +11,7 @@
 //   I eAP ID...                                      text I encoded with add_special=A, parse_special=P
 //   I dec HEX                                        detokenize(e11, remove_special=0, unparse_special=1)
 //   I plain HEX                                      detokenize(e11, remove_special=1, unparse_special=0)
+// With "encode-only": just the e00 and e11 records of each text (for large random sets).
 #include "llama.h"
 
 #include <cstdint>
@@ -64,10 +65,11 @@ static std::string piece(const llama_vocab * v, llama_token id, bool special) {
 }
 
 int main(int argc, char ** argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s VOCAB.gguf PROMPTS\n", argv[0]);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s VOCAB.gguf PROMPTS [encode-only]\n", argv[0]);
         return 1;
     }
+    const bool encode_only = argc == 4 && std::string(argv[3]) == "encode-only";
     llama_log_set([](ggml_log_level, const char *, void *) {}, nullptr);
     llama_backend_init();
     auto mp = llama_model_default_params();
@@ -80,6 +82,7 @@ int main(int argc, char ** argv) {
     const llama_vocab * v = llama_model_get_vocab(model);
     const int n_vocab = llama_vocab_n_tokens(v);
 
+    if (!encode_only) {
     printf("meta %d %d %d %d %d %d\n", n_vocab, llama_vocab_bos(v), llama_vocab_eos(v), llama_vocab_eot(v),
            (int) llama_vocab_get_add_bos(v), (int) llama_vocab_get_add_eos(v));
     printf("eog");
@@ -107,6 +110,7 @@ int main(int argc, char ** argv) {
     for (int i = 0; i < n_vocab; i += (i < 300 ? 1 : 997)) {
         printf("piece %d %s %s\n", i, hex(piece(v, i, true)).c_str(), hex(piece(v, i, false)).c_str());
     }
+    }
 
     std::ifstream f(argv[2], std::ios::binary);
     std::stringstream ss;
@@ -127,12 +131,18 @@ int main(int argc, char ** argv) {
     for (size_t t = 0; t < texts.size(); t++) {
         for (int a = 0; a < 2; a++) {
             for (int p = 0; p < 2; p++) {
+                if (encode_only && a != p) {
+                    continue;
+                }
                 printf("%zu e%d%d", t, a, p);
                 for (auto id : encode(v, texts[t], a, p)) {
                     printf(" %d", id);
                 }
                 printf("\n");
             }
+        }
+        if (encode_only) {
+            continue;
         }
         const auto ids = encode(v, texts[t], true, true);
         printf("%zu dec %s\n", t, hex(detok(v, ids, false, true)).c_str());

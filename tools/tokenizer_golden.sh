@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate tests/fixtures/tokenizer/*.golden from llama.cpp (the reference peer):
 # builds tools/tokenizer_golden.cpp against a llama.cpp build and runs it on the vocab GGUFs
-# shipped in llama.cpp's source tree with tests/fixtures/tokenizer/prompts.txt.
+# shipped in llama.cpp's source tree with tests/fixtures/tokenizer/prompts.txt (hand-written)
+# and random.txt (tools/tokenizer_random_prompts.py, seeded).
 #
 #   tools/tokenizer_golden.sh [LLAMA_CPP_SRC] [LLAMA_CPP_BUILD]
 # defaults: $MEKI_LLAMA_CPP (or target/ext/.../vendor/llama.cpp) and target/ext/build-avx2
@@ -18,7 +19,9 @@ done
 g++ -O1 -std=c++17 -I"$src/include" -I"$src/ggml/include" "$here/tools/tokenizer_golden.cpp" \
   "$build/src/libllama.a" "$build/ggml/src/libggml.a" "$build/ggml/src/libggml-cpu.a" \
   "$build/ggml/src/libggml-base.a" -fopenmp -lpthread -ldl -o "$bin"
+python3 "$here/tools/tokenizer_random_prompts.py" 300 > "$out/random.txt"
 for name in qwen2 llama-bpe gpt-2 llama-spm; do
   "$bin" "$src/models/ggml-vocab-$name.gguf" "$out/prompts.txt" > "$out/$name.golden"
-  echo "wrote $out/$name.golden ($(wc -c < "$out/$name.golden") bytes)" >&2
+  "$bin" "$src/models/ggml-vocab-$name.gguf" "$out/random.txt" encode-only > "$out/$name.random.golden"
+  echo "wrote $out/$name.golden, $name.random.golden" >&2
 done
