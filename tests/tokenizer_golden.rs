@@ -246,13 +246,21 @@ fn golden_fixtures_are_present() {
     }
 }
 
-/// 300 seeded random texts (tools/tokenizer_random_prompts.py): encode with
-/// (add_special, parse_special) = (false, false) and (true, true).
+/// 300 seeded random texts (tools/tokenizer_random_prompts.py) and one long text: encode
+/// with (add_special, parse_special) = (false, false) and (true, true).
 fn check_random(name: &str) {
+    check_encode_only(name, &fixtures().join("random.txt"), "random");
+    // one long text (12 KB of English prose): cross-word effects, the per-call word cache
+    let long =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/text/gpl3-excerpt.txt");
+    check_encode_only(name, &long, "long");
+}
+
+fn check_encode_only(name: &str, texts_file: &Path, kind: &str) {
     let Some(tok) = load(name) else { return };
-    let raw = std::fs::read_to_string(fixtures().join("random.txt")).expect("random.txt");
+    let raw = std::fs::read_to_string(texts_file).expect("texts file");
     let texts: Vec<&str> = raw.split("\n__ggml_vocab_test__\n").collect();
-    let golden = std::fs::read_to_string(fixtures().join(format!("{name}.random.golden")))
+    let golden = std::fs::read_to_string(fixtures().join(format!("{name}.{kind}.golden")))
         .expect("golden file");
     let mut failures = Vec::new();
     let mut n = 0;
@@ -274,10 +282,15 @@ fn check_random(name: &str) {
             ));
         }
     }
-    assert_eq!(n, 2 * texts.len(), "{name}: golden and random.txt disagree");
+    assert_eq!(
+        n,
+        2 * texts.len(),
+        "{name}: golden and {} disagree",
+        texts_file.display()
+    );
     assert!(
         failures.is_empty(),
-        "{name}: {} of {n} random encodings differ from llama.cpp:\n{}",
+        "{name}: {} of {n} {kind} encodings differ from llama.cpp:\n{}",
         failures.len(),
         failures.join("\n")
     );

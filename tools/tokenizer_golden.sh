@@ -2,7 +2,8 @@
 # Regenerate tests/fixtures/tokenizer/*.golden from llama.cpp (the reference peer):
 # builds tools/tokenizer_golden.cpp against a llama.cpp build and runs it on the vocab GGUFs
 # shipped in llama.cpp's source tree with tests/fixtures/tokenizer/prompts.txt (hand-written)
-# and random.txt (tools/tokenizer_random_prompts.py, seeded).
+# and random.txt (tools/tokenizer_random_prompts.py, seeded), and on one long text
+# (tests/fixtures/text/gpl3-excerpt.txt).
 #
 #   tools/tokenizer_golden.sh [LLAMA_CPP_SRC] [LLAMA_CPP_BUILD]
 # defaults: $MEKI_LLAMA_CPP (or target/ext/.../vendor/llama.cpp) and target/ext/build-avx2
@@ -23,5 +24,7 @@ python3 "$here/tools/tokenizer_random_prompts.py" 300 > "$out/random.txt"
 for name in qwen2 llama-bpe gpt-2 llama-spm; do
   "$bin" "$src/models/ggml-vocab-$name.gguf" "$out/prompts.txt" > "$out/$name.golden"
   "$bin" "$src/models/ggml-vocab-$name.gguf" "$out/random.txt" encode-only > "$out/$name.random.golden"
+  "$bin" "$src/models/ggml-vocab-$name.gguf" "$here/tests/fixtures/text/gpl3-excerpt.txt" encode-only \
+    > "$out/$name.long.golden"
   echo "wrote $out/$name.golden, $name.random.golden" >&2
 done
