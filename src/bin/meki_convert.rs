@@ -38,6 +38,40 @@ enum Command {
         #[arg(short = 't', long, default_value_t = 0)]
         threads: usize,
     },
+    /// Convert a MeKi training checkpoint (HF-style directory, or Megatron
+    /// .pt / iter_* dir / dir with latest_checkpointed_iteration.txt) to GGUF,
+    /// folding the MeKi tables.
+    Checkpoint(CheckpointArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckpointArgs {
+    /// Checkpoint directory or file.
+    path: PathBuf,
+    /// Output GGUF.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// Backbone type: f32, f16, bf16, q8_0, q4_0, q4_k_m, ... (llama-quantize names).
+    #[arg(long = "type", default_value = "f16")]
+    backbone_type: String,
+    /// Folded table type: f16, q8_0 or f32.
+    #[arg(long, default_value = "f16")]
+    table_type: String,
+    /// Tokenizer directory (tokenizer.json, tokenizer_config.json); default: PATH for HF checkpoints.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Keep this GGUF's backbone byte for byte and add only the MeKi tensors.
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Write the MeKi tensors to the sidecar OUT.meki.gguf; OUT stays a plain backbone.
+    #[arg(long)]
+    split_tables: bool,
+    /// Expected MeKi width d_mem (checked against the tensors).
+    #[arg(long)]
+    meki_dim: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
 }
 
 fn main() {
@@ -57,6 +91,19 @@ fn main() {
             pure,
             threads,
         }),
+        Command::Checkpoint(a) => meki::convert::convert_checkpoint(&meki::convert::CheckpointOptions {
+            input: a.path,
+            output: a.output,
+            backbone_type: a.backbone_type,
+            table_type: a.table_type,
+            tokenizer: a.tokenizer,
+            base: a.base,
+            split_tables: a.split_tables,
+            threads: a.threads,
+            meki_dim: a.meki_dim,
+            progress: true,
+        })
+        .map(|_| ()),
     };
     if let Err(e) = result {
         eprintln!("meki-convert: {e}");
