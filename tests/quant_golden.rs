@@ -108,12 +108,49 @@ fn first_difference(ours: &Path, theirs: &Path, name: &str) -> String {
 }
 
 #[test]
-#[ignore = "writes the golden input model for tools/quant_golden.sh"]
+#[ignore = "writes the golden input models for tools/quant_golden.sh"]
 fn write_golden_input() {
-    let out = std::env::var("MEKI_QUANT_GOLDEN_INPUT").expect("set MEKI_QUANT_GOLDEN_INPUT");
-    ModelSpec::golden()
-        .write(Path::new(&out), GgmlType::F32)
+    let dir =
+        PathBuf::from(std::env::var("MEKI_QUANT_GOLDEN_DIR").expect("set MEKI_QUANT_GOLDEN_DIR"));
+    let spec = ModelSpec::golden();
+    spec.write(&dir.join("input_f32.gguf"), GgmlType::F32)
         .unwrap();
+    spec.write(&dir.join("input_f16.gguf"), GgmlType::F16)
+        .unwrap();
+}
+
+/// Input of a golden run: `mix:q4_k_m` (F32 model), `f16/mix:q4_k_m` (F16
+/// matrices), `q8_0/mix:q4_0` (the pure Q8_0 quantization of the F32 model).
+fn run_input(prefix: Option<&str>) -> PathBuf {
+    match prefix {
+        None => golden_input(),
+        Some("f16") => {
+            static F16: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+            F16.get_or_init(|| {
+                let p = scratch().join("golden_input_f16.gguf");
+                ModelSpec::golden().write(&p, GgmlType::F16).unwrap();
+                p
+            })
+            .clone()
+        }
+        Some("q8_0") => {
+            static Q8: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+            Q8.get_or_init(|| {
+                let p = scratch().join("golden_input_q8_0.gguf");
+                let opts = QuantizeOptions {
+                    input: golden_input(),
+                    output: p.clone(),
+                    target: "q8_0".into(),
+                    pure: true,
+                    threads: 2,
+                };
+                quantize_file_report(&opts, false).unwrap();
+                p
+            })
+            .clone()
+        }
+        Some(other) => panic!("unknown golden input {other:?}"),
+    }
 }
 
 #[test]
@@ -130,7 +167,6 @@ fn golden_input_regenerates_identically() {
 #[test]
 fn quantize_matches_llama_quantize() {
     let g = read_golden();
-    let input = golden_input();
     let golden_dir = std::env::var("MEKI_QUANT_GOLDEN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| manifest().join("target/quant_golden"));
@@ -140,11 +176,16 @@ fn quantize_matches_llama_quantize() {
         let Some((kind, target)) = run.split_once(':') else {
             continue; // "input"
         };
+        let (prefix, kind) = match kind.split_once('/') {
+            Some((p, k)) => (Some(p), k),
+            None => (None, kind),
+        };
         n_runs += 1;
-        let out = scratch().join(format!("{}_{target}.gguf", kind));
+        let file_name = format!("{}.gguf", run.replace([':', '/'], "_"));
+        let out = scratch().join(&file_name);
         let report = quantize_file_report(
             &QuantizeOptions {
-                input: input.clone(),
+                input: run_input(prefix),
                 output: out.clone(),
                 target: target.to_string(),
                 pure: kind == "pure",
@@ -163,7 +204,7 @@ fn quantize_matches_llama_quantize() {
             if ty != wty || sha != wsha {
                 n_bad += 1;
                 if n_bad == 1 {
-                    let theirs = golden_dir.join(format!("{}_{target}.gguf", kind));
+                    let theirs = golden_dir.join(&file_name);
                     failures.push(format!(
                         "{run}: {name}: meki {ty} {sha}, llama-quantize {wty} {wsha}; {}",
                         first_difference(&out, &theirs, name)
