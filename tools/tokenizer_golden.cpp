@@ -1,7 +1,7 @@
 // Golden tokenizer outputs from llama.cpp, for tests/tokenizer_golden.rs.
 // Built and run by tools/tokenizer_golden.sh against a llama.cpp build (public llama.h API only).
 //
-// usage: tokenizer_golden VOCAB.gguf PROMPTS [encode-only]
+// usage: tokenizer_golden VOCAB.gguf PROMPTS [encode-only|digest]
 // PROMPTS holds texts separated by "\n__ggml_vocab_test__\n" (as llama.cpp's .inp files).
 // Output, one record per line (ids in decimal, byte strings in hex):
 //   meta n_vocab bos eos eot add_bos add_eos       (-1 for a missing id)
@@ -12,6 +12,8 @@
 //   I dec HEX                                        detokenize(e11, remove_special=0, unparse_special=1)
 //   I plain HEX                                      detokenize(e11, remove_special=1, unparse_special=0)
 // With "encode-only": just the e00 and e11 records of each text (for large random sets).
+// With "digest": one line "digest N FNV64" of the e11 ids of the whole file as one text
+// (FNV-1a over the ids as u32 little-endian).
 #include "llama.h"
 
 #include <cstdint>
@@ -66,10 +68,11 @@ static std::string piece(const llama_vocab * v, llama_token id, bool special) {
 
 int main(int argc, char ** argv) {
     if (argc != 3 && argc != 4) {
-        fprintf(stderr, "usage: %s VOCAB.gguf PROMPTS [encode-only]\n", argv[0]);
+        fprintf(stderr, "usage: %s VOCAB.gguf PROMPTS [encode-only|digest]\n", argv[0]);
         return 1;
     }
     const bool encode_only = argc == 4 && std::string(argv[3]) == "encode-only";
+    const bool digest = argc == 4 && std::string(argv[3]) == "digest";
     llama_log_set([](ggml_log_level, const char *, void *) {}, nullptr);
     llama_backend_init();
     auto mp = llama_model_default_params();
@@ -82,6 +85,20 @@ int main(int argc, char ** argv) {
     const llama_vocab * v = llama_model_get_vocab(model);
     const int n_vocab = llama_vocab_n_tokens(v);
 
+    if (digest) {
+        std::ifstream f(argv[2], std::ios::binary);
+        std::stringstream ss;
+        ss << f.rdbuf();
+        const auto ids = encode(v, ss.str(), true, true);
+        uint64_t h = 1469598103934665603ull;
+        for (auto id : ids) {
+            for (int k = 0; k < 4; k++) {
+                h = (h ^ (((uint32_t) id >> (8 * k)) & 0xff)) * 1099511628211ull;
+            }
+        }
+        printf("digest %zu %llu\n", ids.size(), (unsigned long long) h);
+        return 0;
+    }
     if (!encode_only) {
     printf("meta %d %d %d %d %d %d\n", n_vocab, llama_vocab_bos(v), llama_vocab_eos(v), llama_vocab_eot(v),
            (int) llama_vocab_get_add_bos(v), (int) llama_vocab_get_add_eos(v));
