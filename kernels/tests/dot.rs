@@ -6,6 +6,7 @@
 //! order, so |result - exact| <= (terms + 3) * 2^-24 * sum|terms| where
 //! `terms` <= 2 * blocks. We check against 2x that (u = 2^-24 is the unit
 //! roundoff; the factor 2 covers the 1+O(u) factors the first-order bound drops).
+#![allow(clippy::needless_range_loop)] // index loops read clearer in reference checks
 
 mod common;
 use common::*;

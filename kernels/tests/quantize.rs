@@ -1,5 +1,6 @@
 //! Activation quantizers: SIMD output byte-identical to scalar, scalar
 //! matching the rounding rules of ggml's reference quantizers.
+#![allow(clippy::needless_range_loop)] // index loops read clearer in reference checks
 
 mod common;
 use common::*;

@@ -1,2 +1,3 @@
 //! AArch64 kernels.
 pub(crate) mod neon;
+pub(crate) mod neon_vec;

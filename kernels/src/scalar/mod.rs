@@ -1,2 +1,3 @@
 pub mod dot;
 pub mod quant;
+pub mod vec;

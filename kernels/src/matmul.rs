@@ -1,0 +1,216 @@
+//! Matrix-vector (decode) and matrix-matrix (prefill) products of a weight
+//! matrix in any supported format with f32 activations, split across the
+//! threads of a [`ThreadPool`] by chunks of output rows.
+//!
+//! Layouts: the weight matrix is `rows` rows of `cols` elements, each row
+//! `ty.row_bytes(cols)` bytes (a GGUF tensor of shape `[cols, rows]`, any
+//! alignment). Activations are row-major `n_tokens x cols`, outputs
+//! `n_tokens x rows`: `y[t][r] = dot(w[r], x[t])`.
+//!
+//! Activations are first quantized to the weight type's [`vec_dot_type`]
+//! (Q8_0 / Q8_1 / Q8_K; float weights use the f32 rows directly).
+
+use crate::dispatch::{isa, Isa};
+use crate::dot::{act_row_bytes, dot_fn, quantize_fn, vec_dot_type, DotFn, KernelError};
+use crate::formats::GgmlType;
+use crate::pool::ThreadPool;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Output rows per unit of work handed to a thread.
+const ROW_CHUNK: usize = 16;
+/// Tokens whose activations are reused against one chunk of weight rows while
+/// they are hot in cache (prefill).
+const TOKEN_TILE: usize = 64;
+
+/// A shared output pointer; each row chunk is written by exactly one thread.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: threads write disjoint elements (distinct row chunks), see users.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+struct Plan {
+    dot: DotFn,
+    row_bytes: usize,
+    act_bytes: usize,
+    act: GgmlType,
+}
+
+fn plan(isa: Isa, ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Plan, KernelError> {
+    if !isa.is_available() {
+        return Err(KernelError::IsaUnavailable(isa));
+    }
+    let dot = dot_fn(isa, ty).ok_or(KernelError::Unsupported(ty))?;
+    let act = vec_dot_type(ty).ok_or(KernelError::Unsupported(ty))?;
+    if !cols.is_multiple_of(ty.block_size()) {
+        return Err(KernelError::BadLength { ty, n: cols });
+    }
+    let row_bytes = ty
+        .row_bytes(cols as u64)
+        .ok_or(KernelError::BadLength { ty, n: cols })? as usize;
+    let act_bytes = act_row_bytes(ty, cols).ok_or(KernelError::Unsupported(ty))?;
+    let need = rows
+        .checked_mul(row_bytes)
+        .ok_or(KernelError::BadLength { ty, n: cols })?;
+    if w.len() < need {
+        return Err(KernelError::BufferTooSmall {
+            what: "weight matrix",
+            need,
+            have: w.len(),
+        });
+    }
+    Ok(Plan {
+        dot,
+        row_bytes,
+        act_bytes,
+        act,
+    })
+}
+
+fn check(what: &'static str, need: usize, have: usize) -> Result<(), KernelError> {
+    if have < need {
+        return Err(KernelError::BufferTooSmall { what, need, have });
+    }
+    Ok(())
+}
+
+/// `y = W x` for one token, with the active kernel family ([`isa`]).
+pub fn matvec(
+    pool: &ThreadPool,
+    w: &[u8],
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_with(isa(), pool, w, ty, rows, cols, 1, x, y)
+}
+
+/// `ys = xs W^T` for `n_tokens` tokens (`xs`: n_tokens x cols, `ys`:
+/// n_tokens x rows), with the active kernel family.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    pool: &ThreadPool,
+    w: &[u8],
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    n_tokens: usize,
+    xs: &[f32],
+    ys: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_with(isa(), pool, w, ty, rows, cols, n_tokens, xs, ys)
+}
+
+/// [`matmul`] with an explicit kernel family (tests, benchmarks).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: &[u8],
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    n_tokens: usize,
+    xs: &[f32],
+    ys: &mut [f32],
+) -> Result<(), KernelError> {
+    let p = plan(isa, ty, w, rows, cols)?;
+    check("activations", n_tokens * cols, xs.len())?;
+    check("outputs", n_tokens * rows, ys.len())?;
+    if p.act == GgmlType::F32 {
+        let xb: &[u8] = bytemuck::cast_slice(&xs[..n_tokens * cols]);
+        run_tiles(pool, &p, w, rows, cols, n_tokens, xb, ys);
+        return Ok(());
+    }
+    let q = quantize_fn(isa, p.act).ok_or(KernelError::Unsupported(p.act))?;
+    let mut xq = vec![0u8; n_tokens * p.act_bytes];
+    if n_tokens == 1 {
+        // SAFETY: `quantize_fn` returned a kernel of an available family; `x`
+        // holds `cols` elements (a whole number of blocks, checked in
+        // `plan`) and `xq` holds `act_bytes` bytes.
+        unsafe { q(&xs[..cols], &mut xq) };
+    } else {
+        let next = AtomicUsize::new(0);
+        let out = OutPtr(xq.as_mut_ptr() as *mut f32);
+        let ab = p.act_bytes;
+        pool.run(&|_, _| loop {
+            let t = next.fetch_add(1, Ordering::Relaxed);
+            if t >= n_tokens {
+                break;
+            }
+            let dst = out;
+            // SAFETY: token `t` is claimed by exactly one thread, so its
+            // `ab`-byte slice of `xq` is written by that thread alone; the
+            // kernel contract holds as in the single-token case.
+            unsafe {
+                let row = std::slice::from_raw_parts_mut((dst.0 as *mut u8).add(t * ab), ab);
+                q(&xs[t * cols..(t + 1) * cols], row);
+            }
+        });
+    }
+    run_tiles(pool, &p, w, rows, cols, n_tokens, &xq, ys);
+    Ok(())
+}
+
+/// `y = W x` with an already quantized activation row `xq` (of
+/// [`vec_dot_type`]`(ty)`; for float weights, f32 bytes), e.g. to share one
+/// quantization between several matrices.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_quantized(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: &[u8],
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    xq: &[u8],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    let p = plan(isa, ty, w, rows, cols)?;
+    check("quantized activations", p.act_bytes, xq.len())?;
+    check("outputs", rows, y.len())?;
+    run_tiles(pool, &p, w, rows, cols, 1, xq, y);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_tiles(
+    pool: &ThreadPool,
+    p: &Plan,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    n_tokens: usize,
+    xq: &[u8],
+    ys: &mut [f32],
+) {
+    let n_chunks = rows.div_ceil(ROW_CHUNK);
+    let next = AtomicUsize::new(0);
+    let out = OutPtr(ys.as_mut_ptr());
+    let (dot, rb, ab) = (p.dot, p.row_bytes, p.act_bytes);
+    pool.run(&|_, _| loop {
+        let c = next.fetch_add(1, Ordering::Relaxed);
+        if c >= n_chunks {
+            break;
+        }
+        let (r0, r1) = (c * ROW_CHUNK, ((c + 1) * ROW_CHUNK).min(rows));
+        let dst = out;
+        for t0 in (0..n_tokens).step_by(TOKEN_TILE) {
+            for r in r0..r1 {
+                let wr = &w[r * rb..(r + 1) * rb];
+                for t in t0..(t0 + TOKEN_TILE).min(n_tokens) {
+                    let xr = &xq[t * ab..(t + 1) * ab];
+                    // SAFETY: `plan` checked the kernel is available and that
+                    // `cols` is a whole number of blocks; `wr` and `xr` hold
+                    // exactly one row of their types. Output element
+                    // (t, r) belongs to row chunk `c`, claimed by this thread
+                    // alone, and lies inside `ys` (checked by the callers).
+                    unsafe { *dst.0.add(t * rows + r) = dot(cols, wr, xr) };
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,113 @@
+//! Scalar reference per-token vector kernels (see `crate::vec` for the API).
+
+use crate::formats::{BlockQ8_0, QK};
+use half::f16;
+
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+    let scale = 1.0 / ((ss / x.len() as f64) as f32 + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+pub fn add(a: &mut [f32], b: &[f32]) {
+    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+}
+
+pub fn sigmoid(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
+}
+
+pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+pub fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+        *d = f16::from_le_bytes([s[0], s[1]]).to_f32();
+    }
+}
+
+pub fn q8_0_to_f32(src: &[u8], dst: &mut [f32]) {
+    let sz = std::mem::size_of::<BlockQ8_0>();
+    for (d, s) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(sz)) {
+        let b: BlockQ8_0 = bytemuck::pod_read_unaligned(s);
+        let scale = b.d.to_f32();
+        d.iter_mut()
+            .zip(&b.qs)
+            .for_each(|(d, &q)| *d = q as f32 * scale);
+    }
+}
+
+/// `out[j] = scale * q . k_j` for f16 key rows `k_j` at byte stride `stride`.
+pub fn attn_scores(q: &[f32], keys: &[u8], stride: usize, scale: f32, out: &mut [f32]) {
+    let d = q.len();
+    for (j, o) in out.iter_mut().enumerate() {
+        let k = &keys[j * stride..j * stride + 2 * d];
+        let s: f64 = q
+            .iter()
+            .zip(k.chunks_exact(2))
+            .map(|(&a, b)| a as f64 * f16::from_le_bytes([b[0], b[1]]).to_f64())
+            .sum();
+        *o = s as f32 * scale;
+    }
+}
+
+/// `out = sum_j w[j] * v_j` for f16 value rows `v_j` at byte stride `stride`.
+pub fn attn_weighted_sum(w: &[f32], values: &[u8], stride: usize, out: &mut [f32]) {
+    let d = out.len();
+    let mut acc = vec![0f64; d];
+    for (j, &wj) in w.iter().enumerate() {
+        let v = &values[j * stride..j * stride + 2 * d];
+        for (a, b) in acc.iter_mut().zip(v.chunks_exact(2)) {
+            *a += wj as f64 * f16::from_le_bytes([b[0], b[1]]).to_f64();
+        }
+    }
+    out.iter_mut().zip(&acc).for_each(|(o, &a)| *o = a as f32);
+}
+
+/// Rotates pairs `(x[a], x[b])` by the angles whose cos/sin are given.
+/// Normal order pairs `(2i, 2i+1)`, NeoX order `(i, i + n_rot/2)`.
+pub fn rope(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)], neox: bool) {
+    let half = cs.len();
+    for h in x.chunks_exact_mut(head_dim) {
+        for (i, &(c, s)) in cs.iter().enumerate() {
+            let (a, b) = if neox {
+                (i, i + half)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            let (x0, x1) = (h[a], h[b]);
+            h[a] = x0 * c - x1 * s;
+            h[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
+/// Rotation with the tables of `vec::rope_with` (scalar fallback of the
+/// SIMD layout; same arithmetic as the SIMD kernels).
+pub fn rope_tables(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], neox: bool) {
+    let n_rot = cos.len();
+    let half = n_rot / 2;
+    for h in x.chunks_exact_mut(head_dim) {
+        let src: Vec<f32> = h[..n_rot].to_vec();
+        for k in 0..n_rot {
+            let p = if neox { (k + half) % n_rot } else { k ^ 1 };
+            h[k] = src[k] * cos[k] + src[p] * sin[k];
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Per-token vector kernels: RMSNorm, RoPE, softmax, SiLU·mul (SwiGLU),
+//! sigmoid, add, f16 -> f32 and Q8_0 -> f32 rows (MeKi table rows), and the
+//! attention inner loops over an f16 KV cache.
+//!
+//! Each function uses the active kernel family ([`crate::isa`]); the `_with`
+//! variants take it explicitly. Length mismatches are programming errors and
+//! panic with a message. Float results differ from the scalar reference only
+//! by summation order, FMA contraction and (softmax, sigmoid, SiLU) a
+//! polynomial `exp` within a few ulps — see `tests/vec.rs` for the bounds.
+
+use crate::dispatch::{isa, Isa};
+use crate::scalar::vec as scalar;
+
+macro_rules! pick {
+    ($isa:expr, $name:ident ( $($arg:expr),* )) => {{
+        match $isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 if Isa::Avx2.is_available() => {
+                // SAFETY: AVX2/FMA/F16C availability was just checked; the
+                // kernels' length requirements are asserted by the caller.
+                unsafe { crate::x86::avx2_vec::$name($($arg),*) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonNoDotprod if Isa::NeonNoDotprod.is_available() => {
+                // SAFETY: NEON availability was just checked; the kernels'
+                // length requirements are asserted by the caller.
+                unsafe { crate::arm::neon_vec::$name($($arg),*) }
+            }
+            _ => scalar::$name($($arg),*),
+        }
+    }};
+}
+
+/// `out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    rms_norm_with(isa(), x, w, eps, out)
+}
+
+pub fn rms_norm_with(i: Isa, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    assert!(
+        w.len() == x.len() && out.len() == x.len(),
+        "rms_norm: length mismatch"
+    );
+    if x.is_empty() {
+        return;
+    }
+    pick!(i, rms_norm(x, w, eps, out))
+}
+
+/// `a[i] += b[i]`.
+pub fn add(a: &mut [f32], b: &[f32]) {
+    add_with(isa(), a, b)
+}
+
+pub fn add_with(i: Isa, a: &mut [f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "add: length mismatch");
+    pick!(i, add(a, b))
+}
+
+/// `x[i] = 1 / (1 + exp(-x[i]))`.
+pub fn sigmoid(x: &mut [f32]) {
+    sigmoid_with(isa(), x)
+}
+
+pub fn sigmoid_with(i: Isa, x: &mut [f32]) {
+    pick!(i, sigmoid(x))
+}
+
+/// SwiGLU: `out[i] = silu(gate[i]) * up[i]`, `silu(g) = g / (1 + exp(-g))`.
+pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    silu_mul_with(isa(), gate, up, out)
+}
+
+pub fn silu_mul_with(i: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    assert!(
+        up.len() == gate.len() && out.len() == gate.len(),
+        "silu_mul: length mismatch"
+    );
+    pick!(i, silu_mul(gate, up, out))
+}
+
+/// In-place softmax (max-subtracted).
+pub fn softmax(x: &mut [f32]) {
+    softmax_with(isa(), x)
+}
+
+pub fn softmax_with(i: Isa, x: &mut [f32]) {
+    if x.is_empty() {
+        return;
+    }
+    pick!(i, softmax(x))
+}
+
+/// f16 row (little-endian bytes, any alignment) -> f32.
+pub fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
+    f16_to_f32_with(isa(), src, dst)
+}
+
+pub fn f16_to_f32_with(i: Isa, src: &[u8], dst: &mut [f32]) {
+    assert!(src.len() >= 2 * dst.len(), "f16_to_f32: source too short");
+    pick!(i, f16_to_f32(src, dst))
+}
+
+/// Q8_0 row (bytes, any alignment) -> f32; `dst.len()` a multiple of 32.
+pub fn q8_0_to_f32(src: &[u8], dst: &mut [f32]) {
+    q8_0_to_f32_with(isa(), src, dst)
+}
+
+pub fn q8_0_to_f32_with(i: Isa, src: &[u8], dst: &mut [f32]) {
+    assert!(
+        dst.len().is_multiple_of(32),
+        "q8_0_to_f32: length not a multiple of 32"
+    );
+    assert!(
+        src.len() >= dst.len() / 32 * 34,
+        "q8_0_to_f32: source too short"
+    );
+    pick!(i, q8_0_to_f32(src, dst))
+}
+
+fn check_rows(what: &str, rows: &[u8], stride: usize, n: usize, d: usize) {
+    assert!(
+        stride >= 2 * d,
+        "{what}: stride {stride} shorter than a row of {d} f16"
+    );
+    assert!(
+        n == 0 || rows.len() >= (n - 1) * stride + 2 * d,
+        "{what}: cache too short for {n} rows"
+    );
+}
+
+/// Attention scores of one query head against `out.len()` cached f16 keys:
+/// `out[j] = scale * q . k_j`, key `j` at byte offset `j * stride` of `keys`.
+pub fn attn_scores(q: &[f32], keys: &[u8], stride: usize, scale: f32, out: &mut [f32]) {
+    attn_scores_with(isa(), q, keys, stride, scale, out)
+}
+
+pub fn attn_scores_with(
+    i: Isa,
+    q: &[f32],
+    keys: &[u8],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    check_rows("attn_scores", keys, stride, out.len(), q.len());
+    pick!(i, attn_scores(q, keys, stride, scale, out))
+}
+
+/// Weighted sum of `w.len()` cached f16 value rows: `out = sum_j w[j] v_j`,
+/// row `j` at byte offset `j * stride` of `values`.
+pub fn attn_weighted_sum(w: &[f32], values: &[u8], stride: usize, out: &mut [f32]) {
+    attn_weighted_sum_with(isa(), w, values, stride, out)
+}
+
+pub fn attn_weighted_sum_with(i: Isa, w: &[f32], values: &[u8], stride: usize, out: &mut [f32]) {
+    check_rows("attn_weighted_sum", values, stride, w.len(), out.len());
+    pick!(i, attn_weighted_sum(w, values, stride, out))
+}
+
+/// Pair order of RoPE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeMode {
+    /// ggml mode 0 (LLaMA): pairs `(2i, 2i+1)`.
+    Normal,
+    /// ggml mode 2 (GPT-NeoX, Qwen, "rotate half"): pairs `(i, i + n_rot/2)`.
+    Neox,
+}
+
+/// Rotation angles of one position: `theta_i = pos * freq_scale *
+/// freq_base^(-2i/n_rot)` for `i < n_rot/2`, as (cos, sin), computed in f64.
+pub fn rope_angles(pos: f32, n_rot: usize, freq_base: f32, freq_scale: f32) -> Vec<(f32, f32)> {
+    (0..n_rot / 2)
+        .map(|i| {
+            let theta = pos as f64
+                * freq_scale as f64
+                * (freq_base as f64).powf(-2.0 * i as f64 / n_rot as f64);
+            (theta.cos() as f32, theta.sin() as f32)
+        })
+        .collect()
+}
+
+/// Applies RoPE in place to `x` = `n_heads` heads of `head_dim` each, using
+/// the angles of [`rope_angles`] (their count is `n_rot/2`; dims from
+/// `n_rot` on are left unchanged).
+pub fn rope(x: &mut [f32], head_dim: usize, angles: &[(f32, f32)], mode: RopeMode) {
+    rope_with(isa(), x, head_dim, angles, mode)
+}
+
+pub fn rope_with(i: Isa, x: &mut [f32], head_dim: usize, angles: &[(f32, f32)], mode: RopeMode) {
+    assert!(
+        head_dim > 0 && x.len().is_multiple_of(head_dim),
+        "rope: x is not whole heads"
+    );
+    assert!(
+        2 * angles.len() <= head_dim,
+        "rope: n_rot larger than head_dim"
+    );
+    let neox = mode == RopeMode::Neox;
+    if i == Isa::Scalar {
+        return scalar::rope(x, head_dim, angles, neox);
+    }
+    // Tables laid out for the SIMD rotation out = x * cos + partner(x) * sin:
+    // partner swaps pair members, `sin` carries the sign of the first member.
+    let n_rot = 2 * angles.len();
+    let mut cos = vec![0f32; n_rot];
+    let mut sin = vec![0f32; n_rot];
+    for (k, &(c, s)) in angles.iter().enumerate() {
+        let (a, b) = if neox {
+            (k, k + n_rot / 2)
+        } else {
+            (2 * k, 2 * k + 1)
+        };
+        (cos[a], cos[b], sin[a], sin[b]) = (c, c, -s, s);
+    }
+    pick!(i, rope_tables(x, head_dim, &cos, &sin, neox))
+}

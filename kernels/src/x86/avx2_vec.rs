@@ -1,0 +1,291 @@
+//! AVX2 + FMA + F16C per-token vector kernels (API and contracts in
+//! `crate::vec`; lengths are checked there). Every function is `unsafe`
+//! because of `#[target_feature]`: callers checked AVX2 is available.
+
+use super::avx2::{dot_f16_f32, f16_at, hmax_ps, hsum_ps, load_f16x8};
+use std::arch::x86_64::*;
+
+/// exp(x) for 8 lanes: Cody-Waite reduction by ln 2 and a degree-6
+/// polynomial (Cephes `expf` coefficients), scaled by 2^n in two halves so
+/// that results from 2^-149 to 2^128 come out right. About 1 ulp.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn exp_ps(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-104.0)),
+        _mm256_set1_ps(88.8),
+    );
+    let n = _mm256_round_ps(
+        _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+    );
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
+    let y = _mm256_fmadd_ps(
+        _mm256_mul_ps(p, r),
+        r,
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
+    let ni = _mm256_cvtps_epi32(n);
+    let n1 = _mm256_srai_epi32(ni, 1);
+    let n2 = _mm256_sub_epi32(ni, n1);
+    let bias = _mm256_set1_epi32(127);
+    let s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    let s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    _mm256_mul_ps(_mm256_mul_ps(y, s1), s2)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sigmoid_ps(x: __m256) -> __m256 {
+    let e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    _mm256_div_ps(_mm256_set1_ps(1.0), _mm256_add_ps(_mm256_set1_ps(1.0), e))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len();
+    let (xp, wp, op) = (x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 16 <= n {
+        let a = _mm256_loadu_ps(xp.add(i));
+        let b = _mm256_loadu_ps(xp.add(i + 8));
+        acc[0] = _mm256_fmadd_ps(a, a, acc[0]);
+        acc[1] = _mm256_fmadd_ps(b, b, acc[1]);
+        i += 16;
+    }
+    let mut ss = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+    for &v in &x[i..] {
+        ss += v * v;
+    }
+    let scale = 1.0 / (ss / n as f32 + eps).sqrt();
+    let vs = _mm256_set1_ps(scale);
+    let mut i = 0;
+    while i + 8 <= n {
+        let v = _mm256_mul_ps(_mm256_loadu_ps(xp.add(i)), vs);
+        _mm256_storeu_ps(op.add(i), _mm256_mul_ps(v, _mm256_loadu_ps(wp.add(i))));
+        i += 8;
+    }
+    for k in i..n {
+        out[k] = x[k] * scale * w[k];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn add(a: &mut [f32], b: &[f32]) {
+    let n = a.len();
+    let (ap, bp) = (a.as_mut_ptr(), b.as_ptr());
+    let mut i = 0;
+    while i + 8 <= n {
+        let v = _mm256_add_ps(_mm256_loadu_ps(ap.add(i)), _mm256_loadu_ps(bp.add(i)));
+        _mm256_storeu_ps(ap.add(i), v);
+        i += 8;
+    }
+    for k in i..n {
+        a[k] += b[k];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn sigmoid(x: &mut [f32]) {
+    let n = x.len();
+    let p = x.as_mut_ptr();
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(p.add(i), sigmoid_ps(_mm256_loadu_ps(p.add(i))));
+        i += 8;
+    }
+    if i < n {
+        let mut t = [0f32; 8];
+        t[..n - i].copy_from_slice(&x[i..]);
+        _mm256_storeu_ps(t.as_mut_ptr(), sigmoid_ps(_mm256_loadu_ps(t.as_ptr())));
+        x[i..].copy_from_slice(&t[..n - i]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let n = gate.len();
+    let mut i = 0;
+    let mut g = [0f32; 8];
+    let mut u = [0f32; 8];
+    while i < n {
+        let m = (n - i).min(8);
+        let (gv, uv) = if m == 8 {
+            (
+                _mm256_loadu_ps(gate.as_ptr().add(i)),
+                _mm256_loadu_ps(up.as_ptr().add(i)),
+            )
+        } else {
+            g[..m].copy_from_slice(&gate[i..]);
+            u[..m].copy_from_slice(&up[i..]);
+            (_mm256_loadu_ps(g.as_ptr()), _mm256_loadu_ps(u.as_ptr()))
+        };
+        let r = _mm256_mul_ps(_mm256_mul_ps(gv, sigmoid_ps(gv)), uv);
+        if m == 8 {
+            _mm256_storeu_ps(out.as_mut_ptr().add(i), r);
+        } else {
+            _mm256_storeu_ps(g.as_mut_ptr(), r);
+            out[i..].copy_from_slice(&g[..m]);
+        }
+        i += m;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn softmax(x: &mut [f32]) {
+    let n = x.len();
+    let p = x.as_mut_ptr();
+    let mut vm = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i + 8 <= n {
+        vm = _mm256_max_ps(vm, _mm256_loadu_ps(p.add(i)));
+        i += 8;
+    }
+    let max = x[i..].iter().fold(hmax_ps(vm), |m, &v| m.max(v));
+    let vmax = _mm256_set1_ps(max);
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vmax));
+        _mm256_storeu_ps(p.add(i), e);
+        acc = _mm256_add_ps(acc, e);
+        i += 8;
+    }
+    let mut sum = hsum_ps(acc);
+    if i < n {
+        let mut t = [f32::NEG_INFINITY; 8];
+        t[..n - i].copy_from_slice(&x[i..]);
+        let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(t.as_ptr()), vmax));
+        _mm256_storeu_ps(t.as_mut_ptr(), e);
+        x[i..].copy_from_slice(&t[..n - i]);
+        sum += t[..n - i].iter().sum::<f32>();
+    }
+    let inv = _mm256_set1_ps(1.0 / sum);
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv));
+        i += 8;
+    }
+    let inv = 1.0 / sum;
+    x[i..].iter_mut().for_each(|v| *v *= inv);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
+    let n = dst.len();
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(dp.add(i), load_f16x8(sp.add(2 * i)));
+        i += 8;
+    }
+    for (k, d) in dst.iter_mut().enumerate().skip(i) {
+        *d = f16_at(sp.add(2 * k));
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn q8_0_to_f32(src: &[u8], dst: &mut [f32]) {
+    for (b, d) in dst.chunks_exact_mut(32).enumerate() {
+        let sb = src.as_ptr().add(34 * b);
+        let s = _mm256_set1_ps(f16_at(sb));
+        for k in 0..4 {
+            let q = _mm_loadl_epi64(sb.add(2 + 8 * k) as *const __m128i);
+            let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+            _mm256_storeu_ps(d.as_mut_ptr().add(8 * k), _mm256_mul_ps(v, s));
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_scores(
+    q: &[f32],
+    keys: &[u8],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    let qb: &[u8] = bytemuck::cast_slice(q);
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_f16_f32(d, &keys[j * stride..j * stride + 2 * d], qb) * scale;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_weighted_sum(w: &[f32], values: &[u8], stride: usize, out: &mut [f32]) {
+    let d = out.len();
+    out.iter_mut().for_each(|o| *o = 0.0);
+    let op = out.as_mut_ptr();
+    for (j, &wj) in w.iter().enumerate() {
+        let v = values.as_ptr().add(j * stride);
+        let vw = _mm256_set1_ps(wj);
+        let mut i = 0;
+        while i + 8 <= d {
+            let acc = _mm256_fmadd_ps(vw, load_f16x8(v.add(2 * i)), _mm256_loadu_ps(op.add(i)));
+            _mm256_storeu_ps(op.add(i), acc);
+            i += 8;
+        }
+        for k in i..d {
+            *op.add(k) += wj * f16_at(v.add(2 * k));
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn rope_tables(
+    x: &mut [f32],
+    head_dim: usize,
+    cos: &[f32],
+    sin: &[f32],
+    neox: bool,
+) {
+    let n_rot = cos.len();
+    let half = n_rot / 2;
+    for h in x.chunks_exact_mut(head_dim) {
+        let p = h.as_mut_ptr();
+        if neox && half.is_multiple_of(8) {
+            let mut i = 0;
+            while i < half {
+                let a = _mm256_loadu_ps(p.add(i));
+                let b = _mm256_loadu_ps(p.add(i + half));
+                let (ca, sa) = (
+                    _mm256_loadu_ps(cos.as_ptr().add(i)),
+                    _mm256_loadu_ps(sin.as_ptr().add(i)),
+                );
+                let (cb, sb) = (
+                    _mm256_loadu_ps(cos.as_ptr().add(i + half)),
+                    _mm256_loadu_ps(sin.as_ptr().add(i + half)),
+                );
+                _mm256_storeu_ps(p.add(i), _mm256_fmadd_ps(b, sa, _mm256_mul_ps(a, ca)));
+                _mm256_storeu_ps(
+                    p.add(i + half),
+                    _mm256_fmadd_ps(a, sb, _mm256_mul_ps(b, cb)),
+                );
+                i += 8;
+            }
+        } else if !neox && n_rot.is_multiple_of(8) {
+            let mut i = 0;
+            while i < n_rot {
+                let a = _mm256_loadu_ps(p.add(i));
+                let swapped = _mm256_permute_ps(a, 0b1011_0001);
+                let (c, s) = (
+                    _mm256_loadu_ps(cos.as_ptr().add(i)),
+                    _mm256_loadu_ps(sin.as_ptr().add(i)),
+                );
+                _mm256_storeu_ps(p.add(i), _mm256_fmadd_ps(swapped, s, _mm256_mul_ps(a, c)));
+                i += 8;
+            }
+        } else {
+            crate::scalar::vec::rope_tables(h, head_dim, cos, sin, neox);
+        }
+    }
+}
