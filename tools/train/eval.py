@@ -50,6 +50,8 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-chunks", type=int, default=None, help="evaluate only the first N chunks")
+    ap.add_argument("--dump-logits", default=None, help="also save f32 logits [n, V] of the first --dump-n tokens (.npy)")
+    ap.add_argument("--dump-n", type=int, default=32)
     a = ap.parse_args()
     model, cfg = load_checkpoint(a.ckpt, a.device)
     ctx = a.ctx or cfg.max_position_embeddings
@@ -63,6 +65,11 @@ def main():
         ids = ids[: a.max_chunks * ctx]
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    if a.dump_logits:
+        x = torch.as_tensor(ids[: a.dump_n].astype(np.int64))[None].to(a.device)
+        with torch.no_grad():
+            np.save(a.dump_logits, model(x)[0].float().cpu().numpy())
+        np.save(os.path.splitext(a.dump_logits)[0] + "_tokens.npy", ids[: a.dump_n].astype(np.int32))
     ev = evaluate(model, ids, ctx, a.device, batch=a.batch, autocast_dtype=None)
     ev.update({"ckpt": a.ckpt, "n_tokens": int(len(ids)), "compute": "float32", "variant": cfg.meki_variant,
                "meki_form": cfg.meki_form})
