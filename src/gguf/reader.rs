@@ -232,11 +232,21 @@ pub fn cast_tensor_data<'a, T: bytemuck::Pod>(
         )));
     }
     bytemuck::try_cast_slice(data).map_err(|e| {
-        err(format!(
-            "cannot view data as {}: {e} (address {:p})",
-            std::any::type_name::<T>(),
-            data.as_ptr()
-        ))
+        let ty = std::any::type_name::<T>();
+        err(match e {
+            bytemuck::PodCastError::TargetAlignmentGreaterAndInputNotAligned => format!(
+                "cannot view data as {ty}: address {:p} is not aligned to {} bytes \
+                 (file alignment too small?)",
+                data.as_ptr(),
+                std::mem::align_of::<T>()
+            ),
+            bytemuck::PodCastError::OutputSliceWouldHaveSlop => format!(
+                "cannot view data as {ty}: {} bytes is not a multiple of {}",
+                data.len(),
+                std::mem::size_of::<T>()
+            ),
+            other => format!("cannot view data as {ty}: {other:?}"),
+        })
     })
 }
 
@@ -368,11 +378,7 @@ impl Parser<'_> {
         }
         let tensor_count = self.cur.u64(|| "tensor count".into())?;
         let kv_count = self.cur.u64(|| "metadata count".into())?;
-        // Both tables follow; bound each count by what could fit.
-        self.cur
-            .check_count(tensor_count, MIN_TENSOR_INFO_BYTES, 8, || {
-                "tensor count".into()
-            })?;
+        // The tensor count is bounded once the metadata is read.
         let n_kv = self
             .cur
             .check_count(kv_count, MIN_KV_BYTES, 16, || "metadata count".into())?;
@@ -422,7 +428,7 @@ impl Parser<'_> {
         let n_tensors = self
             .cur
             .check_count(tensor_count, MIN_TENSOR_INFO_BYTES, 8, || {
-                "tensor count (after metadata)".into()
+                "tensor count".into()
             })?;
         let mut tensors = Vec::with_capacity(n_tensors);
         let mut info_offsets = Vec::with_capacity(n_tensors);

@@ -157,6 +157,19 @@ impl GgufWriter {
         &self.tensors
     }
 
+    /// Absolute offset of the data section, once the header is written.
+    pub fn data_offset(&self) -> Option<u64> {
+        match self.state {
+            State::Declaring => None,
+            _ => Some(self.data_offset),
+        }
+    }
+
+    /// Data alignment in effect (final once the header is written).
+    pub fn alignment(&self) -> u64 {
+        self.alignment
+    }
+
     fn out(&mut self) -> &mut BufWriter<File> {
         self.out.as_mut().expect("output open until finish")
     }
