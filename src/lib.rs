@@ -8,6 +8,7 @@
 
 pub use meki_kernels as kernels;
 
+pub mod bench;
 pub mod convert;
 pub mod gguf;
 pub mod meki;

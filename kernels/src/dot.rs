@@ -17,6 +17,29 @@ use crate::scalar;
 /// any alignment). [`vec_dot`] is the checked wrapper.
 pub type DotFn = unsafe fn(usize, &[u8], &[u8]) -> f32;
 
+/// A 4-token dot kernel (prefill): one weight row against four activation
+/// rows, each result bit-identical to the [`DotFn`] of the same family.
+///
+/// # Safety (of calling it)
+/// As [`DotFn`], for each of the four activation rows.
+pub type Dot4Fn = unsafe fn(usize, &[u8], [&[u8]; 4]) -> [f32; 4];
+
+/// The 4-token kernel of `ty` for `isa`, where one exists.
+pub fn dot4_fn(isa: Isa, ty: GgmlType) -> Option<Dot4Fn> {
+    if !isa.is_available() {
+        return None;
+    }
+    match (isa, ty) {
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, GgmlType::Q4_0) => Some(crate::x86::avx2::dot4_q4_0_q8_0),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, GgmlType::Q8_0) => Some(crate::x86::avx2::dot4_q8_0_q8_0),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, GgmlType::Q4K) => Some(crate::x86::avx2::dot4_q4_k_q8_k),
+        _ => None,
+    }
+}
+
 /// An activation quantizer f32 -> Q8_0 / Q8_1 / Q8_K bytes.
 ///
 /// # Safety (of calling it)

@@ -55,6 +55,7 @@ pub mod dispatch;
 pub mod dot;
 pub mod formats;
 pub mod matmul;
+pub mod peak;
 pub mod pool;
 pub mod scalar;
 pub mod vec;

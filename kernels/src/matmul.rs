@@ -11,7 +11,9 @@
 //! (Q8_0 / Q8_1 / Q8_K; float weights use the f32 rows directly).
 
 use crate::dispatch::{isa, Isa};
-use crate::dot::{act_row_bytes, dot_fn, quantize_fn, vec_dot_type, DotFn, KernelError};
+use crate::dot::{
+    act_row_bytes, dot4_fn, dot_fn, quantize_fn, vec_dot_type, Dot4Fn, DotFn, KernelError,
+};
 use crate::formats::GgmlType;
 use crate::pool::ThreadPool;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +34,7 @@ unsafe impl Sync for OutPtr {}
 
 struct Plan {
     dot: DotFn,
+    dot4: Option<Dot4Fn>,
     row_bytes: usize,
     act_bytes: usize,
     act: GgmlType,
@@ -62,6 +65,7 @@ fn plan(isa: Isa, ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Pl
     }
     Ok(Plan {
         dot,
+        dot4: dot4_fn(isa, ty),
         row_bytes,
         act_bytes,
         act,
@@ -190,7 +194,7 @@ fn run_tiles(
     let n_chunks = rows.div_ceil(ROW_CHUNK);
     let next = AtomicUsize::new(0);
     let out = OutPtr(ys.as_mut_ptr());
-    let (dot, rb, ab) = (p.dot, p.row_bytes, p.act_bytes);
+    let (dot, dot4, rb, ab) = (p.dot, p.dot4, p.row_bytes, p.act_bytes);
     pool.run(&|_, _| loop {
         let c = next.fetch_add(1, Ordering::Relaxed);
         if c >= n_chunks {
@@ -199,9 +203,23 @@ fn run_tiles(
         let (r0, r1) = (c * ROW_CHUNK, ((c + 1) * ROW_CHUNK).min(rows));
         let dst = out;
         for t0 in (0..n_tokens).step_by(TOKEN_TILE) {
+            let t_end = (t0 + TOKEN_TILE).min(n_tokens);
             for r in r0..r1 {
                 let wr = &w[r * rb..(r + 1) * rb];
-                for t in t0..(t0 + TOKEN_TILE).min(n_tokens) {
+                let mut t = t0;
+                if let Some(dot4) = dot4 {
+                    while t + 4 <= t_end {
+                        let x = |k: usize| &xq[(t + k) * ab..(t + k + 1) * ab];
+                        // SAFETY: as for `dot` below, for four rows at once.
+                        let v = unsafe { dot4(cols, wr, [x(0), x(1), x(2), x(3)]) };
+                        for (k, &vk) in v.iter().enumerate() {
+                            // SAFETY: see the single-token write below.
+                            unsafe { *dst.0.add((t + k) * rows + r) = vk };
+                        }
+                        t += 4;
+                    }
+                }
+                for t in t..t_end {
                     let xr = &xq[t * ab..(t + 1) * ab];
                     // SAFETY: `plan` checked the kernel is available and that
                     // `cols` is a whole number of blocks; `wr` and `xr` hold

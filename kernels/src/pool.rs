@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before parking.
 const SPIN: Duration = Duration::from_micros(300);
+/// How long the caller spins for stragglers before sleeping (on a loaded
+/// machine a spinning caller would steal the CPU the stragglers need).
+const CALLER_SPIN: Duration = Duration::from_micros(50);
 
 type Job<'a> = dyn Fn(usize, usize) + Sync + 'a;
 
@@ -29,6 +32,10 @@ struct Shared {
     panicked: AtomicBool,
     lock: Mutex<()>,
     wake: Condvar,
+    /// The caller sleeps here when stragglers take long; the last worker
+    /// to finish wakes it.
+    done_lock: Mutex<bool>,
+    done: Condvar,
     n_threads: usize,
 }
 
@@ -53,6 +60,8 @@ impl ThreadPool {
             panicked: AtomicBool::new(false),
             lock: Mutex::new(()),
             wake: Condvar::new(),
+            done_lock: Mutex::new(false),
+            done: Condvar::new(),
             n_threads,
         });
         let workers = (1..n_threads)
@@ -106,11 +115,16 @@ impl ThreadPool {
         let mine = catch_unwind(AssertUnwindSafe(|| f(0, s.n_threads)));
         let t0 = Instant::now();
         while s.remaining.load(Ordering::Acquire) != 0 {
-            if t0.elapsed() < SPIN {
+            if t0.elapsed() < CALLER_SPIN {
                 std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+                continue;
             }
+            let mut waiting = s.done_lock.lock().unwrap_or_else(|e| e.into_inner());
+            *waiting = true;
+            while s.remaining.load(Ordering::Acquire) != 0 {
+                waiting = s.done.wait(waiting).unwrap_or_else(|e| e.into_inner());
+            }
+            *waiting = false;
         }
         // SAFETY: `slot` came from Box::into_raw above and no worker uses it
         // any more (`remaining` is 0).
@@ -154,7 +168,14 @@ fn worker(s: Arc<Shared>, tid: usize) {
         if catch_unwind(AssertUnwindSafe(|| job(tid, s.n_threads))).is_err() {
             s.panicked.store(true, Ordering::Release);
         }
-        s.remaining.fetch_sub(1, Ordering::AcqRel);
+        if s.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Last one out: wake the caller if it went to sleep. Taking the
+            // lock orders this after the caller's check of `remaining`.
+            let waiting = s.done_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if *waiting {
+                s.done.notify_one();
+            }
+        }
     }
 }
 

@@ -1,5 +1,90 @@
-//! `meki-bench`: kernel and end-to-end benchmarks (logic lives in the library).
+//! `meki-bench`: kernel and end-to-end benchmarks (logic lives in `meki::bench`).
+use clap::{Parser, Subcommand};
+use meki::bench::kernels::{self, Options};
+use meki::kernels::Isa;
+
+#[derive(Parser)]
+#[command(name = "meki-bench", about = "meki benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Matrix-vector / matrix-matrix kernel throughput vs memory bandwidth and FMA peak.
+    Kernels {
+        /// Threads (the caller included).
+        #[arg(short = 't', long, default_value_t = 2)]
+        threads: usize,
+        /// Comma-separated weight formats (q4_0,q8_0,q4_K,...); default: all.
+        #[arg(long, value_delimiter = ',')]
+        formats: Vec<String>,
+        /// Comma-separated ROWSxCOLS shapes; default: the 7 standard shapes.
+        #[arg(long, value_delimiter = ',')]
+        shapes: Vec<String>,
+        /// Shorter timings, smaller bandwidth buffer, no prefill on the output head.
+        #[arg(long)]
+        quick: bool,
+        /// Tokens of the prefill (matrix-matrix) measurement.
+        #[arg(long, default_value_t = 512)]
+        prefill_tokens: usize,
+        /// Kernel family (scalar, avx2, neon, neon-nodotprod); default: detected / MEKI_KERNELS.
+        #[arg(long)]
+        isa: Option<String>,
+        /// Path to llama.cpp's test-backend-ops: compare MUL_MAT side by side.
+        #[arg(long)]
+        vs_llama: Option<std::path::PathBuf>,
+    },
+}
+
 fn main() {
-    eprintln!("meki-bench: no subcommands yet");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Kernels {
+            threads,
+            formats,
+            shapes,
+            quick,
+            prefill_tokens,
+            isa,
+            vs_llama,
+        } => (|| {
+            let formats = if formats.is_empty() {
+                kernels::DEFAULT_FORMATS.to_vec()
+            } else {
+                formats
+                    .iter()
+                    .map(|f| kernels::parse_format(f))
+                    .collect::<Result<_, _>>()?
+            };
+            let shapes = if shapes.is_empty() {
+                kernels::DEFAULT_SHAPES.to_vec()
+            } else {
+                shapes
+                    .iter()
+                    .map(|s| kernels::parse_shape(s))
+                    .collect::<Result<_, _>>()?
+            };
+            let isa = match isa {
+                None => meki::kernels::isa(),
+                Some(s) => {
+                    Isa::from_name(&s).ok_or_else(|| format!("unknown kernel family {s:?}"))?
+                }
+            };
+            kernels::run(&Options {
+                threads,
+                formats,
+                shapes,
+                quick,
+                prefill_tokens,
+                isa,
+                vs_llama,
+            })
+        })(),
+    };
+    if let Err(e) = result {
+        eprintln!("meki-bench: {e}");
+        std::process::exit(1);
+    }
 }

@@ -569,3 +569,110 @@ pub(crate) unsafe fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
         (o as *mut f32).write_unaligned(1.0 / iscale);
     }
 }
+
+// ---- 4-token variants for prefill -----------------------------------------
+//
+// Each decodes a weight block once and multiplies it with the blocks of four
+// activation rows. Per token the operations and their order are exactly those
+// of the single-row kernel, so results are bit-identical to it.
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q4_0_q8_0(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4] {
+    debug_assert!(w.len() >= n / QK * BQ4_0 && xs.iter().all(|x| x.len() >= n / QK * BQ8_0));
+    let wp = w.as_ptr();
+    let xp = xs.map(|x| x.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..n / QK {
+        let wb = wp.add(i * BQ4_0);
+        let dw = f16_at(wb);
+        let q = _mm256_sub_epi8(nibbles_32(wb.add(2)), _mm256_set1_epi8(8));
+        for k in 0..4 {
+            let xb = xp[k].add(i * BQ8_0);
+            let d = _mm256_set1_ps(dw * f16_at(xb));
+            let p = dot_i8(q, load256(xb.add(2)));
+            acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k]);
+        }
+    }
+    [
+        hsum_ps(acc[0]),
+        hsum_ps(acc[1]),
+        hsum_ps(acc[2]),
+        hsum_ps(acc[3]),
+    ]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q8_0_q8_0(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4] {
+    debug_assert!(w.len() >= n / QK * BQ8_0 && xs.iter().all(|x| x.len() >= n / QK * BQ8_0));
+    let wp = w.as_ptr();
+    let xp = xs.map(|x| x.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..n / QK {
+        let wb = wp.add(i * BQ8_0);
+        let dw = f16_at(wb);
+        let q = load256(wb.add(2));
+        for k in 0..4 {
+            let xb = xp[k].add(i * BQ8_0);
+            let d = _mm256_set1_ps(dw * f16_at(xb));
+            let p = dot_i8(q, load256(xb.add(2)));
+            acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k]);
+        }
+    }
+    [
+        hsum_ps(acc[0]),
+        hsum_ps(acc[1]),
+        hsum_ps(acc[2]),
+        hsum_ps(acc[3]),
+    ]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q4_k_q8_k(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4] {
+    debug_assert!(w.len() >= n / QK_K * BQ4K && xs.iter().all(|x| x.len() >= n / QK_K * BQ8K));
+    let wp = w.as_ptr();
+    let xp = xs.map(|x| x.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc_m = [_mm_setzero_ps(); 4];
+    for i in 0..n / QK_K {
+        let wb = wp.add(i * BQ4K);
+        let (wd, wdmin) = (f16_at(wb), f16_at(wb.add(2)));
+        let s = unpack_scales_k4(std::slice::from_raw_parts(wb.add(4), 12));
+        let sc: [u8; 8] = std::mem::transmute([s[0], s[1]]);
+        let q4 = wb.add(16);
+        let mut sumi = [_mm256_setzero_si256(); 4];
+        for k in 0..4 {
+            let xb = xp[k].add(i * BQ8K);
+            let yd = f32_at(xb);
+            let dmin = -(yd * wdmin);
+            let prod_m = mins_dot_bsums([s[2], s[3]], xb.add(4 + QK_K));
+            acc_m[k] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m[k]);
+        }
+        for j in 0..QK_K / 64 {
+            let bits = load256(q4.add(32 * j));
+            let lo = _mm256_and_si256(bits, _mm256_set1_epi8(0x0F));
+            let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), _mm256_set1_epi8(0x0F));
+            let (sl, sh) = (
+                _mm256_set1_epi16(sc[2 * j] as i16),
+                _mm256_set1_epi16(sc[2 * j + 1] as i16),
+            );
+            for k in 0..4 {
+                let q8 = xp[k].add(i * BQ8K + 4);
+                let pl = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(lo, load256(q8.add(64 * j))));
+                let ph =
+                    _mm256_madd_epi16(sh, _mm256_maddubs_epi16(hi, load256(q8.add(64 * j + 32))));
+                sumi[k] = _mm256_add_epi32(sumi[k], _mm256_add_epi32(pl, ph));
+            }
+        }
+        for k in 0..4 {
+            let d = f32_at(xp[k].add(i * BQ8K)) * wd;
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[k]), acc[k]);
+        }
+    }
+    let mut out = [0f32; 4];
+    for k in 0..4 {
+        let m = _mm_add_ps(acc_m[k], _mm_movehl_ps(acc_m[k], acc_m[k]));
+        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[k] = hsum_ps(acc[k]) + _mm_cvtss_f32(m);
+    }
+    out
+}

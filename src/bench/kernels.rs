@@ -1,0 +1,373 @@
+//! `meki-bench kernels`: decode (matvec) and prefill (matmul) throughput per
+//! weight format and shape, with the references measured in the same run:
+//! memory bandwidth (multi-threaded read of a buffer far larger than the
+//! LLC), peak FMA throughput, and thread-pool dispatch overhead.
+
+use super::time_median;
+use crate::kernels::formats::GgmlType;
+use crate::kernels::matmul::matmul_with;
+use crate::kernels::{peak, Isa, ThreadPool};
+use half::{bf16, f16};
+use std::time::{Duration, Instant};
+
+pub struct Options {
+    pub threads: usize,
+    pub formats: Vec<GgmlType>,
+    pub shapes: Vec<(usize, usize)>,
+    pub quick: bool,
+    pub prefill_tokens: usize,
+    pub isa: Isa,
+    pub vs_llama: Option<std::path::PathBuf>,
+}
+
+pub const DEFAULT_SHAPES: [(usize, usize); 7] = [
+    (1024, 1024),
+    (1024, 3072),
+    (3072, 1024),
+    (2048, 2048),
+    (2048, 6144),
+    (6144, 2048),
+    (151936, 1024),
+];
+
+pub const DEFAULT_FORMATS: [GgmlType; 11] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
+
+/// Parses `q4_0`, `Q4_K`, `f16`... (case-insensitive ggml names).
+pub fn parse_format(s: &str) -> Result<GgmlType, String> {
+    DEFAULT_FORMATS
+        .iter()
+        .copied()
+        .find(|t| t.name().eq_ignore_ascii_case(s.trim()))
+        .ok_or_else(|| format!("unknown weight format {s:?} (one of q4_0 q4_1 q5_0 q5_1 q8_0 q4_K q5_K q6_K f16 bf16 f32)"))
+}
+
+/// Parses `ROWSxCOLS`.
+pub fn parse_shape(s: &str) -> Result<(usize, usize), String> {
+    let (r, c) = s
+        .trim()
+        .split_once('x')
+        .ok_or_else(|| format!("shape {s:?} is not ROWSxCOLS"))?;
+    let p = |v: &str| v.parse::<usize>().map_err(|e| format!("shape {s:?}: {e}"));
+    Ok((p(r)?, p(c)?))
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// Random weights: random quants, finite scales (speed does not depend on
+/// the values, but NaN/denormal floats could).
+pub fn random_weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed | 1);
+    let n = ty
+        .row_bytes(cols as u64)
+        .expect("cols is a whole number of blocks") as usize
+        * rows;
+    let mut v = vec![0u8; n];
+    for c in v.chunks_mut(8) {
+        let r = rng.next().to_le_bytes();
+        c.copy_from_slice(&r[..c.len()]);
+    }
+    let scale = |rng: &mut Rng| f16::from_f32(0.01 * (1.0 + rng.unit())).to_le_bytes();
+    let bs = ty.type_size();
+    for b in v.chunks_exact_mut(bs) {
+        match ty {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+                b[0..2].copy_from_slice(&scale(&mut rng))
+            }
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => {
+                b[0..2].copy_from_slice(&scale(&mut rng));
+                b[2..4].copy_from_slice(&scale(&mut rng));
+            }
+            GgmlType::Q6K => b[208..210].copy_from_slice(&scale(&mut rng)),
+            GgmlType::F16 => b.copy_from_slice(&f16::from_f32(rng.unit()).to_le_bytes()),
+            GgmlType::BF16 => b.copy_from_slice(&bf16::from_f32(rng.unit()).to_le_bytes()),
+            GgmlType::F32 => b.copy_from_slice(&rng.unit().to_le_bytes()),
+            _ => {}
+        }
+    }
+    v
+}
+
+/// Multi-threaded read bandwidth in GB/s (best of several passes over a
+/// buffer of `bytes`, which should be far larger than the last-level cache).
+pub fn memory_bandwidth(pool: &ThreadPool, bytes: usize, passes: usize) -> f64 {
+    let words = bytes / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let nt = pool.n_threads();
+    let mut best = 0f64;
+    for _ in 0..passes {
+        let sums: Vec<std::sync::atomic::AtomicU64> = (0..nt).map(|_| Default::default()).collect();
+        let t = Instant::now();
+        pool.run(&|tid, n| {
+            let chunk = words.div_ceil(n);
+            let part = &buf[(tid * chunk).min(words)..((tid + 1) * chunk).min(words)];
+            // Four independent sums so the loop is bound by loads, not adds.
+            let mut s = [0u64; 4];
+            for c in part.chunks_exact(4) {
+                for k in 0..4 {
+                    s[k] = s[k].wrapping_add(c[k]);
+                }
+            }
+            let total = s.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+            sums[tid].store(total, std::sync::atomic::Ordering::Relaxed);
+        });
+        let dt = t.elapsed().as_secs_f64();
+        std::hint::black_box(&sums);
+        best = best.max(bytes as f64 / dt / 1e9);
+    }
+    best
+}
+
+/// Peak f32 FLOP/s of all pool threads running independent FMA loops.
+pub fn fma_peak(pool: &ThreadPool, isa: Isa) -> f64 {
+    let iters = 20_000_000;
+    let per_thread = peak::fma_loop(isa, iters);
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        pool.run(&|_, _| {
+            peak::fma_loop(isa, iters);
+        });
+        let dt = t.elapsed().as_secs_f64();
+        best = best.max(per_thread * pool.n_threads() as f64 / dt);
+    }
+    best
+}
+
+/// µs per dispatch of an empty job (median, mean): our pool, then rayon's
+/// `broadcast` (its closest equivalent: run a closure on every pool thread).
+pub fn dispatch_overhead(threads: usize, calls: usize) -> ((f64, f64), (f64, f64)) {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let hits = AtomicUsize::new(0);
+    let measure = |f: &dyn Fn()| {
+        for _ in 0..100 {
+            f();
+        }
+        let mut t = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let s = Instant::now();
+            f();
+            t.push(s.elapsed().as_secs_f64() * 1e6);
+        }
+        let mean = t.iter().sum::<f64>() / calls as f64;
+        t.sort_by(f64::total_cmp);
+        (t[calls / 2], mean)
+    };
+    let pool = ThreadPool::new(threads);
+    let ours = measure(&|| {
+        pool.run(&|_, _| {
+            hits.fetch_add(1, Relaxed);
+        })
+    });
+    let rp = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("rayon pool");
+    let theirs = measure(&|| {
+        rp.broadcast(|_| hits.fetch_add(1, Relaxed));
+    });
+    (ours, theirs)
+}
+
+/// One timing of `rows x cols` weights of `ty` against `n_tokens` tokens:
+/// seconds per call.
+pub fn time_matmul(
+    o: &Options,
+    pool: &ThreadPool,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    n_tokens: usize,
+) -> f64 {
+    let mut rng = Rng(0x5eed);
+    let xs: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit()).collect();
+    let mut ys = vec![0f32; n_tokens * rows];
+    let (min_time, reps) = if o.quick { (0.15, 3) } else { (0.5, 5) };
+    let (min_time, reps) = if n_tokens > 1 {
+        (min_time, 1)
+    } else {
+        (min_time, reps)
+    };
+    time_median(Duration::from_secs_f64(min_time), reps, || {
+        matmul_with(o.isa, pool, w, ty, rows, cols, n_tokens, &xs, &mut ys).expect("matmul");
+    })
+}
+
+pub fn run(o: &Options) -> Result<(), String> {
+    if !o.isa.is_available() {
+        return Err(format!(
+            "kernel family {} is not available on this CPU",
+            o.isa
+        ));
+    }
+    let pool = ThreadPool::new(o.threads);
+    println!(
+        "# meki-bench kernels: {} threads, kernels {}",
+        o.threads, o.isa
+    );
+    let bw_bytes = if o.quick { 512 << 20 } else { 2048 << 20 };
+    let bw = memory_bandwidth(&pool, bw_bytes, if o.quick { 3 } else { 5 });
+    println!(
+        "memory read bandwidth ({} MiB buffer, {} threads): {bw:.1} GB/s",
+        bw_bytes >> 20,
+        o.threads
+    );
+    let peak = fma_peak(&pool, o.isa);
+    println!(
+        "peak f32 FMA throughput ({} threads): {:.1} GFLOP/s",
+        o.threads,
+        peak / 1e9
+    );
+    let (ours, rayon) = dispatch_overhead(o.threads, if o.quick { 2000 } else { 20000 });
+    println!(
+        "dispatch overhead per call (median / mean): meki pool {:.2} / {:.2} µs, rayon broadcast {:.2} / {:.2} µs",
+        ours.0, ours.1, rayon.0, rayon.1
+    );
+    println!();
+    println!(
+        "{:<7} {:>13} {:>10} {:>9} {:>9} {:>7} | {:>10} {:>9} {:>7}",
+        "format", "shape", "decode µs", "GB/s", "GFLOP/s", "%BW", "prefill ms", "GFLOP/s", "%peak"
+    );
+    for &ty in &o.formats {
+        for &(rows, cols) in &o.shapes {
+            if cols % ty.block_size() != 0 {
+                println!(
+                    "{:<7} {rows}x{cols}: cols not a multiple of {}",
+                    ty.name(),
+                    ty.block_size()
+                );
+                continue;
+            }
+            let w = random_weights(ty, rows, cols, (rows * 31 + cols) as u64);
+            let t = time_matmul(o, &pool, ty, &w, rows, cols, 1);
+            let gbs = w.len() as f64 / t / 1e9;
+            let flops = 2.0 * rows as f64 * cols as f64;
+            let head = rows * cols > 100_000_000;
+            let prefill = if head && o.quick {
+                None
+            } else {
+                Some(time_matmul(o, &pool, ty, &w, rows, cols, o.prefill_tokens))
+            };
+            let pf = prefill
+                .map(|tp| {
+                    let g = flops * o.prefill_tokens as f64 / tp;
+                    format!(
+                        "{:>10.2} {:>9.1} {:>6.1}%",
+                        tp * 1e3,
+                        g / 1e9,
+                        100.0 * g / peak
+                    )
+                })
+                .unwrap_or_else(|| format!("{:>10} {:>9} {:>7}", "-", "-", "-"));
+            println!(
+                "{:<7} {:>13} {:>10.1} {:>9.1} {:>9.1} {:>6.1}% | {pf}",
+                ty.name(),
+                format!("{rows}x{cols}"),
+                t * 1e6,
+                gbs,
+                flops / t / 1e9,
+                100.0 * gbs / bw,
+            );
+        }
+    }
+    if let Some(path) = &o.vs_llama {
+        println!();
+        vs_llama(o, path)?;
+    }
+    Ok(())
+}
+
+/// Runs llama.cpp's `test-backend-ops perf -o MUL_MAT` for our formats (its
+/// perf cases are m=4096, k=14336 with n = 1 and 512 tokens here) and the
+/// same products with our kernels, side by side, and prints the ratio.
+/// test-backend-ops uses hardware_concurrency/2 threads on the CPU backend;
+/// we run with the same count.
+pub fn vs_llama(o: &Options, exe: &std::path::Path) -> Result<(), String> {
+    let llama_threads = (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1);
+    let pool = ThreadPool::new(llama_threads);
+    let names: Vec<String> = o
+        .formats
+        .iter()
+        .map(|t| t.name().to_ascii_lowercase())
+        .collect();
+    let filter = format!(
+        "type_a=({}),type_b=f32,m=4096,n=(1|{}),k=14336,",
+        names.join("|"),
+        512
+    );
+    let out = std::process::Command::new(exe)
+        .args(["perf", "-o", "MUL_MAT", "-b", "CPU", "-p", &filter])
+        .output()
+        .map_err(|e| format!("running {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("# vs llama.cpp test-backend-ops (both {llama_threads} thread(s), m=4096 k=14336)");
+    println!(
+        "{:<7} {:>5} {:>12} {:>12} {:>7}",
+        "format", "n", "llama µs/run", "meki µs/run", "ratio"
+    );
+    for line in text.lines().filter(|l| l.contains("MUL_MAT(")) {
+        let field = |key: &str| -> Option<&str> {
+            let i = line.find(key)? + key.len();
+            line[i..].split([',', ')']).next()
+        };
+        let (Some(ta), Some(n)) = (field("type_a="), field(",n=")) else {
+            continue;
+        };
+        let Some(us) = line
+            .split(" us/run")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|s| s.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let (Ok(ty), Ok(n)) = (parse_format(ta), n.parse::<usize>()) else {
+            continue;
+        };
+        let (rows, cols) = (4096, 14336);
+        let w = random_weights(ty, rows, cols, 77);
+        let t = time_matmul(o, &pool, ty, &w, rows, cols, n) * 1e6;
+        println!(
+            "{:<7} {:>5} {:>12.1} {:>12.1} {:>6.2}x",
+            ty.name(),
+            n,
+            us,
+            t,
+            us / t
+        );
+    }
+    Ok(())
+}
