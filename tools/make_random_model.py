@@ -103,8 +103,12 @@ def main():
         return (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
 
     d, hd, nq, nkv = a.d, a.head_dim, a.heads, a.kv_heads
-    # Embedding rows of unit-ish RMS so the first RMSNorm sees a sane input.
-    w.add_tensor("token_embd.weight", rng.standard_normal((n_vocab, d), dtype=np.float32).astype(wdtype))
+    # The first RMSNorm rescales embedding rows, so their scale only matters
+    # when the head is tied: then it sets the logit spread (std ~4, like the
+    # untied head's gain below), which keeps greedy decoding free of ties
+    # without collapsing onto one token.
+    emb_std = 4.0 / np.sqrt(d) if a.tied else 1.0
+    w.add_tensor("token_embd.weight", (emb_std * rng.standard_normal((n_vocab, d), dtype=np.float32)).astype(wdtype))
     for i in range(a.layers):
         p = f"blk.{i}."
         w.add_tensor(p + "attn_norm.weight", norm(d))

@@ -12,6 +12,9 @@
 //!   `blk.N.meki_post_norm.weight` `[d]` (F32).
 
 pub mod identity;
+pub mod memory;
+
+pub use memory::{GateInput, MekiMemory};
 
 /// Format version of the MeKi tensors and keys.
 pub const VERSION: u32 = 1;

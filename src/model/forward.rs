@@ -5,6 +5,7 @@
 use super::ops::{self, linear};
 use super::weights::Weight;
 use super::Model;
+use crate::meki::GateInput;
 use half::f16;
 
 /// Element type of the KV cache.
@@ -172,6 +173,8 @@ impl<'m> Session<'m> {
         let scale = 1.0 / (hd as f32).sqrt();
         let group = c.n_head / c.n_head_kv;
         let neox = c.rope_order == super::RopeOrder::Neox;
+        let (mut meki_g, mut meki_y) = (Vec::new(), Vec::new());
+        let mut meki_e = vec![0f32; model.meki.as_ref().map_or(0, |m| m.d_mem)];
 
         for (l, lw) in w.layers.iter().enumerate() {
             // Attention block: x += Wo attn(norm(x)).
@@ -252,6 +255,31 @@ impl<'m> Session<'m> {
                     &mut xn[t * d..(t + 1) * d],
                 );
             }
+            // MeKi branch, parallel to the FFN: y = RMSNorm_post(W_out (T_l[x_t] + sigmoid(W_gate u))),
+            // with u = h (demo form) or the residual x (Megatron form). Added after the FFN.
+            if let Some(mem) = &model.meki {
+                let ml = &mem.layers[l];
+                let u = match mem.gate_input {
+                    GateInput::FfnNorm => &xn,
+                    GateInput::Residual => &x,
+                };
+                let dm = mem.d_mem;
+                let mfile = mem.file(file);
+                meki_g.resize(n * dm, 0.0);
+                meki_y.resize(n * d, 0.0);
+                linear(mfile, &ml.gate, u, n, &mut meki_g);
+                for (t, &tok) in tokens.iter().enumerate() {
+                    mem.gather(file, tok, l, &mut meki_e);
+                    for (gi, ei) in meki_g[t * dm..(t + 1) * dm].iter_mut().zip(&meki_e) {
+                        *gi = ops::sigmoid(*gi) + ei;
+                    }
+                }
+                linear(mfile, &ml.out, &meki_g, n, &mut meki_y);
+                let post: &[f32] = bytemuck::cast_slice(ml.post_norm.bytes(mfile));
+                for row in meki_y.chunks_exact_mut(d) {
+                    ops::rms_norm_inplace(row, post, c.rms_eps);
+                }
+            }
             linear(file, &lw.ffn_gate, &xn, n, &mut gate);
             linear(file, &lw.ffn_up, &xn, n, &mut up);
             for (g, u) in gate.iter_mut().zip(&up) {
@@ -260,6 +288,11 @@ impl<'m> Session<'m> {
             linear(file, &lw.ffn_down, &gate, n, &mut proj);
             for (xi, pi) in x.iter_mut().zip(&proj) {
                 *xi += pi;
+            }
+            if model.meki.is_some() {
+                for (xi, yi) in x.iter_mut().zip(&meki_y) {
+                    *xi += yi;
+                }
             }
         }
         self.n_past += n;

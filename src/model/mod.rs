@@ -13,6 +13,7 @@ pub use forward::{KvType, Session};
 pub use weights::{LayerWeights, ModelWeights, Weight};
 
 use crate::gguf::GgufFile;
+use crate::meki::MekiMemory;
 use std::path::Path;
 
 /// A loaded model: the mapped file, its hyper-parameters and tensor locations.
@@ -21,22 +22,43 @@ pub struct Model {
     pub file: GgufFile,
     pub config: Config,
     pub weights: ModelWeights,
+    /// The MeKi memory, when the model has one and it is enabled.
+    pub meki: Option<MekiMemory>,
+}
+
+/// Where a model's MeKi tensors come from.
+#[derive(Clone, Debug, Default)]
+pub enum MekiSource {
+    /// The model file itself, or else the sidecar `NAME.meki.gguf` beside it.
+    #[default]
+    Auto,
+    /// An explicit sidecar file.
+    Sidecar(std::path::PathBuf),
+    /// Run the backbone alone (`--no-meki`).
+    Disabled,
 }
 
 impl Model {
+    /// Open a model with its MeKi memory, if it has one.
     pub fn open(path: impl AsRef<Path>) -> Result<Model, String> {
-        let path = path.as_ref();
-        let file = GgufFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::from_file(file)
+        Self::open_with(path, &MekiSource::Auto)
     }
 
-    pub fn from_file(file: GgufFile) -> Result<Model, String> {
+    pub fn open_with(path: impl AsRef<Path>, meki: &MekiSource) -> Result<Model, String> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let config = Config::from_metadata(file.metadata())?;
         let weights = ModelWeights::load(&file, &config)?;
+        let meki = match meki {
+            MekiSource::Auto => MekiMemory::load(&file, path, &config)?,
+            MekiSource::Sidecar(side) => Some(MekiMemory::load_sidecar(&file, side, &config)?),
+            MekiSource::Disabled => None,
+        };
         Ok(Model {
             file,
             config,
             weights,
+            meki,
         })
     }
 }

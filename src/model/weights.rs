@@ -26,6 +26,11 @@ impl Weight {
         &file.as_bytes()[self.range.clone()]
     }
 
+    /// Byte offset of the data in the file.
+    pub fn offset_in_file(&self) -> usize {
+        self.range.start
+    }
+
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
         self.range.len() / self.rows.max(1)

@@ -1,0 +1,177 @@
+//! The engine's view of a model's MeKi memory: the folded tables, gathered
+//! row by row straight from the mapped file, and the per-layer gate, output
+//! projection and post-norm.
+//!
+//! The tensors live in the model file itself or in a sidecar
+//! (`NAME.meki.gguf`) whose recorded backbone id must equal the model's.
+
+use super::identity::backbone_id;
+use crate::gguf::GgufFile;
+use crate::kernels::formats::GgmlType;
+use crate::model::weights::{Loader, Weight};
+use crate::model::Config;
+use std::path::Path;
+
+/// What the gate reads (the checkpoint's form decides; see MEKI.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateInput {
+    /// `u = H = RMSNorm_ffn(A)` (demo/HF form).
+    FfnNorm,
+    /// `u = A`, the un-normalized residual after attention (Megatron form).
+    Residual,
+}
+
+pub struct MekiLayer {
+    pub gate: Weight,
+    pub out: Weight,
+    pub post_norm: Weight,
+}
+
+pub struct MekiMemory {
+    /// The sidecar holding the tensors; `None` when they are in the model file.
+    pub sidecar: Option<GgufFile>,
+    pub form: String,
+    pub gate_input: GateInput,
+    pub d_mem: usize,
+    /// `[n_layer * d_mem, n_vocab]`, token-major.
+    pub table: Weight,
+    pub layers: Vec<MekiLayer>,
+}
+
+impl MekiMemory {
+    /// The MeKi memory of `model_file`, from the file itself or its sidecar;
+    /// `Ok(None)` when the model has none (a dense model).
+    pub fn load(
+        model_file: &GgufFile,
+        path: &Path,
+        c: &Config,
+    ) -> Result<Option<MekiMemory>, String> {
+        if model_file.metadata().contains_key(super::KEY_VERSION) {
+            return Self::from_file(model_file, None, c).map(Some);
+        }
+        let side = super::sidecar_path(path);
+        if !side.exists() {
+            return Ok(None);
+        }
+        Self::load_sidecar(model_file, &side, c).map(Some)
+    }
+
+    /// Load an explicit sidecar, refusing one made for another backbone.
+    pub fn load_sidecar(
+        model_file: &GgufFile,
+        side: &Path,
+        c: &Config,
+    ) -> Result<MekiMemory, String> {
+        let file =
+            GgufFile::open(side).map_err(|e| format!("MeKi sidecar {}: {e}", side.display()))?;
+        let want = file
+            .metadata()
+            .get_str(super::KEY_BACKBONE_ID)
+            .map_err(|e| format!("MeKi sidecar {}: {e}", side.display()))?
+            .to_string();
+        let have = backbone_id(model_file)?;
+        if want != have {
+            return Err(format!(
+                "MeKi sidecar {} belongs to another model (its backbone id {want} != this model's {have})",
+                side.display()
+            ));
+        }
+        Self::from_file(&file, None, c).map(|mut m| {
+            m.sidecar = Some(file);
+            m
+        })
+    }
+
+    fn from_file(
+        file: &GgufFile,
+        sidecar: Option<GgufFile>,
+        c: &Config,
+    ) -> Result<MekiMemory, String> {
+        let md = file.metadata();
+        let err = |e: crate::gguf::GgufError| format!("MeKi metadata: {e}");
+        let version = md.get_uint(super::KEY_VERSION).map_err(err)?;
+        if version != super::VERSION as u64 {
+            return Err(format!(
+                "MeKi format version {version} is not supported (this meki reads {})",
+                super::VERSION
+            ));
+        }
+        let form = md.get_str(super::KEY_FORM).map_err(err)?.to_string();
+        let gate_input = match md.get_str(super::KEY_GATE_INPUT).map_err(err)? {
+            "ffn_norm" => GateInput::FfnNorm,
+            "residual" => GateInput::Residual,
+            other => {
+                return Err(format!(
+                    "{}: unknown gate input '{other}'",
+                    super::KEY_GATE_INPUT
+                ))
+            }
+        };
+        let layout = md.get_str(super::KEY_TABLE_LAYOUT).map_err(err)?;
+        if layout != "token_major" {
+            return Err(format!(
+                "{}: layout '{layout}' is not supported",
+                super::KEY_TABLE_LAYOUT
+            ));
+        }
+        let d_mem = md.get_uint(super::KEY_DIM).map_err(err)? as usize;
+        let n_layer = md.get_uint(super::KEY_N_LAYER).map_err(err)? as usize;
+        if n_layer != c.n_layer {
+            return Err(format!(
+                "MeKi tables have {n_layer} layers, the model has {}",
+                c.n_layer
+            ));
+        }
+        if d_mem == 0 || d_mem > 1 << 16 {
+            return Err(format!("{} = {d_mem} is out of range", super::KEY_DIM));
+        }
+        let l = Loader { file };
+        let width = n_layer
+            .checked_mul(d_mem)
+            .ok_or("MeKi table width overflows")?;
+        let table = l.get(super::TENSOR_TABLE, width, c.n_vocab)?;
+        if !matches!(table.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0) {
+            return Err(format!(
+                "{} has type {}; MeKi tables are f32, f16 or q8_0",
+                super::TENSOR_TABLE,
+                table.ty
+            ));
+        }
+        if !d_mem.is_multiple_of(table.ty.block_size()) {
+            return Err(format!(
+                "d_mem {d_mem} is not a multiple of the {} block size",
+                table.ty
+            ));
+        }
+        let mut layers = Vec::with_capacity(n_layer.min(4096));
+        for i in 0..n_layer {
+            layers.push(MekiLayer {
+                gate: l.get(&super::gate_name(i), c.n_embd, d_mem)?,
+                out: l.get(&super::out_name(i), d_mem, c.n_embd)?,
+                post_norm: l.vector(&super::post_norm_name(i), c.n_embd)?,
+            });
+        }
+        Ok(MekiMemory {
+            sidecar,
+            form,
+            gate_input,
+            d_mem,
+            table,
+            layers,
+        })
+    }
+
+    /// The file the MeKi tensors are in.
+    pub fn file<'a>(&'a self, model_file: &'a GgufFile) -> &'a GgufFile {
+        self.sidecar.as_ref().unwrap_or(model_file)
+    }
+
+    /// Copy layer `layer`'s table row for `token` into `out` (`d_mem` values).
+    pub fn gather(&self, model_file: &GgufFile, token: u32, layer: usize, out: &mut [f32]) {
+        let bytes = self.table.bytes(self.file(model_file));
+        let row = self.table.row_bytes();
+        let seg = row / self.layers.len();
+        let start = token as usize * row + layer * seg;
+        crate::model::ops::dequantize_row(self.table.ty, &bytes[start..start + seg], out);
+    }
+}
