@@ -238,7 +238,15 @@ fn llama_spm_matches_llama_cpp() {
 
 #[test]
 fn golden_fixtures_are_present() {
-    for name in ["qwen2", "llama-bpe", "gpt-2", "llama-spm"] {
+    for name in [
+        "qwen2",
+        "llama-bpe",
+        "gpt-2",
+        "llama-spm",
+        "qwen35",
+        "mpt",
+        "phi-3",
+    ] {
         assert!(
             Path::new(&fixtures().join(format!("{name}.golden"))).exists(),
             "{name}.golden missing"
@@ -314,4 +322,22 @@ fn gpt2_random_texts_match_llama_cpp() {
 #[test]
 fn llama_spm_random_texts_match_llama_cpp() {
     check_random("llama-spm");
+}
+
+#[test]
+fn qwen35_matches_llama_cpp() {
+    check("qwen35");
+    check_random("qwen35");
+}
+
+#[test]
+fn mpt_matches_llama_cpp() {
+    check("mpt");
+    check_random("mpt");
+}
+
+#[test]
+fn phi3_matches_llama_cpp() {
+    check("phi-3");
+    check_random("phi-3");
 }

@@ -151,3 +151,18 @@ fn llama_spm_encodes_like_llama_cpp() {
     }
     assert_eq!(tok.encode("Hello", true, false)[0], tok.bos().expect("bos"));
 }
+
+#[test]
+fn qwen35_encodes_like_llama_cpp() {
+    check_encode("qwen35");
+}
+
+#[test]
+fn mpt_encodes_like_llama_cpp() {
+    check_encode("mpt");
+}
+
+#[test]
+fn phi3_encodes_like_llama_cpp() {
+    check_encode("phi-3");
+}

@@ -52,7 +52,7 @@ pub enum TokenizerError {
     UnsupportedModel(String),
     /// `tokenizer.ggml.pre` names a split rule this crate does not implement.
     #[error(
-        "unsupported pre-tokenizer {0:?} (tokenizer.ggml.pre; supported: qwen2, llama-bpe/llama3, gpt-2 and aliases)"
+        "unsupported pre-tokenizer {0:?} (tokenizer.ggml.pre; supported: qwen2, qwen35, llama-bpe/llama3, gpt-2 and aliases)"
     )]
     UnsupportedPreTokenizer(String),
 }
@@ -493,16 +493,20 @@ impl Tokenizer {
                 .cmp(&texts[a as usize].len())
                 .then(a.cmp(&b))
         });
+        let strip = strip_rules(md, &token_to_id, &special_ids)?;
         let specials = special_ids
             .into_iter()
             .filter_map(|id| {
                 // a non-UTF-8 text cannot be matched at character boundaries; skip it
                 let text = std::str::from_utf8(&texts[id as usize]).ok()?.to_string();
                 let needs_parse_special = attrs[id as usize] & (attr::CONTROL | attr::UNKNOWN) != 0;
+                let (lstrip, rstrip) = strip.get(&id).copied().unwrap_or((false, false));
                 Some(SpecialToken {
                     id,
                     text,
                     needs_parse_special,
+                    lstrip,
+                    rstrip,
                 })
             })
             .collect();
@@ -864,6 +868,38 @@ fn detect_special_roles(
         }
     }
     eog
+}
+
+/// Per-model whitespace stripping around special tokens, which GGUF does not store;
+/// llama.cpp sets it by model name (`general.name`): id -> (lstrip, rstrip).
+fn strip_rules(
+    md: &Metadata,
+    token_to_id: &HashMap<Box<[u8]>, u32, FxBuild>,
+    special_ids: &[u32],
+) -> Result<HashMap<u32, (bool, bool)>, TokenizerError> {
+    let mut rules = HashMap::new();
+    let name = opt_str(md, "general.name")?
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let id_of = |t: &str| token_to_id.get(t.as_bytes()).copied();
+    if name.contains("phi-3") || name.contains("phi3") {
+        for &id in special_ids {
+            rules.insert(id, (false, true));
+        }
+        if let Some(id) = id_of("</s>") {
+            rules.insert(id, (false, true));
+        }
+        for t in ["<unk>", "<s>", "<|endoftext|>"] {
+            if let Some(id) = id_of(t) {
+                rules.insert(id, (false, false));
+            }
+        }
+    } else if name.contains("modern-bert") {
+        if let Some(id) = id_of("[MASK]") {
+            rules.insert(id, (true, false));
+        }
+    }
+    Ok(rules)
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

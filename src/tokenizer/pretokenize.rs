@@ -7,6 +7,7 @@
 //! - `gpt2`:   `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 //! - `llama3`: `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
 //! - `qwen2`:  as `llama3` with `\p{N}` (one digit per word) instead of `\p{N}{1,3}`.
+//! - `qwen35`: as `qwen2` with marks in words: `[\p{L}\p{M}]+`, `[^\s\p{L}\p{M}\p{N}]+`.
 
 use super::unicode::{char_flags, CharFlags};
 use super::TokenizerError;
@@ -17,6 +18,7 @@ pub enum PreTokenizer {
     Gpt2,
     Llama3,
     Qwen2,
+    Qwen35,
 }
 
 /// What a `tokenizer.ggml.pre` name implies, as llama.cpp's vocabulary loader sets it.
@@ -50,6 +52,7 @@ impl PreTokenizer {
                 cfg(Qwen2, false, false, false)
             }
             "stablelm2" | "megrez" => cfg(Qwen2, false, true, false),
+            "qwen35" => cfg(Qwen35, false, false, false),
             "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
             | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais"
             | "exaone4" => cfg(Gpt2, false, true, false),
@@ -80,8 +83,9 @@ impl Splitter {
         };
         match pre {
             PreTokenizer::Gpt2 => cur.split_gpt2(out),
-            PreTokenizer::Llama3 => cur.split_llama3(3, out),
-            PreTokenizer::Qwen2 => cur.split_llama3(1, out),
+            PreTokenizer::Llama3 => cur.split_llama3(3, false, out),
+            PreTokenizer::Qwen2 => cur.split_llama3(1, false, out),
+            PreTokenizer::Qwen35 => cur.split_llama3(1, true, out),
         }
     }
 }
@@ -194,8 +198,10 @@ impl Cursor<'_> {
         }
     }
 
-    /// llama3 (`max_digits` = 3) and qwen2 (`max_digits` = 1).
-    fn split_llama3(&self, max_digits: usize, out: &mut Vec<(usize, usize)>) {
+    /// llama3 (`max_digits` = 3), qwen2 (`max_digits` = 1) and qwen35 (qwen2 where marks
+    /// count as letters: `with_marks`).
+    fn split_llama3(&self, max_digits: usize, with_marks: bool, out: &mut Vec<(usize, usize)>) {
+        let wordy = |g: CharFlags| g.is_letter() || (with_marks && g.is_mark());
         let n = self.n();
         let mut pos = 0;
         while pos < n {
@@ -209,11 +215,9 @@ impl Cursor<'_> {
                 continue;
             }
             // `[^\r\n\p{L}\p{N}]?\p{L}+`
-            if !(c == '\r' || c == '\n' || f.is_number())
-                && (f.is_letter() || self.is(pos + 1, |g| g.is_letter()))
-            {
+            if !(c == '\r' || c == '\n' || f.is_number()) && (wordy(f) || self.is(pos + 1, wordy)) {
                 pos += 1;
-                while self.is(pos, |g| g.is_letter()) {
+                while self.is(pos, wordy) {
                     pos += 1;
                 }
                 self.emit(start, pos, out);
@@ -235,7 +239,7 @@ impl Cursor<'_> {
             // ` ?[^\s\p{L}\p{N}]+[\r\n]*` (a lone trailing space also lands here)
             let space = c == ' ';
             let f2 = if space { self.flags(pos + 1) } else { Some(f) };
-            let other = |g: CharFlags| !(g.is_whitespace() || g.is_letter() || g.is_number());
+            let other = |g: CharFlags| !(g.is_whitespace() || wordy(g) || g.is_number());
             if f2.is_none_or(other) {
                 pos += usize::from(space);
                 while self.is(pos, other) {
@@ -304,6 +308,9 @@ mod tests {
         assert_eq!(words(Llama3, "  \n  x"), ["  \n", " ", " x"]);
         assert_eq!(words(Llama3, "x "), ["x", " "]);
         assert_eq!(words(Llama3, "我想在apple"), ["我想在apple"]);
+        // a combining mark splits a qwen2 word but not a qwen35 word
+        assert_eq!(words(Qwen2, "ne\u{301}e"), ["ne", "\u{301}e"]);
+        assert_eq!(words(PreTokenizer::Qwen35, "ne\u{301}e"), ["ne\u{301}e"]);
     }
 
     #[test]

@@ -17,6 +17,14 @@ pub(crate) struct SpecialToken {
     /// Control or unknown token: only matched when the caller asks to parse specials.
     /// (User-defined tokens are always matched, as in llama.cpp and HF tokenizers.)
     pub(crate) needs_parse_special: bool,
+    /// Whitespace before / after a match is dropped (llama.cpp's LSTRIP / RSTRIP attributes).
+    pub(crate) lstrip: bool,
+    pub(crate) rstrip: bool,
+}
+
+/// C `isspace` in the "C" locale, what llama.cpp strips around LSTRIP/RSTRIP tokens.
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 /// Split `text` at the special tokens (in the given order, longest first).
@@ -50,12 +58,24 @@ pub(crate) fn partition(
                 next.push(f);
                 continue;
             };
+            let bytes = text.as_bytes();
             while let Some(m) = text[a..b].find(needle) {
-                if m > 0 {
-                    next.push(Fragment::Text(a, a + m));
+                let mut left_end = a + m;
+                if sp.lstrip {
+                    while left_end > a && is_c_space(bytes[left_end - 1]) {
+                        left_end -= 1;
+                    }
+                }
+                if left_end > a {
+                    next.push(Fragment::Text(a, left_end));
                 }
                 next.push(Fragment::Token(sp.id));
                 a += m + needle.len();
+                if sp.rstrip {
+                    while a < b && is_c_space(bytes[a]) {
+                        a += 1;
+                    }
+                }
             }
             if a < b {
                 next.push(Fragment::Text(a, b));
@@ -75,6 +95,8 @@ mod tests {
             id,
             text: text.into(),
             needs_parse_special: control,
+            lstrip: false,
+            rstrip: false,
         }
     }
 
@@ -104,5 +126,15 @@ mod tests {
         let f = partition(t, &specials, false);
         assert_eq!(f, [Text(0, 14), Token(2), Token(2), Text(26, 29)]);
         assert!(partition("", &specials, true).is_empty());
+    }
+
+    #[test]
+    fn strips_whitespace_around_lstrip_rstrip_tokens() {
+        let mut t = sp(7, "<|end|>", true);
+        t.lstrip = true;
+        t.rstrip = true;
+        let f = partition("a \n<|end|>\t b", &[t], true);
+        use Fragment::*;
+        assert_eq!(f, [Text(0, 1), Token(7), Text(12, 13)]);
     }
 }
