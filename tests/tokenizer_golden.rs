@@ -341,3 +341,11 @@ fn phi3_matches_llama_cpp() {
     check("phi-3");
     check_random("phi-3");
 }
+
+#[test]
+fn starcoder_family_matches_llama_cpp() {
+    for name in ["starcoder", "refact", "command-r"] {
+        check(name);
+        check_random(name);
+    }
+}

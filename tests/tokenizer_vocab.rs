@@ -166,3 +166,10 @@ fn mpt_encodes_like_llama_cpp() {
 fn phi3_encodes_like_llama_cpp() {
     check_encode("phi-3");
 }
+
+#[test]
+fn starcoder_family_encodes_like_llama_cpp() {
+    check_encode("starcoder");
+    check_encode("refact");
+    check_encode("command-r");
+}

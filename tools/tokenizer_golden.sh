@@ -24,7 +24,7 @@ python3 "$here/tools/tokenizer_random_prompts.py" 300 > "$out/random.txt"
 english=$here/target/ext/english-1mb.txt
 python3 "$here/tools/tokenizer_english_1mb.py" "$src" > "$english"
 : > "$out/english-1mb.digest"
-for name in qwen2 llama-bpe gpt-2 llama-spm qwen35 mpt phi-3; do
+for name in qwen2 llama-bpe gpt-2 llama-spm qwen35 mpt phi-3 starcoder refact command-r; do
   "$bin" "$src/models/ggml-vocab-$name.gguf" "$out/prompts.txt" > "$out/$name.golden"
   "$bin" "$src/models/ggml-vocab-$name.gguf" "$out/random.txt" encode-only > "$out/$name.random.golden"
   "$bin" "$src/models/ggml-vocab-$name.gguf" "$here/tests/fixtures/text/gpl3-excerpt.txt" encode-only \

@@ -52,7 +52,7 @@ pub enum TokenizerError {
     UnsupportedModel(String),
     /// `tokenizer.ggml.pre` names a split rule this crate does not implement.
     #[error(
-        "unsupported pre-tokenizer {0:?} (tokenizer.ggml.pre; supported: qwen2, qwen35, llama-bpe/llama3, gpt-2 and aliases)"
+        "unsupported pre-tokenizer {0:?} (tokenizer.ggml.pre; supported: qwen2, qwen35, llama-bpe/llama3, gpt-2, starcoder and aliases)"
     )]
     UnsupportedPreTokenizer(String),
 }

@@ -7,6 +7,8 @@
 //! - `gpt2`:   `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 //! - `llama3`: `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
 //! - `qwen2`:  as `llama3` with `\p{N}` (one digit per word) instead of `\p{N}{1,3}`.
+//! - `starcoder` (also refact, command-r, smollm, ...): first `\p{N}` (every digit alone),
+//!   then `gpt2` within the pieces between digits.
 //! - `qwen35`: as `qwen2` with marks in words: `[\p{L}\p{M}]+`, `[^\s\p{L}\p{M}\p{N}]+`.
 
 use super::unicode::{char_flags, CharFlags};
@@ -19,6 +21,8 @@ pub enum PreTokenizer {
     Llama3,
     Qwen2,
     Qwen35,
+    /// `\p{N}` split first, then `gpt2`.
+    DigitsThenGpt2,
 }
 
 /// What a `tokenizer.ggml.pre` name implies, as llama.cpp's vocabulary loader sets it.
@@ -53,6 +57,10 @@ impl PreTokenizer {
             }
             "stablelm2" | "megrez" => cfg(Qwen2, false, true, false),
             "qwen35" => cfg(Qwen35, false, false, false),
+            "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
+                cfg(DigitsThenGpt2, false, true, false)
+            }
+            "command-r" | "smollm" => cfg(DigitsThenGpt2, false, false, false),
             "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
             | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais"
             | "exaone4" => cfg(Gpt2, false, true, false),
@@ -86,6 +94,31 @@ impl Splitter {
             PreTokenizer::Llama3 => cur.split_llama3(3, false, out),
             PreTokenizer::Qwen2 => cur.split_llama3(1, false, out),
             PreTokenizer::Qwen35 => cur.split_llama3(1, true, out),
+            PreTokenizer::DigitsThenGpt2 => {
+                // each number code point is a piece; gpt2 splits the runs between them, with
+                // look-ahead ending at the run's end
+                let chars = &self.chars;
+                let mut i = 0;
+                while i < chars.len() {
+                    let mut j = i + 1;
+                    if !chars[i].1.is_number() {
+                        while j < chars.len() && !chars[j].1.is_number() {
+                            j += 1;
+                        }
+                    }
+                    let byte_end = chars.get(j).map_or(text.len(), |c| c.2 as usize);
+                    let run = Cursor {
+                        chars: &chars[i..j],
+                        text_len: byte_end,
+                    };
+                    if chars[i].1.is_number() {
+                        out.push((chars[i].2 as usize, byte_end));
+                    } else {
+                        run.split_gpt2(out);
+                    }
+                    i = j;
+                }
+            }
         }
     }
 }
