@@ -117,10 +117,22 @@ fn write_golden_input() {
         .unwrap();
     spec.write(&dir.join("input_f16.gguf"), GgmlType::F16)
         .unwrap();
+    tied_spec()
+        .write(&dir.join("input_tied_f32.gguf"), GgmlType::F32)
+        .unwrap();
+}
+
+/// The golden model with tied embeddings (no `output.weight`).
+fn tied_spec() -> ModelSpec {
+    ModelSpec {
+        output: false,
+        ..ModelSpec::golden()
+    }
 }
 
 /// Input of a golden run: `mix:q4_k_m` (F32 model), `f16/mix:q4_k_m` (F16
-/// matrices), `q8_0/mix:q4_0` (the pure Q8_0 quantization of the F32 model).
+/// matrices), `q8_0/mix:q4_0` (the pure Q8_0 quantization of the F32 model),
+/// `tied/mix:q4_k_m` (the F32 model without `output.weight`).
 fn run_input(prefix: Option<&str>) -> PathBuf {
     match prefix {
         None => golden_input(),
@@ -145,6 +157,15 @@ fn run_input(prefix: Option<&str>) -> PathBuf {
                     threads: 2,
                 };
                 quantize_file_report(&opts, false).unwrap();
+                p
+            })
+            .clone()
+        }
+        Some("tied") => {
+            static TIED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+            TIED.get_or_init(|| {
+                let p = scratch().join("golden_input_tied_f32.gguf");
+                tied_spec().write(&p, GgmlType::F32).unwrap();
                 p
             })
             .clone()
