@@ -122,9 +122,7 @@ impl Spec {
             b.extend_from_slice(&t.offset.to_le_bytes());
             tensor_ends.push(b.len());
         }
-        while b.len() % self.alignment != 0 {
-            b.push(0);
-        }
+        b.resize(b.len().div_ceil(self.alignment) * self.alignment, 0);
         let data_offset = b.len();
         b.extend_from_slice(&self.data);
         (

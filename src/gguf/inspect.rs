@@ -61,7 +61,7 @@ pub fn render(gguf: &GgufFile, out: &mut String) {
     let _ = writeln!(
         out,
         "{:>5}  {:<6}  {:<28}  {:>14}  {:>14}  name",
-        "#", "type", "shape", "offset", "bytes"
+        "#", "type", "shape", "file_offset", "bytes"
     );
     for (i, t) in h.tensors.iter().enumerate() {
         let shape = t
@@ -123,4 +123,25 @@ fn format_array(a: &Array) -> String {
         parts.push(format!("... ({} total)", a.len()));
     }
     format!("[{}]", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_abbreviated() {
+        let v = Value::Array(Array::U32((0..1000).collect()));
+        assert_eq!(format_value(&v), "[0, 1, 2, 3, 4, ... (1000 total)]");
+        let v = Value::Array(Array::String(vec!["a\"b".into(), "\n".into()]));
+        assert_eq!(format_value(&v), r#"["a\"b", "\n"]"#);
+        let nested = Value::Array(Array::Array(vec![Array::I8(vec![-1]); 7]));
+        assert_eq!(
+            format_value(&nested),
+            "[[-1], [-1], [-1], [-1], [-1], ... (7 total)]"
+        );
+        let long = Value::String("é".repeat(150));
+        let s = format_value(&long);
+        assert!(s.ends_with("\"... (150 chars)"), "{s}");
+    }
 }

@@ -466,7 +466,7 @@ impl Parser<'_> {
             let end = data_offset
                 .checked_add(info.offset)
                 .and_then(|s| s.checked_add(info.n_bytes));
-            if end.is_none_or(|end| end > file_len) {
+            if !matches!(end, Some(end) if end <= file_len) {
                 return Err(GgufError::format(
                     field(),
                     at,

@@ -437,3 +437,53 @@ impl Metadata {
         get_f64_array -> f64 = F64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_remove_keep_order_and_index() {
+        let mut m = Metadata::new();
+        m.push("a", 1u32).unwrap();
+        m.push("b", "x").unwrap();
+        m.push("c", vec![1.5f32]).unwrap();
+        assert!(m.push("b", 2u8).is_err());
+        m.set("b", 9i64);
+        m.set("d", true);
+        assert_eq!(m.remove("a"), Some(Value::U32(1)));
+        let keys: Vec<&str> = m.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["b", "c", "d"]);
+        // Lookups still land on the right entries after the removal.
+        assert_eq!(m.get_i64("b").unwrap(), 9);
+        assert_eq!(m.get_f32_array("c").unwrap(), &[1.5]);
+        assert!(m.get_bool("d").unwrap());
+        assert!(m.get("a").is_none());
+    }
+
+    #[test]
+    fn getters_name_key_and_types_on_mismatch() {
+        let mut m = Metadata::new();
+        m.push("n", vec![1i32, 2]).unwrap();
+        m.push("neg", -3i32).unwrap();
+        let e = m.get_u32_array("n").unwrap_err().to_string();
+        assert_eq!(e, "metadata key \"n\": expected [UINT32], found [INT32]");
+        let e = m.get_str("neg").unwrap_err().to_string();
+        assert_eq!(e, "metadata key \"neg\": expected STRING, found INT32");
+        assert!(m.get_uint("neg").is_err());
+        assert_eq!(m.get_i32_array("n").unwrap(), &[1, 2]);
+        assert_eq!(
+            m.get_u8("missing").unwrap_err().to_string(),
+            "metadata key \"missing\": missing"
+        );
+    }
+
+    #[test]
+    fn type_ids_match_gguf() {
+        for (i, t) in ValueType::ALL.iter().enumerate() {
+            assert_eq!(*t as u32, i as u32);
+            assert_eq!(ValueType::from_id(i as u32), Some(*t));
+        }
+        assert_eq!(ValueType::from_id(13), None);
+    }
+}
