@@ -13,12 +13,12 @@ DIR=${BENCH_DIR:-$ROOT/target/quant_bench}
 THREADS=${THREADS:-2}
 mkdir -p "$DIR"
 [ -f "$DIR/qwen3-0.6b-f16.gguf" ] || python3 "$ROOT/tools/quant_bench_model.py" "$DIR/qwen3-0.6b-f16.gguf"
-secs() { local t0 t1; t0=$(date +%s.%N); "$@" > /dev/null 2>&1; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
+ms() { local t0 t1; t0=$(date +%s%N); "$@" > /dev/null 2>&1; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000000 )); }
 for t in q4_0 q4_k_m; do
-    ml=$(secs "$BIN/llama-quantize" "$DIR/qwen3-0.6b-f16.gguf" "$DIR/llama_$t.gguf" "${t^^}" "$THREADS")
-    mm=$(secs "$MEKI" quantize "$DIR/qwen3-0.6b-f16.gguf" "$DIR/meki_$t.gguf" "$t" -t "$THREADS")
+    ml=$(ms "$BIN/llama-quantize" "$DIR/qwen3-0.6b-f16.gguf" "$DIR/llama_$t.gguf" "${t^^}" "$THREADS")
+    mm=$(ms "$MEKI" quantize "$DIR/qwen3-0.6b-f16.gguf" "$DIR/meki_$t.gguf" "$t" -t "$THREADS")
     same=$(diff <(python3 "$ROOT/tools/quant_golden_hash.py" x "$DIR/llama_$t.gguf") \
                 <(python3 "$ROOT/tools/quant_golden_hash.py" x "$DIR/meki_$t.gguf") > /dev/null && echo identical || echo DIFFERENT)
-    printf "%-7s threads=%s  llama-quantize %6.1f s  meki-convert %6.1f s  ratio meki/llama %.2f  tensors %s\n" \
-        "$t" "$THREADS" "$ml" "$mm" "$(echo "$mm / $ml" | bc -l)" "$same"
+    printf "%-7s threads=%s  llama-quantize %7d ms  meki-convert %7d ms  ratio meki/llama %s  tensors %s\n" \
+        "$t" "$THREADS" "$ml" "$mm" "$(python3 -c "print(f'{$mm / $ml:.2f}')")" "$same"
 done
