@@ -90,8 +90,14 @@ def llama_completion(bindir, model, kv):
         [os.path.join(bindir, "llama-completion"), "-m", model, "-p", PROMPT, "-n", str(N_PREDICT), "--temp", "0",
          "--ignore-eos", "-no-cnv", "--simple-io", "-t", "2", "-c", "256", "-ctk", kv, "-ctv", kv,
          "--no-warmup", "--no-display-prompt"],
-        capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
-    return r.stdout
+        capture_output=True, check=True, stdin=subprocess.DEVNULL)
+    # Raw bytes as hex: a token may end inside a UTF-8 sequence, and llama.cpp
+    # prints pieces byte for byte.
+    out = r.stdout
+    # llama-completion ends its output with a blank line of its own.
+    if out.endswith(b"\n\n"):
+        out = out[:-2]
+    return out.hex()
 
 
 def main():
@@ -116,8 +122,8 @@ def main():
             "quantize": quant,
             "sha256": sha256(path),
             "ppl": llama_perplexity(a.bin, path),
-            "completion_f32_kv": llama_completion(a.bin, path, "f32"),
-            "completion_f16_kv": llama_completion(a.bin, path, "f16"),
+            "completion_f32_kv_hex": llama_completion(a.bin, path, "f32"),
+            "completion_f16_kv_hex": llama_completion(a.bin, path, "f16"),
         }
         golden["models"][name] = entry
         print(f"{name}: PPL {entry['ppl']:.4f}", file=sys.stderr)

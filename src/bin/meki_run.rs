@@ -2,7 +2,7 @@
 //! The work is done by `meki::run`; this file parses flags and prints.
 
 use clap::{Args, Parser, Subcommand};
-use meki::model::{KvType, Model};
+use meki::model::{KvType, MekiSource, Model};
 use meki::run::{self, GenerateOptions};
 use meki::sampler::SamplerParams;
 use meki::tokenizer::Tokenizer;
@@ -38,6 +38,12 @@ struct ModelArgs {
     /// KV cache element type: f16 (default, as llama.cpp) or f32.
     #[arg(long = "kv-type", default_value = "f16", value_parser = ["f16", "f32"])]
     kv_type: String,
+    /// MeKi sidecar file (default: the model's own MeKi tensors, or NAME.meki.gguf beside it).
+    #[arg(long = "meki", value_name = "FILE", conflicts_with = "no_meki")]
+    meki: Option<PathBuf>,
+    /// Run the backbone alone, ignoring any MeKi tables.
+    #[arg(long = "no-meki")]
+    no_meki: bool,
 }
 
 #[derive(Args)]
@@ -81,6 +87,12 @@ struct GenArgs {
     /// Keep generating past end-of-generation tokens.
     #[arg(long = "ignore-eos")]
     ignore_eos: bool,
+    /// MeKi sidecar file (default: the model's own MeKi tensors, or NAME.meki.gguf beside it).
+    #[arg(long = "meki", value_name = "FILE", conflicts_with = "no_meki")]
+    meki: Option<PathBuf>,
+    /// Run the backbone alone, ignoring any MeKi tables.
+    #[arg(long = "no-meki")]
+    no_meki: bool,
 }
 
 #[derive(Subcommand)]
@@ -117,18 +129,21 @@ fn kv(s: &str) -> KvType {
     }
 }
 
-fn init_threads(n: usize) {
-    if n > 0 {
-        // Ignore the error of a pool that already exists (only in tests).
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
+fn meki_source(meki: Option<PathBuf>, no_meki: bool) -> MekiSource {
+    match (meki, no_meki) {
+        (_, true) => MekiSource::Disabled,
+        (Some(p), false) => MekiSource::Sidecar(p),
+        (None, false) => MekiSource::Auto,
     }
 }
 
-fn load(path: &PathBuf) -> Result<(Model, Tokenizer, f64), String> {
+fn load(
+    path: &PathBuf,
+    meki: &MekiSource,
+    threads: usize,
+) -> Result<(Model, Tokenizer, f64), String> {
     let start = Instant::now();
-    let model = Model::open(path)?;
+    let model = Model::open_with(path, meki, threads)?;
     let tok = Tokenizer::from_gguf(&model.file)
         .map_err(|e| format!("{}: tokenizer: {e}", path.display()))?;
     Ok((model, tok, start.elapsed().as_secs_f64() * 1e3))
@@ -178,9 +193,8 @@ fn tokenize(m: ModelArgs, prompt: Option<String>, file: Option<PathBuf>) -> Resu
 }
 
 fn perplexity(m: ModelArgs, file: PathBuf, batch: usize) -> Result<(), String> {
-    init_threads(m.threads);
     let text = read_text(&file)?;
-    let (model, tok, _) = load(&m.model)?;
+    let (model, tok, _) = load(&m.model, &meki_source(m.meki, m.no_meki), m.threads)?;
     let start = Instant::now();
     let mut progress = |done: usize, total: usize, ppl: f64| {
         let el = start.elapsed().as_secs_f64();
@@ -206,8 +220,7 @@ fn perplexity(m: ModelArgs, file: PathBuf, batch: usize) -> Result<(), String> {
 fn generate(g: GenArgs) -> Result<(), String> {
     let model_path = g.model.ok_or("no model given (-m MODEL.gguf)")?;
     let prompt = g.prompt.ok_or("no prompt given (-p TEXT)")?;
-    init_threads(g.threads);
-    let (model, tok, load_ms) = load(&model_path)?;
+    let (model, tok, load_ms) = load(&model_path, &meki_source(g.meki, g.no_meki), g.threads)?;
     let seed = g.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -132,6 +132,7 @@ impl<'m> Session<'m> {
         let c = &model.config;
         let w = &model.weights;
         let file = &model.file;
+        let pool = &model.pool;
         let n = tokens.len();
         if n == 0 {
             return Err("empty batch".into());
@@ -186,9 +187,9 @@ impl<'m> Session<'m> {
                     &mut xn[t * d..(t + 1) * d],
                 );
             }
-            linear(file, &lw.wq, &xn, n, &mut q);
-            linear(file, &lw.wk, &xn, n, &mut k);
-            linear(file, &lw.wv, &xn, n, &mut v);
+            linear(pool, file, &lw.wq, &xn, n, &mut q);
+            linear(pool, file, &lw.wk, &xn, n, &mut k);
+            linear(pool, file, &lw.wv, &xn, n, &mut v);
             for (out, b, width) in [
                 (&mut q, &lw.bq, qd),
                 (&mut k, &lw.bk, kvd),
@@ -241,7 +242,7 @@ impl<'m> Session<'m> {
                     }
                 }
             }
-            linear(file, &lw.wo, &att, n, &mut proj);
+            linear(pool, file, &lw.wo, &att, n, &mut proj);
             for (xi, pi) in x.iter_mut().zip(&proj) {
                 *xi += pi;
             }
@@ -267,25 +268,25 @@ impl<'m> Session<'m> {
                 let mfile = mem.file(file);
                 meki_g.resize(n * dm, 0.0);
                 meki_y.resize(n * d, 0.0);
-                linear(mfile, &ml.gate, u, n, &mut meki_g);
+                linear(pool, mfile, &ml.gate, u, n, &mut meki_g);
                 for (t, &tok) in tokens.iter().enumerate() {
                     mem.gather(file, tok, l, &mut meki_e);
                     for (gi, ei) in meki_g[t * dm..(t + 1) * dm].iter_mut().zip(&meki_e) {
                         *gi = ops::sigmoid(*gi) + ei;
                     }
                 }
-                linear(mfile, &ml.out, &meki_g, n, &mut meki_y);
+                linear(pool, mfile, &ml.out, &meki_g, n, &mut meki_y);
                 let post: &[f32] = bytemuck::cast_slice(ml.post_norm.bytes(mfile));
                 for row in meki_y.chunks_exact_mut(d) {
                     ops::rms_norm_inplace(row, post, c.rms_eps);
                 }
             }
-            linear(file, &lw.ffn_gate, &xn, n, &mut gate);
-            linear(file, &lw.ffn_up, &xn, n, &mut up);
+            linear(pool, file, &lw.ffn_gate, &xn, n, &mut gate);
+            linear(pool, file, &lw.ffn_up, &xn, n, &mut up);
             for (g, u) in gate.iter_mut().zip(&up) {
                 *g = ops::silu(*g) * u;
             }
-            linear(file, &lw.ffn_down, &gate, n, &mut proj);
+            linear(pool, file, &lw.ffn_down, &gate, n, &mut proj);
             for (xi, pi) in x.iter_mut().zip(&proj) {
                 *xi += pi;
             }
@@ -314,7 +315,7 @@ impl<'m> Session<'m> {
             );
         }
         let mut logits = vec![0f32; m * c.n_vocab];
-        linear(file, &w.output, &hn, m, &mut logits);
+        linear(pool, file, &w.output, &hn, m, &mut logits);
         Ok(logits)
     }
 }

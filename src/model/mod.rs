@@ -13,6 +13,7 @@ pub use forward::{KvType, Session};
 pub use weights::{LayerWeights, ModelWeights, Weight};
 
 use crate::gguf::GgufFile;
+use crate::kernels::ThreadPool;
 use crate::meki::MekiMemory;
 use std::path::Path;
 
@@ -24,6 +25,8 @@ pub struct Model {
     pub weights: ModelWeights,
     /// The MeKi memory, when the model has one and it is enabled.
     pub meki: Option<MekiMemory>,
+    /// Worker threads of the matrix products.
+    pub pool: ThreadPool,
 }
 
 /// Where a model's MeKi tensors come from.
@@ -41,10 +44,15 @@ pub enum MekiSource {
 impl Model {
     /// Open a model with its MeKi memory, if it has one.
     pub fn open(path: impl AsRef<Path>) -> Result<Model, String> {
-        Self::open_with(path, &MekiSource::Auto)
+        Self::open_with(path, &MekiSource::Auto, 0)
     }
 
-    pub fn open_with(path: impl AsRef<Path>, meki: &MekiSource) -> Result<Model, String> {
+    /// Open a model; `threads` = 0 uses every core.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        meki: &MekiSource,
+        threads: usize,
+    ) -> Result<Model, String> {
         let path = path.as_ref();
         let file = GgufFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let config = Config::from_metadata(file.metadata())?;
@@ -59,6 +67,11 @@ impl Model {
             config,
             weights,
             meki,
+            pool: if threads == 0 {
+                ThreadPool::with_available_parallelism()
+            } else {
+                ThreadPool::new(threads)
+            },
         })
     }
 }

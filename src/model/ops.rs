@@ -7,42 +7,21 @@
 use super::weights::Weight;
 use crate::gguf::GgufFile;
 use crate::kernels::formats::{self, GgmlType};
-use rayon::prelude::*;
+use crate::kernels::{self, ThreadPool};
 
 /// `y[t] = W x[t]` for `n` tokens: `x` is `n x w.cols`, `y` is `n x w.rows`.
-pub fn linear(file: &GgufFile, w: &Weight, x: &[f32], n: usize, y: &mut [f32]) {
-    debug_assert_eq!(x.len(), n * w.cols);
-    debug_assert_eq!(y.len(), n * w.rows);
+/// Runs on the kernels of `meki-kernels` (activations quantized to the
+/// weight type's pair, as ggml does), split over the pool's threads by rows.
+pub fn linear(pool: &ThreadPool, file: &GgufFile, w: &Weight, x: &[f32], n: usize, y: &mut [f32]) {
     let bytes = w.bytes(file);
-    let row_bytes = w.row_bytes();
-    let cols = w.cols;
-    let rows = w.rows;
-    // Work in chunks of rows: each worker dequantizes a row once and uses it
-    // for every token, then scatters into the token-major output.
-    let chunk = 64usize;
-    let partial: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(chunk))
-        .into_par_iter()
-        .map(|c| {
-            let r0 = c * chunk;
-            let r1 = (r0 + chunk).min(rows);
-            let mut row = vec![0f32; cols];
-            let mut out = vec![0f32; (r1 - r0) * n];
-            for r in r0..r1 {
-                dequantize_row(w.ty, &bytes[r * row_bytes..(r + 1) * row_bytes], &mut row);
-                for t in 0..n {
-                    out[(r - r0) * n + t] = dot(&row, &x[t * cols..(t + 1) * cols]);
-                }
-            }
-            (r0, out)
-        })
-        .collect();
-    for (r0, out) in partial {
-        let nr = out.len() / n.max(1);
-        for i in 0..nr {
-            for t in 0..n {
-                y[t * rows + r0 + i] = out[i * n + t];
-            }
-        }
+    // Shapes and types were checked at load, so a kernel error is a bug here.
+    let r = if n == 1 {
+        kernels::matvec(pool, bytes, w.ty, w.rows, w.cols, x, y)
+    } else {
+        kernels::matmul(pool, bytes, w.ty, w.rows, w.cols, n, x, y)
+    };
+    if let Err(e) = r {
+        panic!("linear {}: {e}", w.name);
     }
 }
 
