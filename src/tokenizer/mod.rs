@@ -2,8 +2,18 @@
 //! (`src/llama-vocab.cpp`, `src/unicode.cpp`):
 //!
 //! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE with a named pre-tokenizer
-//!   (`tokenizer.ggml.pre`: `qwen2`, `llama-bpe`/llama3, `gpt-2` and their aliases);
+//!   (`tokenizer.ggml.pre`: `qwen2`, `qwen35`, `llama-bpe`/llama3, `gpt-2`, `starcoder` and
+//!   the aliases llama.cpp groups with them; anything else is an error);
 //! - `tokenizer.ggml.model = "llama"`: SentencePiece-style BPE with `<0xXX>` byte fallback.
+//!
+//! Layout: [`pretokenize`] (split rules), `bpe` (rank merges), `spm` (score merges),
+//! `special` (cutting special-token text out of the input), [`unicode`] (code-point classes,
+//! GPT-2 byte map), [`stream`] (UTF-8-safe incremental detokenization); this module holds the
+//! vocabulary, the special-token roles and flags, and the encode/decode API.
+//!
+//! Where llama.cpp's choice depends on hash-map iteration order (which of several candidate
+//! texts becomes EOT/FIM when the GGUF does not name one; the order of special tokens of
+//! equal text length), the first candidate in llama.cpp's list order / the lower id is used.
 //!
 //! ```no_run
 //! use meki::gguf::GgufFile;
