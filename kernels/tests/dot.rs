@@ -169,3 +169,26 @@ fn checked_entry_rejects_bad_shapes() {
         }
     }
 }
+
+/// The test-local f64 dequantizers agree with the `formats` reference
+/// dequantizers (f32, so within a few roundings of |a| + |b|).
+#[test]
+fn test_dequantizers_agree_with_formats() {
+    let mut rng = Rng::new(8);
+    for ty in QTYPES {
+        let nb = 3;
+        let n = nb * ty.block_size();
+        let w = random_weights(&mut rng, ty, nb);
+        let mut y = vec![0f32; n];
+        meki_kernels::formats::dequantize_row(ty, &w, &mut y).unwrap();
+        for (k, &(a, b)) in dequant_weights(ty, &w, n).iter().enumerate() {
+            let tol = 4.0 * U * (a.abs() + b.abs());
+            assert!(
+                (y[k] as f64 - (a - b)).abs() <= tol,
+                "{ty} element {k}: {} vs {}",
+                y[k],
+                a - b
+            );
+        }
+    }
+}

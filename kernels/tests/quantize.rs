@@ -141,3 +141,30 @@ fn quantization_error_is_half_a_step() {
         }
     }
 }
+
+/// Every family's quantizer is byte-identical to the `formats` reference
+/// quantizers (ports of ggml's `quantize_row_q8_*_ref`, checked against
+/// ggml's C code in the formats tests).
+#[test]
+fn quantizers_match_formats_reference() {
+    use meki_kernels::formats::{kquants, legacy};
+    let mut rng = Rng::new(77);
+    for x in inputs(&mut rng, 1024) {
+        let mut r0 = vec![bytemuck::Zeroable::zeroed(); 1024 / 32];
+        legacy::quantize_row_q8_0(&x, &mut r0);
+        let mut r1 = vec![bytemuck::Zeroable::zeroed(); 1024 / 32];
+        legacy::quantize_row_q8_1(&x, &mut r1);
+        let mut rk = vec![bytemuck::Zeroable::zeroed(); 1024 / 256];
+        kquants::quantize_row_q8_k(&x, &mut rk);
+        let want: [(GgmlType, &[u8]); 3] = [
+            (GgmlType::Q8_0, bytemuck::cast_slice::<BlockQ8_0, u8>(&r0)),
+            (GgmlType::Q8_1, bytemuck::cast_slice::<BlockQ8_1, u8>(&r1)),
+            (GgmlType::Q8K, bytemuck::cast_slice::<BlockQ8K, u8>(&rk)),
+        ];
+        for (act, w) in want {
+            for isa in Isa::available() {
+                assert_eq!(quant(isa, act, &x), w, "{act} {isa}");
+            }
+        }
+    }
+}

@@ -311,7 +311,8 @@ pub fn vs_llama(o: &Options, exe: &std::path::Path) -> Result<(), String> {
     let names: Vec<String> = o
         .formats
         .iter()
-        .map(|t| t.name().to_ascii_lowercase())
+        // test-backend-ops spells types as ggml does: q4_0, q4_K, f16.
+        .map(|t| t.name().to_ascii_lowercase().replace("_k", "_K"))
         .collect();
     let filter = format!(
         "type_a=({}),type_b=f32,m=4096,n=(1|{}),k=14336,",
