@@ -144,7 +144,11 @@ pub struct Loc {
 
 impl Loc {
     fn whole(key: String) -> Loc {
-        Loc { key, rows: None, strided: None }
+        Loc {
+            key,
+            rows: None,
+            strided: None,
+        }
     }
 }
 
@@ -199,13 +203,17 @@ impl Checkpoint {
 
     fn open_hf(dir: &Path) -> Result<Checkpoint, String> {
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| format!("{}: {e}", cfg_path.display()))?;
         let cfg: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
         let st = Safetensors::open_dir(dir)?;
         let n_embd = cfg_usize(&cfg, "hidden_size")?;
         let n_head = cfg_usize(&cfg, "num_attention_heads")?;
-        let model_type = cfg.get("model_type").and_then(|v| v.as_str()).unwrap_or("qwen3");
+        let model_type = cfg
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("qwen3");
         if model_type != "qwen3" {
             return Err(format!(
                 "config.json: model_type {model_type:?}: only qwen3 backbones are converted"
@@ -221,11 +229,20 @@ impl Checkpoint {
             n_head,
             n_head_kv: cfg_usize(&cfg, "num_key_value_heads").unwrap_or(n_head),
             head_dim: cfg_usize(&cfg, "head_dim").unwrap_or(n_embd / n_head.max(1)),
-            eps: cfg.get("rms_norm_eps").and_then(|v| v.as_f64()).unwrap_or(1e-6) as f32,
-            rope_base: cfg.get("rope_theta").and_then(|v| v.as_f64()).unwrap_or(1e6) as f32,
+            eps: cfg
+                .get("rms_norm_eps")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(1e-6) as f32,
+            rope_base: cfg
+                .get("rope_theta")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(1e6) as f32,
             n_ctx: cfg_usize(&cfg, "max_position_embeddings").unwrap_or(4096),
             n_rows: emb.shape.first().copied().unwrap_or(0),
-            tied: cfg.get("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(true)
+            tied: cfg
+                .get("tie_word_embeddings")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true)
                 || st.get("lm_head.weight").is_none(),
             qk_norm: true,
             rope_neox: true,
@@ -235,7 +252,10 @@ impl Checkpoint {
             return Err(format!("config.json: rope_scaling {rs} is not supported"));
         }
         let d_mem_cfg = cfg.get("meki_dim").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
-        let form_cfg = cfg.get("meki_form").and_then(|v| v.as_str()).map(str::to_string);
+        let form_cfg = cfg
+            .get("meki_form")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
         let mut ck = Checkpoint {
             store: Store::Hf(st),
             hp,
@@ -253,10 +273,14 @@ impl Checkpoint {
         let origin = t.path.display().to_string();
         let arg = |k: &str| t.arg_int(k).and_then(|v| usize::try_from(v).ok());
         let need = |k: &str| {
-            arg(k).ok_or_else(|| format!("{origin}: training argument args.{k} missing or not an integer"))
+            arg(k).ok_or_else(|| {
+                format!("{origin}: training argument args.{k} missing or not an integer")
+            })
         };
         if t.args.is_empty() {
-            return Err(format!("{origin}: no \"args\" (argparse.Namespace) in the checkpoint"));
+            return Err(format!(
+                "{origin}: no \"args\" (argparse.Namespace) in the checkpoint"
+            ));
         }
         let emb = t
             .get("embedding.word_embeddings.weight")?
@@ -265,30 +289,48 @@ impl Checkpoint {
         let n_embd = need("hidden_size")?;
         let n_head = need("num_attention_heads")?;
         let gqa = t.arg_bool("group_query_attention").unwrap_or(false);
-        let n_head_kv = if gqa { need("num_query_groups")? } else { n_head };
+        let n_head_kv = if gqa {
+            need("num_query_groups")?
+        } else {
+            n_head
+        };
         let head_dim = arg("kv_channels").unwrap_or(n_embd / n_head.max(1));
         if let Some(n) = t.args.get("normalization").and_then(|v| v.as_str()) {
             if n != "RMSNorm" {
-                return Err(format!("{origin}: args.normalization = {n:?}; MeKi checkpoints use RMSNorm"));
+                return Err(format!(
+                    "{origin}: args.normalization = {n:?}; MeKi checkpoints use RMSNorm"
+                ));
             }
         }
-        if t.arg_bool("add_bias_linear").unwrap_or(false) || t.arg_bool("add_qkv_bias").unwrap_or(false) {
-            return Err(format!("{origin}: linear biases (args.add_bias_linear/add_qkv_bias) are not supported"));
+        if t.arg_bool("add_bias_linear").unwrap_or(false)
+            || t.arg_bool("add_qkv_bias").unwrap_or(false)
+        {
+            return Err(format!(
+                "{origin}: linear biases (args.add_bias_linear/add_qkv_bias) are not supported"
+            ));
         }
         if let Some(p) = t.arg_float("rotary_percent") {
             if p != 1.0 {
-                return Err(format!("{origin}: args.rotary_percent = {p}: partial rotary is not supported"));
+                return Err(format!(
+                    "{origin}: args.rotary_percent = {p}: partial rotary is not supported"
+                ));
             }
         }
         if let Some(s) = t.arg_bool("swiglu") {
             if !s {
-                return Err(format!("{origin}: args.swiglu is false; MeKi checkpoints use SwiGLU"));
+                return Err(format!(
+                    "{origin}: args.swiglu is false; MeKi checkpoints use SwiGLU"
+                ));
             }
         }
-        let untied = t.arg_bool("untie_embeddings_and_output_weights").unwrap_or(false);
+        let untied = t
+            .arg_bool("untie_embeddings_and_output_weights")
+            .unwrap_or(false);
         let has_output = t.get("output_layer.weight")?.is_some();
         if untied && !has_output {
-            return Err(format!("{origin}: untied embeddings but no output_layer.weight"));
+            return Err(format!(
+                "{origin}: untied embeddings but no output_layer.weight"
+            ));
         }
         let hp = Hparams {
             n_layer: need("num_layers")?,
@@ -299,11 +341,14 @@ impl Checkpoint {
             head_dim,
             eps: t.arg_float("norm_epsilon").unwrap_or(1e-5) as f32,
             rope_base: t.arg_float("rotary_base").unwrap_or(10000.0) as f32,
-            n_ctx: arg("max_position_embeddings").or(arg("seq_length")).unwrap_or(4096),
+            n_ctx: arg("max_position_embeddings")
+                .or(arg("seq_length"))
+                .unwrap_or(4096),
             n_rows,
             tied: !has_output,
             qk_norm: t.arg_bool("qk_layernorm").unwrap_or(false)
-                || t.get("decoder.layers.0.self_attention.q_layernorm.weight")?.is_some(),
+                || t.get("decoder.layers.0.self_attention.q_layernorm.weight")?
+                    .is_some(),
             rope_neox: !t.arg_bool("rotary_interleaved").unwrap_or(false),
             norm_plus_one: t.arg_bool("apply_layernorm_1p").unwrap_or(false),
         };
@@ -314,10 +359,15 @@ impl Checkpoint {
                 ));
             }
         }
-        let d_mem_arg = ["meki_dim", "meki_embedding_dim", "meki_hidden_size", "meki_size"]
-            .iter()
-            .find_map(|k| arg(k))
-            .unwrap_or(0);
+        let d_mem_arg = [
+            "meki_dim",
+            "meki_embedding_dim",
+            "meki_hidden_size",
+            "meki_size",
+        ]
+        .iter()
+        .find_map(|k| arg(k))
+        .unwrap_or(0);
         let mut ck = Checkpoint {
             store: Store::Torch(t),
             hp,
@@ -351,7 +401,9 @@ impl Checkpoint {
                 Part::Embd => Loc::whole("embedding.word_embeddings.weight".into()),
                 Part::OutNorm => Loc::whole("decoder.final_layernorm.weight".into()),
                 Part::Output => Loc::whole("output_layer.weight".into()),
-                Part::AttnNorm(i) => Loc::whole(l(i, "self_attention.linear_qkv.layer_norm_weight")),
+                Part::AttnNorm(i) => {
+                    Loc::whole(l(i, "self_attention.linear_qkv.layer_norm_weight"))
+                }
                 Part::Q(i) => qkv(i, 0, nq / nkv.max(1) * hd),
                 Part::K(i) => qkv(i, nq / nkv.max(1) * hd, hd),
                 Part::V(i) => qkv(i, (nq / nkv.max(1) + 1) * hd, hd),
@@ -363,16 +415,25 @@ impl Checkpoint {
                 Part::Up(i) => half(i, "mlp.linear_fc1.weight", 1, hp.n_ff),
                 Part::Down(i) => Loc::whole(l(i, "mlp.linear_fc2.weight")),
                 Part::MekiStatic(i) => Loc::whole(l(i, "meki_module.embeddings.weight")),
-                Part::MekiGNorm(i) => {
-                    Loc::whole(l(i, "meki_module.word_emb_projection.linear_fc1.layer_norm_weight"))
+                Part::MekiGNorm(i) => Loc::whole(l(
+                    i,
+                    "meki_module.word_emb_projection.linear_fc1.layer_norm_weight",
+                )),
+                Part::MekiGGate(i) => half(
+                    i,
+                    "meki_module.word_emb_projection.linear_fc1.weight",
+                    0,
+                    hp.n_embd / 2,
+                ),
+                Part::MekiGUp(i) => half(
+                    i,
+                    "meki_module.word_emb_projection.linear_fc1.weight",
+                    1,
+                    hp.n_embd / 2,
+                ),
+                Part::MekiGDown(i) => {
+                    Loc::whole(l(i, "meki_module.word_emb_projection.linear_fc2.weight"))
                 }
-                Part::MekiGGate(i) => {
-                    half(i, "meki_module.word_emb_projection.linear_fc1.weight", 0, hp.n_embd / 2)
-                }
-                Part::MekiGUp(i) => {
-                    half(i, "meki_module.word_emb_projection.linear_fc1.weight", 1, hp.n_embd / 2)
-                }
-                Part::MekiGDown(i) => Loc::whole(l(i, "meki_module.word_emb_projection.linear_fc2.weight")),
                 Part::MekiMix(i) => Loc::whole(l(i, "meki_module.mix_norm.weight")),
                 Part::MekiAlpha(i) => Loc::whole(l(i, "meki_module.alpha_scale")),
                 Part::MekiBeta(i) => Loc::whole(l(i, "meki_module.beta_scale")),
@@ -429,7 +490,9 @@ impl Checkpoint {
 
     /// The source tensor of a part, its expected shape checked.
     pub fn raw_part(&self, part: Part) -> Result<(RawTensor<'_>, Loc), String> {
-        let loc = self.loc(part).ok_or_else(|| format!("{part:?}: no such tensor in this layout"))?;
+        let loc = self
+            .loc(part)
+            .ok_or_else(|| format!("{part:?}: no such tensor in this layout"))?;
         let t = self
             .raw(&loc.key)?
             .ok_or_else(|| format!("{}: tensor {} missing", self.origin, loc.key))?;
@@ -447,7 +510,11 @@ impl Checkpoint {
                 shape_str(&t.shape),
                 shape_str(&want),
                 self.shape_reason(part),
-                if self.megatron_layout { ", Megatron layout" } else { ", HF layout" }
+                if self.megatron_layout {
+                    ", Megatron layout"
+                } else {
+                    ", HF layout"
+                }
             ));
         }
         Ok((t, loc))
@@ -455,9 +522,11 @@ impl Checkpoint {
 
     fn shape_reason(&self, part: Part) -> &'static str {
         match part {
-            Part::MekiStatic(_) | Part::MekiGDown(_) | Part::MekiGateProj(_) | Part::MekiOut(_) | Part::MekiMix(_) => {
-                "from hidden_size, vocabulary rows and d_mem"
-            }
+            Part::MekiStatic(_)
+            | Part::MekiGDown(_)
+            | Part::MekiGateProj(_)
+            | Part::MekiOut(_)
+            | Part::MekiMix(_) => "from hidden_size, vocabulary rows and d_mem",
             _ => "from the hyper-parameters",
         }
     }
@@ -480,7 +549,11 @@ impl Checkpoint {
         match part {
             Part::Embd => vec![hp.n_rows, d],
             Part::Output => vec![hp.n_rows, d],
-            Part::OutNorm | Part::AttnNorm(_) | Part::FfnNorm(_) | Part::MekiGNorm(_) | Part::MekiPostNorm(_) => {
+            Part::OutNorm
+            | Part::AttnNorm(_)
+            | Part::FfnNorm(_)
+            | Part::MekiGNorm(_)
+            | Part::MekiPostNorm(_) => {
                 vec![d]
             }
             Part::Q(_) => vec![nq * hd, d],
@@ -510,9 +583,9 @@ impl Checkpoint {
         let (rows, cols) = t.rows_cols();
         let mut ranges: Vec<(usize, usize)> = match (loc.rows, loc.strided) {
             (Some(r), _) => vec![r],
-            (None, Some((start, n, period))) => {
-                (0..rows / period.max(1)).map(|g| (g * period + start, n)).collect()
-            }
+            (None, Some((start, n, period))) => (0..rows / period.max(1))
+                .map(|g| (g * period + start, n))
+                .collect(),
             (None, None) => vec![(0, rows)],
         };
         if let Some(limit) = limit {
@@ -526,7 +599,11 @@ impl Checkpoint {
         if self.hp.norm_plus_one && part.is_norm() {
             data.iter_mut().for_each(|x| *x += 1.0);
         }
-        let shape = if t.shape.len() <= 1 { t.shape.clone() } else { vec![total, cols] };
+        let shape = if t.shape.len() <= 1 {
+            t.shape.clone()
+        } else {
+            vec![total, cols]
+        };
         Ok(Loaded { shape, data })
     }
 
@@ -543,24 +620,45 @@ impl Checkpoint {
 
     /// Detects the MeKi form, variant and width from the tensors present,
     /// cross-checked against what the config says.
-    fn detect_meki(&mut self, form_hint: Option<&str>, d_mem_hint: usize) -> Result<Option<MekiSpec>, String> {
+    fn detect_meki(
+        &mut self,
+        form_hint: Option<&str>,
+        d_mem_hint: usize,
+    ) -> Result<Option<MekiSpec>, String> {
         let n = self.hp.n_layer;
         let origin = self.origin.clone();
         // Names of the other layout: a checkpoint mixing them is refused by name.
         let other_names = if self.megatron_layout {
-            ["meki_module.word_emb_projection.gate_proj.weight", "model.layers.0.meki_module.embeddings.weight"]
+            [
+                "meki_module.word_emb_projection.gate_proj.weight",
+                "model.layers.0.meki_module.embeddings.weight",
+            ]
         } else {
-            ["meki_module.word_emb_projection.linear_fc1.weight", "decoder.layers.0.meki_module.embeddings.weight"]
+            [
+                "meki_module.word_emb_projection.linear_fc1.weight",
+                "decoder.layers.0.meki_module.embeddings.weight",
+            ]
         };
         let names: Vec<String> = match &self.store {
             Store::Hf(st) => st.names().to_vec(),
             Store::Torch(t) => t.tensors.iter().map(|(k, _)| k.clone()).collect(),
         };
-        if let Some(bad) = names.iter().find(|k| other_names.iter().any(|o| k.contains(o))) {
+        if let Some(bad) = names
+            .iter()
+            .find(|k| other_names.iter().any(|o| k.contains(o)))
+        {
             return Err(format!(
                 "{origin}: tensor {bad} uses the {} naming, but this is a {} checkpoint",
-                if self.megatron_layout { "HF/demo" } else { "Megatron" },
-                if self.megatron_layout { "Megatron" } else { "HF-style" }
+                if self.megatron_layout {
+                    "HF/demo"
+                } else {
+                    "Megatron"
+                },
+                if self.megatron_layout {
+                    "Megatron"
+                } else {
+                    "HF-style"
+                }
             ));
         }
         let any_meki = names.iter().any(|k| k.contains(".meki_module."));
@@ -590,14 +688,20 @@ impl Checkpoint {
         let form = match form_hint {
             Some("megatron") => Form::Megatron,
             Some("demo") | Some("hf") => Form::Demo,
-            Some(other) => return Err(format!("{origin}: meki_form {other:?} is neither \"demo\" nor \"megatron\"")),
+            Some(other) => {
+                return Err(format!(
+                    "{origin}: meki_form {other:?} is neither \"demo\" nor \"megatron\""
+                ))
+            }
             None if has_gnorm => Form::Megatron,
             None => Form::Demo,
         };
         if variant.has_dynamic() && form == Form::Megatron && !has_gnorm {
             return Err(format!(
                 "{origin}: Megatron form needs G's input RMSNorm {} (missing)",
-                self.loc(Part::MekiGNorm(0)).map(|l| l.key).unwrap_or_default()
+                self.loc(Part::MekiGNorm(0))
+                    .map(|l| l.key)
+                    .unwrap_or_default()
             ));
         }
         if form == Form::Demo && has_gnorm {
@@ -616,7 +720,11 @@ impl Checkpoint {
                 "{origin}: meki_dim = {d_mem_hint} in the config, but gate_proj has {d_mem} rows"
             ));
         }
-        let spec = MekiSpec { form, variant, d_mem };
+        let spec = MekiSpec {
+            form,
+            variant,
+            d_mem,
+        };
         self.meki = Some(spec);
         // Every layer must carry the same set, in the right shapes.
         for l in 0..n {
@@ -638,13 +746,23 @@ impl Checkpoint {
                 }
             }
             for p in parts {
-                self.raw_part(p).map_err(|e| format!("layer {l} ({} form, {} variant): {e}", form.name(), variant.name()))?;
+                self.raw_part(p).map_err(|e| {
+                    format!(
+                        "layer {l} ({} form, {} variant): {e}",
+                        form.name(),
+                        variant.name()
+                    )
+                })?;
             }
             if !variant.has_static() && self.has(Part::MekiStatic(l))? {
-                return Err(format!("{origin}: layer {l} has a static memory but layer 0 does not"));
+                return Err(format!(
+                    "{origin}: layer {l} has a static memory but layer 0 does not"
+                ));
             }
             if !variant.has_dynamic() && self.has(Part::MekiGDown(l))? {
-                return Err(format!("{origin}: layer {l} has a dynamic projection but layer 0 does not"));
+                return Err(format!(
+                    "{origin}: layer {l} has a dynamic projection but layer 0 does not"
+                ));
             }
         }
         Ok(Some(spec))

@@ -21,7 +21,12 @@ pub struct PackedB {
 
 impl PackedB {
     pub fn pack(b: &[f32], n: usize, k: usize) -> PackedB {
-        assert_eq!(b.len(), n * k, "PackedB::pack: {} values for {n} x {k}", b.len());
+        assert_eq!(
+            b.len(),
+            n * k,
+            "PackedB::pack: {} values for {n} x {k}",
+            b.len()
+        );
         let panels = n.div_ceil(NR);
         let mut data = vec![0f32; panels * k * NR];
         for (p, panel) in data.chunks_exact_mut(k * NR).enumerate() {
@@ -88,7 +93,10 @@ unsafe fn kernel_avx2(a: &[f32], m: usize, k: usize, b: &PackedB, c: &mut [f32])
 /// of A across threads.
 pub fn gemm_nt(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) {
     let (k, n) = (b.k, b.n);
-    assert!(a.len() >= m * k && c.len() >= m * n, "gemm_nt: buffers too small");
+    assert!(
+        a.len() >= m * k && c.len() >= m * n,
+        "gemm_nt: buffers too small"
+    );
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -113,14 +121,24 @@ mod tests {
     #[test]
     fn matches_naive_with_tails() {
         let (m, n, k) = (7, 37, 19);
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
-        let b: Vec<f32> = (0..n * k).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
         let mut c = vec![0f32; m * n];
         gemm_nt(&a, m, &PackedB::pack(&b, n, k), &mut c);
         for i in 0..m {
             for j in 0..n {
-                let want: f64 = (0..k).map(|t| a[i * k + t] as f64 * b[j * k + t] as f64).sum();
-                assert!((c[i * n + j] as f64 - want).abs() < 1e-5, "c[{i}][{j}] = {} want {want}", c[i * n + j]);
+                let want: f64 = (0..k)
+                    .map(|t| a[i * k + t] as f64 * b[j * k + t] as f64)
+                    .sum();
+                assert!(
+                    (c[i * n + j] as f64 - want).abs() < 1e-5,
+                    "c[{i}][{j}] = {} want {want}",
+                    c[i * n + j]
+                );
             }
         }
     }

@@ -100,7 +100,8 @@ fn permute_rows(data: &[f32], n_head: usize, cols: usize) -> Vec<f32> {
             for j in 0..2 {
                 let src = h * hd + j * half + i;
                 let dst = h * hd + 2 * i + j;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
             }
         }
     }
@@ -125,7 +126,11 @@ pub fn convert_checkpoint(opts: &CheckpointOptions) -> Result<ConvertReport, Str
 
 fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
     let ftype = LlamaFtype::parse(&opts.backbone_type).ok_or_else(|| {
-        format!("--type {:?}: expected one of {}", opts.backbone_type, LlamaFtype::NAMES)
+        format!(
+            "--type {:?}: expected one of {}",
+            opts.backbone_type,
+            LlamaFtype::NAMES
+        )
     })?;
     let table_ty = table_type(&opts.table_type)?;
     let ck = Checkpoint::open(&opts.input, opts.meki_dim)?;
@@ -159,14 +164,19 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
     ));
     if let Some(m) = ck.meki {
         if table_ty == GgmlType::Q8_0 && m.d_mem % 32 != 0 {
-            return Err(format!("--table-type q8_0 needs d_mem a multiple of 32, got {}", m.d_mem));
+            return Err(format!(
+                "--table-type q8_0 needs d_mem a multiple of 32, got {}",
+                m.d_mem
+            ));
         }
     }
 
     // Tokenizer and vocabulary size.
     let tok_dir = match &opts.tokenizer {
         Some(d) => Some(d.clone()),
-        None if !ck.megatron_layout && opts.input.join("tokenizer.json").is_file() => Some(opts.input.clone()),
+        None if !ck.megatron_layout && opts.input.join("tokenizer.json").is_file() => {
+            Some(opts.input.clone())
+        }
         None => None,
     };
     let tok = match &tok_dir {
@@ -187,7 +197,10 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
         None => hp.n_rows,
     };
     if n_vocab < hp.n_rows {
-        say(format!("dropping {} padding rows past the tokenizer's {n_vocab} tokens", hp.n_rows - n_vocab));
+        say(format!(
+            "dropping {} padding rows past the tokenizer's {n_vocab} tokens",
+            hp.n_rows - n_vocab
+        ));
     }
 
     // Architecture.
@@ -214,9 +227,16 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
     };
     outs.push(OutTensor {
         rows: Some(n_vocab),
-        ..t("token_embd.weight".into(), Part::Embd, vec![d, n_vocab as u64])
+        ..t(
+            "token_embd.weight".into(),
+            Part::Embd,
+            vec![d, n_vocab as u64],
+        )
     });
-    let (qd, kvd) = ((hp.n_head * hp.head_dim) as u64, (hp.n_head_kv * hp.head_dim) as u64);
+    let (qd, kvd) = (
+        (hp.n_head * hp.head_dim) as u64,
+        (hp.n_head_kv * hp.head_dim) as u64,
+    );
     let meki = ck.meki;
     for l in 0..hp.n_layer {
         let b = |s: &str| format!("blk.{l}.{s}.weight");
@@ -231,8 +251,16 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
         });
         outs.push(t(b("attn_v"), Part::V(l), vec![d, kvd]));
         if arch == "qwen3" {
-            outs.push(t(b("attn_q_norm"), Part::QNorm(l), vec![hp.head_dim as u64]));
-            outs.push(t(b("attn_k_norm"), Part::KNorm(l), vec![hp.head_dim as u64]));
+            outs.push(t(
+                b("attn_q_norm"),
+                Part::QNorm(l),
+                vec![hp.head_dim as u64],
+            ));
+            outs.push(t(
+                b("attn_k_norm"),
+                Part::KNorm(l),
+                vec![hp.head_dim as u64],
+            ));
         }
         outs.push(t(b("attn_output"), Part::O(l), vec![qd, d]));
         outs.push(t(b("ffn_norm"), Part::FfnNorm(l), vec![d]));
@@ -244,7 +272,11 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
     if !hp.tied {
         outs.push(OutTensor {
             rows: Some(n_vocab),
-            ..t("output.weight".into(), Part::Output, vec![d, n_vocab as u64])
+            ..t(
+                "output.weight".into(),
+                Part::Output,
+                vec![d, n_vocab as u64],
+            )
         });
     }
     let mut meki_outs: Vec<OutTensor> = Vec::new();
@@ -261,9 +293,17 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
     let descs: Vec<TensorDesc> = outs
         .iter()
         .chain(&meki_outs)
-        .map(|o| TensorDesc { name: o.name.clone(), dims: o.dims.clone(), ggml_type: GgmlType::F32 })
+        .map(|o| TensorDesc {
+            name: o.name.clone(),
+            dims: o.dims.clone(),
+            ggml_type: GgmlType::F32,
+        })
         .collect();
-    let info = ModelInfo { arch: arch.into(), n_layer: hp.n_layer, n_expert: 0 };
+    let info = ModelInfo {
+        arch: arch.into(),
+        n_layer: hp.n_layer,
+        n_expert: 0,
+    };
     let mut types = quant::mix::plan_types(&descs, &info, ftype, false);
     let meki_types = types.split_off(outs.len());
 
@@ -289,22 +329,49 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
         kv("general.name", name.as_str().into());
         kv(&format!("{a}.block_count"), Value::U32(hp.n_layer as u32));
         kv(&format!("{a}.context_length"), Value::U32(hp.n_ctx as u32));
-        kv(&format!("{a}.embedding_length"), Value::U32(hp.n_embd as u32));
-        kv(&format!("{a}.feed_forward_length"), Value::U32(hp.n_ff as u32));
-        kv(&format!("{a}.attention.head_count"), Value::U32(hp.n_head as u32));
-        kv(&format!("{a}.attention.head_count_kv"), Value::U32(hp.n_head_kv as u32));
+        kv(
+            &format!("{a}.embedding_length"),
+            Value::U32(hp.n_embd as u32),
+        );
+        kv(
+            &format!("{a}.feed_forward_length"),
+            Value::U32(hp.n_ff as u32),
+        );
+        kv(
+            &format!("{a}.attention.head_count"),
+            Value::U32(hp.n_head as u32),
+        );
+        kv(
+            &format!("{a}.attention.head_count_kv"),
+            Value::U32(hp.n_head_kv as u32),
+        );
         kv(&format!("{a}.rope.freq_base"), Value::F32(hp.rope_base));
-        kv(&format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(hp.eps));
-        kv(&format!("{a}.attention.key_length"), Value::U32(hp.head_dim as u32));
-        kv(&format!("{a}.attention.value_length"), Value::U32(hp.head_dim as u32));
+        kv(
+            &format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(hp.eps),
+        );
+        kv(
+            &format!("{a}.attention.key_length"),
+            Value::U32(hp.head_dim as u32),
+        );
+        kv(
+            &format!("{a}.attention.value_length"),
+            Value::U32(hp.head_dim as u32),
+        );
         if a == "llama" {
             kv(&format!("{a}.vocab_size"), Value::U32(n_vocab as u32));
-            kv(&format!("{a}.rope.dimension_count"), Value::U32(hp.head_dim as u32));
+            kv(
+                &format!("{a}.rope.dimension_count"),
+                Value::U32(hp.head_dim as u32),
+            );
         } else if tok.is_none() {
             kv(&format!("{a}.vocab_size"), Value::U32(n_vocab as u32));
         }
         kv("general.file_type", Value::U32(ftype.id()));
-        kv("general.quantization_version", Value::U32(quant::QUANTIZATION_VERSION));
+        kv(
+            "general.quantization_version",
+            Value::U32(quant::QUANTIZATION_VERSION),
+        );
         if let Some(tk) = &tok {
             metadata.extend(tk.kv.iter().cloned());
         }
@@ -326,7 +393,12 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
     let mut report = ConvertReport {
         arch: base
             .as_ref()
-            .and_then(|b| b.metadata().get_str("general.architecture").ok().map(str::to_string))
+            .and_then(|b| {
+                b.metadata()
+                    .get_str("general.architecture")
+                    .ok()
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| arch.to_string()),
         form: meki.map(|m| m.form),
         variant: meki.map(|m| m.variant.name()),
@@ -347,7 +419,10 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
     let same_as_base = opts.base.as_ref().is_some_and(|b| same_file(b, &main_path));
     if !(split && same_as_base) {
         if same_as_base {
-            return Err("-o names the --base file; without --split-tables the output must be a new file".into());
+            return Err(
+                "-o names the --base file; without --split-tables the output must be a new file"
+                    .into(),
+            );
         }
         let mut w = GgufWriter::create(&main_path).map_err(out_err(&main_path))?;
         match &base {
@@ -367,24 +442,36 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
         match &base {
             Some(b) => {
                 for ti in b.tensors() {
-                    w.add_tensor_info(&ti.name, &ti.dims, ti.ggml_type).map_err(out_err(&main_path))?;
+                    w.add_tensor_info(&ti.name, &ti.dims, ti.ggml_type)
+                        .map_err(out_err(&main_path))?;
                 }
             }
             None => {
                 for (o, &ty) in outs.iter().zip(&types) {
-                    w.add_tensor_info(&o.name, &o.dims, ty).map_err(out_err(&main_path))?;
+                    w.add_tensor_info(&o.name, &o.dims, ty)
+                        .map_err(out_err(&main_path))?;
                 }
             }
         }
         if !split {
-            declare_meki(&mut w, &meki_outs, &meki_types, meki, &hp, n_vocab, table_ty).map_err(out_err(&main_path))?;
+            declare_meki(
+                &mut w,
+                &meki_outs,
+                &meki_types,
+                meki,
+                &hp,
+                n_vocab,
+                table_ty,
+            )
+            .map_err(out_err(&main_path))?;
         }
         // Data.
         match &base {
             Some(b) => {
                 for ti in b.tensors() {
                     let data = b.tensor_data(ti).map_err(|e| e.to_string())?;
-                    w.write_tensor(&ti.name, data).map_err(out_err(&main_path))?;
+                    w.write_tensor(&ti.name, data)
+                        .map_err(out_err(&main_path))?;
                 }
             }
             None => {
@@ -400,25 +487,57 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
             }
         }
         if !split {
-            write_meki(&ck, &mut w, &meki_outs, &meki_types, meki, n_vocab, table_ty, opts.progress, &mut report)?;
+            write_meki(
+                &ck,
+                &mut w,
+                &meki_outs,
+                &meki_types,
+                meki,
+                n_vocab,
+                table_ty,
+                opts.progress,
+                &mut report,
+            )?;
         }
         w.finish().map_err(out_err(&main_path))?;
         say(format!("wrote {}", main_path.display()));
     }
 
     if split {
-        let main_file = GgufFile::open(&main_path).map_err(|e| format!("{}: {e}", main_path.display()))?;
+        let main_file =
+            GgufFile::open(&main_path).map_err(|e| format!("{}: {e}", main_path.display()))?;
         let id = mk::identity::backbone_id(&main_file)?;
         drop(main_file);
         let side = mk::sidecar_path(&main_path);
         let mut w = GgufWriter::create(&side).map_err(out_err(&side))?;
-        w.add_kv("general.type", "meki-tables").map_err(out_err(&side))?;
+        w.add_kv("general.type", "meki-tables")
+            .map_err(out_err(&side))?;
         for (k, v) in &meki_kv {
             w.add_kv(k, v.clone()).map_err(out_err(&side))?;
         }
-        w.add_kv(mk::KEY_BACKBONE_ID, Value::String(id)).map_err(out_err(&side))?;
-        declare_meki(&mut w, &meki_outs, &meki_types, meki, &hp, n_vocab, table_ty).map_err(out_err(&side))?;
-        write_meki(&ck, &mut w, &meki_outs, &meki_types, meki, n_vocab, table_ty, opts.progress, &mut report)?;
+        w.add_kv(mk::KEY_BACKBONE_ID, Value::String(id))
+            .map_err(out_err(&side))?;
+        declare_meki(
+            &mut w,
+            &meki_outs,
+            &meki_types,
+            meki,
+            &hp,
+            n_vocab,
+            table_ty,
+        )
+        .map_err(out_err(&side))?;
+        write_meki(
+            &ck,
+            &mut w,
+            &meki_outs,
+            &meki_types,
+            meki,
+            n_vocab,
+            table_ty,
+            opts.progress,
+            &mut report,
+        )?;
         w.finish().map_err(out_err(&side))?;
         say(format!("wrote {}", side.display()));
         report.sidecar = Some(side);
@@ -443,8 +562,13 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// The base GGUF must be this checkpoint's backbone shape.
 fn check_base(b: &GgufFile, hp: &checkpoint::Hparams, n_vocab: usize) -> Result<(), String> {
     let md = b.metadata();
-    let arch = md.get_str("general.architecture").map_err(|e| e.to_string())?;
-    let get = |k: &str| md.get_uint(&format!("{arch}.{k}")).map_err(|e| e.to_string());
+    let arch = md
+        .get_str("general.architecture")
+        .map_err(|e| e.to_string())?;
+    let get = |k: &str| {
+        md.get_uint(&format!("{arch}.{k}"))
+            .map_err(|e| e.to_string())
+    };
     let n_layer = get("block_count")? as usize;
     let d = get("embedding_length")? as usize;
     if n_layer != hp.n_layer || d != hp.n_embd {
@@ -453,12 +577,19 @@ fn check_base(b: &GgufFile, hp: &checkpoint::Hparams, n_vocab: usize) -> Result<
             hp.n_layer, hp.n_embd
         ));
     }
-    let emb = b.tensor("token_embd.weight").ok_or("--base: no token_embd.weight")?;
+    let emb = b
+        .tensor("token_embd.weight")
+        .ok_or("--base: no token_embd.weight")?;
     let rows = emb.dims.get(1).copied().unwrap_or(0) as usize;
     if rows != n_vocab {
-        return Err(format!("--base: token_embd has {rows} rows, the checkpoint's vocabulary is {n_vocab}"));
+        return Err(format!(
+            "--base: token_embd has {rows} rows, the checkpoint's vocabulary is {n_vocab}"
+        ));
     }
-    if b.tensors().iter().any(|t| mk::identity::is_meki_tensor(&t.name)) {
+    if b.tensors()
+        .iter()
+        .any(|t| mk::identity::is_meki_tensor(&t.name))
+    {
         return Err("--base already holds MeKi tensors".into());
     }
     Ok(())
@@ -477,12 +608,23 @@ fn declare_meki(
     for (o, &ty) in outs.iter().zip(types) {
         w.add_tensor_info(&o.name, &o.dims, ty)?;
     }
-    w.add_tensor_info(mk::TENSOR_TABLE, &[(hp.n_layer * m.d_mem) as u64, n_vocab as u64], table_ty)
+    w.add_tensor_info(
+        mk::TENSOR_TABLE,
+        &[(hp.n_layer * m.d_mem) as u64, n_vocab as u64],
+        table_ty,
+    )
 }
 
 /// Loads, converts and writes one tensor.
-fn write_out(ck: &Checkpoint, o: &OutTensor, ty: GgmlType, w: &mut GgufWriter) -> Result<(), String> {
-    let loaded = ck.load_rows(o.part, o.rows).map_err(|e| format!("{}: {e}", o.name))?;
+fn write_out(
+    ck: &Checkpoint,
+    o: &OutTensor,
+    ty: GgmlType,
+    w: &mut GgufWriter,
+) -> Result<(), String> {
+    let loaded = ck
+        .load_rows(o.part, o.rows)
+        .map_err(|e| format!("{}: {e}", o.name))?;
     let ne0 = o.dims[0] as usize;
     let expect: u64 = o.dims.iter().product();
     if loaded.data.len() as u64 != expect {
@@ -498,11 +640,19 @@ fn write_out(ck: &Checkpoint, o: &OutTensor, ty: GgmlType, w: &mut GgufWriter) -
         Some(h) => permute_rows(&loaded.data, h, ne0),
         None => loaded.data,
     };
-    let n_bytes = crate::gguf::tensor_n_bytes(&o.dims, ty).map_err(|e| format!("{}: {e}", o.name))? as usize;
+    let n_bytes =
+        crate::gguf::tensor_n_bytes(&o.dims, ty).map_err(|e| format!("{}: {e}", o.name))? as usize;
     let mut buf = vec![0u8; n_bytes];
-    quant::convert_rows(GgmlType::F32, bytemuck::cast_slice(&data), ty, &mut buf, ne0)
-        .map_err(|e| format!("{}: {e}", o.name))?;
-    w.write_tensor(&o.name, &buf).map_err(|e| format!("{}: {e}", o.name))
+    quant::convert_rows(
+        GgmlType::F32,
+        bytemuck::cast_slice(&data),
+        ty,
+        &mut buf,
+        ne0,
+    )
+    .map_err(|e| format!("{}: {e}", o.name))?;
+    w.write_tensor(&o.name, &buf)
+        .map_err(|e| format!("{}: {e}", o.name))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -528,10 +678,16 @@ fn write_meki(
     let block = ((128usize << 20) / (row * 4)).clamp(fold::ROWS_PER_TASK, 16384);
     let mut out = vec![0f32; block * row];
     let mut bytes = vec![0u8; block * row_bytes];
-    let mut sink = w.tensor_writer(mk::TENSOR_TABLE).map_err(|e| e.to_string())?;
+    let mut sink = w
+        .tensor_writer(mk::TENSOR_TABLE)
+        .map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let d = ck.hp.n_embd as f64;
-    let per_row = if m.variant.has_dynamic() { 1.5 * d * d + d / 2.0 * m.d_mem as f64 } else { 0.0 };
+    let per_row = if m.variant.has_dynamic() {
+        1.5 * d * d + d / 2.0 * m.d_mem as f64
+    } else {
+        0.0
+    };
     for v0 in (0..n_vocab).step_by(block) {
         let n = block.min(n_vocab - v0);
         fold::fold_block(ck, m, v0, n, &mut out, |l| {
@@ -550,7 +706,8 @@ fn write_meki(
             &mut bytes[..n * row_bytes],
             row,
         )?;
-        sink.write_all(&bytes[..n * row_bytes]).map_err(|e| e.to_string())?;
+        sink.write_all(&bytes[..n * row_bytes])
+            .map_err(|e| e.to_string())?;
     }
     sink.finish().map_err(|e| e.to_string())?;
     report.fold_seconds = t0.elapsed().as_secs_f64();

@@ -59,7 +59,13 @@ impl Py {
     fn depth(&self) -> usize {
         match self {
             Py::Tuple(v) | Py::List(v) => 1 + v.iter().map(Py::depth).max().unwrap_or(0),
-            Py::Dict(v) => 1 + v.iter().map(|(k, x)| k.depth().max(x.depth())).max().unwrap_or(0),
+            Py::Dict(v) => {
+                1 + v
+                    .iter()
+                    .map(|(k, x)| k.depth().max(x.depth()))
+                    .max()
+                    .unwrap_or(0)
+            }
             Py::Persistent(x) => 1 + x.depth(),
             Py::Object { class, args, state } => {
                 1 + class
@@ -150,7 +156,9 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn line(&mut self) -> Result<String, String> {
         let rest = &self.b[self.pos..];
@@ -170,7 +178,8 @@ impl<'a> Reader<'a> {
 }
 
 fn utf8(b: &[u8], at: usize) -> Result<String, String> {
-    String::from_utf8(b.to_vec()).map_err(|_| format!("pickle: invalid UTF-8 string at offset {at}"))
+    String::from_utf8(b.to_vec())
+        .map_err(|_| format!("pickle: invalid UTF-8 string at offset {at}"))
 }
 
 struct Vm {
@@ -229,7 +238,9 @@ impl Vm {
 
 fn checked(v: Py, at: usize) -> Result<Py, String> {
     if v.depth() > MAX_DEPTH {
-        return Err(format!("pickle: containers nested deeper than {MAX_DEPTH} at offset {at}"));
+        return Err(format!(
+            "pickle: containers nested deeper than {MAX_DEPTH} at offset {at}"
+        ));
     }
     Ok(v)
 }
@@ -263,7 +274,10 @@ fn rebuild_tensor(args: &Py) -> Result<Py, String> {
         return Err("pickle: _rebuild_tensor_v2 arguments are not a tuple".into());
     };
     if a.len() < 4 {
-        return Err(format!("pickle: _rebuild_tensor_v2 takes >= 4 arguments, got {}", a.len()));
+        return Err(format!(
+            "pickle: _rebuild_tensor_v2 takes >= 4 arguments, got {}",
+            a.len()
+        ));
     }
     let Py::Persistent(pid) = &a[0] else {
         return Err("pickle: _rebuild_tensor_v2's storage is not a persistent id".into());
@@ -370,10 +384,17 @@ pub fn load(bytes: &[u8]) -> Result<Py, String> {
                 vm.push(Py::Int(i64::from(v)))?
             }
             0x8a | 0x8b => {
-                let n = if op == 0x8a { u64::from(r.u8()?) } else { u64::from(r.u32()?) };
+                let n = if op == 0x8a {
+                    u64::from(r.u8()?)
+                } else {
+                    u64::from(r.u32()?)
+                };
                 let b = r.sized(n)?;
                 if b.len() > 8 {
-                    return Err(format!("pickle: integer of {} bytes at offset {at} is too large", b.len()));
+                    return Err(format!(
+                        "pickle: integer of {} bytes at offset {at} is too large",
+                        b.len()
+                    ));
                 }
                 let mut v: i64 = 0;
                 for (i, &x) in b.iter().enumerate() {
@@ -386,7 +407,9 @@ pub fn load(bytes: &[u8]) -> Result<Py, String> {
             }
             b'G' => {
                 let s = r.take(8)?;
-                vm.push(Py::Float(f64::from_be_bytes(s.try_into().expect("8 bytes"))))?
+                vm.push(Py::Float(f64::from_be_bytes(
+                    s.try_into().expect("8 bytes"),
+                )))?
             }
             b'X' | 0x8c | 0x8d => {
                 let n = match op {
@@ -398,7 +421,11 @@ pub fn load(bytes: &[u8]) -> Result<Py, String> {
                 vm.push(Py::Str(s))?
             }
             b'T' | b'U' => {
-                let n = if op == b'T' { u64::from(r.u32()?) } else { u64::from(r.u8()?) };
+                let n = if op == b'T' {
+                    u64::from(r.u32()?)
+                } else {
+                    u64::from(r.u8()?)
+                };
                 let s = String::from_utf8_lossy(r.sized(n)?).into_owned();
                 vm.push(Py::Str(s))?
             }
@@ -491,7 +518,11 @@ pub fn load(bytes: &[u8]) -> Result<Py, String> {
                 let module = vm.pop(at)?;
                 match (module, name) {
                     (Py::Str(m), Py::Str(n)) => vm.push(Py::Global(m, n))?,
-                    _ => return Err(format!("pickle: STACK_GLOBAL of non-strings at offset {at}")),
+                    _ => {
+                        return Err(format!(
+                            "pickle: STACK_GLOBAL of non-strings at offset {at}"
+                        ))
+                    }
                 }
             }
             b'Q' => {
@@ -506,10 +537,9 @@ pub fn load(bytes: &[u8]) -> Result<Py, String> {
             }
             b'b' => {
                 let state = vm.pop(at)?;
-                match vm.top(at)? {
-                    Py::Object { state: s, .. } => *s = Some(Box::new(state)),
-                    // Tensors and dicts may carry extra state (e.g. parameters' __dict__): ignored.
-                    _ => {}
+                // Tensors and dicts may carry extra state (e.g. parameters' __dict__): ignored.
+                if let Py::Object { state: s, .. } = vm.top(at)? {
+                    *s = Some(Box::new(state));
                 }
             }
             0x8f => vm.push(Py::List(Vec::new()))?, // EMPTY_SET, as a list
@@ -534,7 +564,7 @@ pub fn load(bytes: &[u8]) -> Result<Py, String> {
 }
 
 fn pairs(items: Vec<Py>, at: usize) -> Result<Vec<(Py, Py)>, String> {
-    if items.len() % 2 != 0 {
+    if items.len() & 1 != 0 {
         return Err(format!("pickle: odd number of dict items at offset {at}"));
     }
     let mut out = Vec::with_capacity(items.len() / 2);

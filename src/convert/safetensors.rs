@@ -47,10 +47,10 @@ impl Safetensors {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if index.is_file() {
-            let text = std::fs::read_to_string(&index)
-                .map_err(|e| format!("{}: {e}", index.display()))?;
-            let json: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: {e}", index.display()))?;
+            let text =
+                std::fs::read_to_string(&index).map_err(|e| format!("{}: {e}", index.display()))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", index.display()))?;
             let map = json
                 .get("weight_map")
                 .and_then(|m| m.as_object())
@@ -58,7 +58,10 @@ impl Safetensors {
             let mut names: Vec<String> = Vec::new();
             for (tensor, file) in map {
                 let f = file.as_str().ok_or_else(|| {
-                    format!("{}: weight_map[{tensor:?}] is not a string", index.display())
+                    format!(
+                        "{}: weight_map[{tensor:?}] is not a string",
+                        index.display()
+                    )
                 })?;
                 if f.contains('/') || f.contains('\\') || f == ".." {
                     return Err(format!(
@@ -98,7 +101,10 @@ impl Safetensors {
         let entries = parse_header(&map).map_err(|e| format!("{}: {e}", path.display()))?;
         for (name, dtype, shape, range) in entries {
             if self.entries.contains_key(&name) {
-                return Err(format!("{}: tensor {name:?} appears in two shards", path.display()));
+                return Err(format!(
+                    "{}: tensor {name:?} appears in two shards",
+                    path.display()
+                ));
             }
             self.order.push(name.clone());
             self.entries.insert(
@@ -135,7 +141,10 @@ type HeaderEntry = (String, Dtype, Vec<usize>, std::ops::Range<usize>);
 /// Parses and validates a safetensors header against the file size.
 pub fn parse_header(bytes: &[u8]) -> Result<Vec<HeaderEntry>, String> {
     if bytes.len() < 8 {
-        return Err(format!("{} bytes: too short for a safetensors header", bytes.len()));
+        return Err(format!(
+            "{} bytes: too short for a safetensors header",
+            bytes.len()
+        ));
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     if n > MAX_HEADER || n > (bytes.len() - 8) as u64 {
@@ -145,11 +154,9 @@ pub fn parse_header(bytes: &[u8]) -> Result<Vec<HeaderEntry>, String> {
         ));
     }
     let data_start = 8 + n as usize;
-    let json: serde_json::Value = serde_json::from_slice(&bytes[8..data_start])
-        .map_err(|e| format!("header JSON: {e}"))?;
-    let obj = json
-        .as_object()
-        .ok_or("header JSON is not an object")?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes[8..data_start]).map_err(|e| format!("header JSON: {e}"))?;
+    let obj = json.as_object().ok_or("header JSON is not an object")?;
     let data_len = bytes.len() - data_start;
     let mut out = Vec::with_capacity(obj.len());
     for (name, info) in obj {
@@ -161,7 +168,11 @@ pub fn parse_header(bytes: &[u8]) -> Result<Vec<HeaderEntry>, String> {
             Some("F32") => Dtype::F32,
             Some("F16") => Dtype::F16,
             Some("BF16") => Dtype::BF16,
-            Some(other) => return Err(err(&format!("dtype {other:?} is not supported (F32, F16, BF16)"))),
+            Some(other) => {
+                return Err(err(&format!(
+                    "dtype {other:?} is not supported (F32, F16, BF16)"
+                )))
+            }
             None => return Err(err("no \"dtype\" string")),
         };
         let shape: Vec<usize> = info
@@ -209,6 +220,11 @@ pub fn parse_header(bytes: &[u8]) -> Result<Vec<HeaderEntry>, String> {
 
 impl std::fmt::Debug for Safetensors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Safetensors({:?}, {} tensors)", self.paths, self.entries.len())
+        write!(
+            f,
+            "Safetensors({:?}, {} tensors)",
+            self.paths,
+            self.entries.len()
+        )
     }
 }

@@ -53,8 +53,12 @@ impl<'a> RawTensor<'a> {
     /// Rows `r0 .. r0 + n` (first dimension) as f32.
     pub fn rows_f32(&self, r0: usize, n: usize) -> Result<Vec<f32>, String> {
         let (rows, cols) = self.rows_cols();
-        if r0.checked_add(n).map_or(true, |e| e > rows) {
-            return Err(format!("rows {r0}..{} out of range (tensor has {rows} rows)", r0 + n));
+        let end = r0.saturating_add(n);
+        if end > rows {
+            return Err(format!(
+                "rows {r0}..{} out of range (tensor has {rows} rows)",
+                r0 + n
+            ));
         }
         let es = self.dtype.size();
         let bytes = &self.data[r0 * cols * es..(r0 + n) * cols * es];

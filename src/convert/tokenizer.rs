@@ -49,7 +49,11 @@ fn pre_name(pre: &Json) -> Result<&'static str, String> {
                 .ok_or("tokenizer.json: pre_tokenizer Sequence without \"pretokenizers\"")?;
             let regex = items.iter().find_map(|p| {
                 (p.get("type").and_then(Json::as_str) == Some("Split"))
-                    .then(|| p.get("pattern").and_then(|q| q.get("Regex")).and_then(Json::as_str))
+                    .then(|| {
+                        p.get("pattern")
+                            .and_then(|q| q.get("Regex"))
+                            .and_then(Json::as_str)
+                    })
                     .flatten()
             });
             let byte_level = items
@@ -94,7 +98,11 @@ pub fn read_tokenizer(dir: &Path, config: Option<&Json>) -> Result<TokenizerMeta
         by_id.insert(id, (t.clone(), NORMAL));
         n = n.max(id + 1);
     }
-    let added = tok.get("added_tokens").and_then(Json::as_array).cloned().unwrap_or_default();
+    let added = tok
+        .get("added_tokens")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
     for a in &added {
         let id = a
             .get("id")
@@ -116,7 +124,10 @@ pub fn read_tokenizer(dir: &Path, config: Option<&Json>) -> Result<TokenizerMeta
     }
     // Every id below n is listed (vocab or added), or a hole: ids are dense in practice.
     if n > by_id.len() + (1 << 20) {
-        return Err(format!("tokenizer.json: token ids up to {n} but only {} tokens", by_id.len()));
+        return Err(format!(
+            "tokenizer.json: token ids up to {n} but only {} tokens",
+            by_id.len()
+        ));
     }
     let mut tokens = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
@@ -151,18 +162,34 @@ pub fn read_tokenizer(dir: &Path, config: Option<&Json>) -> Result<TokenizerMeta
     let mut kv: Vec<(String, Value)> = vec![
         ("tokenizer.ggml.model".into(), "gpt2".into()),
         ("tokenizer.ggml.pre".into(), pre.into()),
-        ("tokenizer.ggml.tokens".into(), Value::Array(Array::String(tokens))),
-        ("tokenizer.ggml.token_type".into(), Value::Array(Array::I32(types))),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(Array::String(tokens)),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(Array::I32(types)),
+        ),
     ];
     if !merges.is_empty() {
-        kv.push(("tokenizer.ggml.merges".into(), Value::Array(Array::String(merges))));
+        kv.push((
+            "tokenizer.ggml.merges".into(),
+            Value::Array(Array::String(merges)),
+        ));
     }
 
     // gguf-py SpecialVocab: tokenizer_config.json names, then config.json ids.
     let cfg_path = dir.join("tokenizer_config.json");
-    let mut tc = if cfg_path.is_file() { Some(read_json(&cfg_path)?) } else { None };
+    let mut tc = if cfg_path.is_file() {
+        Some(read_json(&cfg_path)?)
+    } else {
+        None
+    };
     if let Some(Json::Object(o)) = tc.as_mut() {
-        let has = |o: &serde_json::Map<String, Json>, k: &str| o.get(k).is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
+        let has = |o: &serde_json::Map<String, Json>, k: &str| {
+            o.get(k)
+                .is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
+        };
         if !has(o, "bos_token") && has(o, "cls_token") {
             let v = o["cls_token"].clone();
             o.insert("bos_token".into(), v);

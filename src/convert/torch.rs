@@ -33,14 +33,17 @@ pub fn resolve_path(path: &Path) -> Result<PathBuf, String> {
     let mut dir = path.to_path_buf();
     let tracker = dir.join("latest_checkpointed_iteration.txt");
     if tracker.is_file() {
-        let text = std::fs::read_to_string(&tracker)
-            .map_err(|e| format!("{}: {e}", tracker.display()))?;
+        let text =
+            std::fs::read_to_string(&tracker).map_err(|e| format!("{}: {e}", tracker.display()))?;
         let it = text.trim();
         dir = if it == "release" {
             dir.join("release")
         } else {
             let n: u64 = it.parse().map_err(|_| {
-                format!("{}: {it:?} is neither an iteration number nor \"release\"", tracker.display())
+                format!(
+                    "{}: {it:?} is neither an iteration number nor \"release\"",
+                    tracker.display()
+                )
             })?;
             dir.join(format!("iter_{n:07}"))
         };
@@ -89,7 +92,8 @@ impl TorchCheckpoint {
         let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         // SAFETY: read-only private map; the file is not expected to change
         // while converting (as for every mmap-based loader).
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: mmap: {e}", path.display()))?;
+        let map =
+            unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: mmap: {e}", path.display()))?;
         let ctx = |e: String| format!("{}: {e}", path.display());
         let zip = ZipIndex::parse(&map).map_err(ctx)?;
         let pkl_name = zip
@@ -145,7 +149,10 @@ impl TorchCheckpoint {
             return Ok(None);
         };
         let err = |m: String| format!("{}: tensor {name:?}: {m}", self.path.display());
-        let dtype = t.dtype.clone().map_err(|s| err(format!("storage type {s} is not f32/f16/bf16")))?;
+        let dtype = t
+            .dtype
+            .clone()
+            .map_err(|s| err(format!("storage type {s} is not f32/f16/bf16")))?;
         let mut expect = 1usize;
         for (i, (&d, &s)) in t.shape.iter().zip(&t.stride).enumerate().rev() {
             if d > 1 && s != expect {

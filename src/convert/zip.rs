@@ -59,9 +59,15 @@ impl ZipIndex {
         let mut cd_size = u64::from(u32_at(b, eocd + 12, "central directory size")?);
         let mut cd_off = u64::from(u32_at(b, eocd + 16, "central directory offset")?);
         if eocd >= 20 && u32_at(b, eocd - 20, "zip64 locator")? == EOCD64_LOCATOR_SIG {
-            let z = to_usize(u64_at(b, eocd - 12, "zip64 eocd offset")?, "zip64 eocd offset", len)?;
+            let z = to_usize(
+                u64_at(b, eocd - 12, "zip64 eocd offset")?,
+                "zip64 eocd offset",
+                len,
+            )?;
             if u32_at(b, z, "zip64 eocd")? != EOCD64_SIG {
-                return Err(format!("zip: no zip64 end-of-central-directory record at offset {z}"));
+                return Err(format!(
+                    "zip: no zip64 end-of-central-directory record at offset {z}"
+                ));
             }
             n_entries = u64_at(b, z + 32, "zip64 entry count")?;
             cd_size = u64_at(b, z + 40, "zip64 central directory size")?;
@@ -83,7 +89,9 @@ impl ZipIndex {
         let mut p = cd_off;
         for i in 0..n_entries {
             if u32_at(b, p, "central entry")? != CENTRAL_SIG {
-                return Err(format!("zip: central entry {i} at offset {p}: bad signature"));
+                return Err(format!(
+                    "zip: central entry {i} at offset {p}: bad signature"
+                ));
             }
             let method = u16_at(b, p + 10, "method")?;
             let mut comp = u64::from(u32_at(b, p + 20, "compressed size")?);
@@ -115,7 +123,9 @@ impl ZipIndex {
             }
             p = extra_end + comment_len;
             if p > cd_end {
-                return Err(format!("zip: central entry {i} ({name:?}) runs past the directory"));
+                return Err(format!(
+                    "zip: central entry {i} ({name:?}) runs past the directory"
+                ));
             }
             if method != 0 || comp != uncomp {
                 return Err(format!(
@@ -124,7 +134,9 @@ impl ZipIndex {
             }
             let local = to_usize(local, "local header offset", len)?;
             if u32_at(b, local, "local header")? != LOCAL_SIG {
-                return Err(format!("zip: entry {name:?}: no local header at offset {local}"));
+                return Err(format!(
+                    "zip: entry {name:?}: no local header at offset {local}"
+                ));
             }
             let start = local
                 + 30
