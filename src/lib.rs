@@ -10,6 +10,7 @@ pub use meki_kernels as kernels;
 
 pub mod bench;
 pub mod convert;
+pub mod chat;
 pub mod gguf;
 pub mod meki;
 pub mod model;

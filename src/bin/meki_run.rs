@@ -87,6 +87,10 @@ struct GenArgs {
     /// Keep generating past end-of-generation tokens.
     #[arg(long = "ignore-eos")]
     ignore_eos: bool,
+    /// Interactive chat with the model's chat template (-p, if given, is the first message).
+    /// Ctrl-C stops the current answer; Ctrl-D or /exit ends the chat.
+    #[arg(long)]
+    chat: bool,
     /// MeKi sidecar file (default: the model's own MeKi tensors, or NAME.meki.gguf beside it).
     #[arg(long = "meki", value_name = "FILE", conflicts_with = "no_meki")]
     meki: Option<PathBuf>,
@@ -218,29 +222,22 @@ fn perplexity(m: ModelArgs, file: PathBuf, batch: usize) -> Result<(), String> {
 }
 
 fn generate(g: GenArgs) -> Result<(), String> {
-    let model_path = g.model.ok_or("no model given (-m MODEL.gguf)")?;
-    let prompt = g.prompt.ok_or("no prompt given (-p TEXT)")?;
-    let (model, tok, load_ms) = load(&model_path, &meki_source(g.meki, g.no_meki), g.threads)?;
-    let seed = g.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-    });
+    let model_path = g.model.clone().map_or_else(default_model, Ok)?;
+    if g.chat {
+        return chat(g, model_path);
+    }
+    let prompt = g.prompt.clone().ok_or("no prompt given (-p TEXT)")?;
+    let (model, tok, load_ms) = load(
+        &model_path,
+        &meki_source(g.meki.clone(), g.no_meki),
+        g.threads,
+    )?;
     let opts = GenerateOptions {
         prompt,
         n_predict: g.n_predict,
         n_ctx: g.ctx,
         kv: kv(&g.kv_type),
-        sampler: SamplerParams {
-            temp: g.temp,
-            top_k: g.top_k,
-            top_p: g.top_p,
-            min_p: g.min_p,
-            repeat_penalty: g.repeat_penalty,
-            repeat_last_n: 64,
-            seed,
-        },
+        sampler: sampler_params(&g),
         ignore_eos: g.ignore_eos,
     };
     let stdout = std::io::stdout();
@@ -249,5 +246,97 @@ fn generate(g: GenArgs) -> Result<(), String> {
     writeln!(out).map_err(|e| e.to_string())?;
     timings.load_ms = load_ms;
     eprintln!("\n{}", timings.report());
+    Ok(())
+}
+
+/// The model that ships in `models/` (used when -m is not given).
+fn default_model() -> Result<PathBuf, String> {
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/meki-small.gguf");
+    if shipped.exists() {
+        Ok(shipped)
+    } else {
+        Err(format!(
+            "no model given (-m MODEL.gguf) and {} does not exist",
+            shipped.display()
+        ))
+    }
+}
+
+fn sampler_params(g: &GenArgs) -> SamplerParams {
+    let seed = g.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    SamplerParams {
+        temp: g.temp,
+        top_k: g.top_k,
+        top_p: g.top_p,
+        min_p: g.min_p,
+        repeat_penalty: g.repeat_penalty,
+        repeat_last_n: 64,
+        seed,
+    }
+}
+
+fn chat(g: GenArgs, model_path: PathBuf) -> Result<(), String> {
+    use meki::chat::{Chat, ChatTemplate};
+    use std::io::BufRead;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let (model, tok, _) = load(
+        &model_path,
+        &meki_source(g.meki.clone(), g.no_meki),
+        g.threads,
+    )?;
+    let source = model
+        .file
+        .metadata()
+        .get_str("tokenizer.chat_template")
+        .map_err(|_| "the model has no tokenizer.chat_template: --chat needs one".to_string())?;
+    let template = ChatTemplate::new(source, &tok)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = stop.clone();
+    ctrlc::set_handler(move || handler_stop.store(true, std::sync::atomic::Ordering::SeqCst))
+        .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+    let session = meki::model::Session::new(&model, g.ctx, kv(&g.kv_type));
+    let mut chat = Chat::new(session, &tok, template);
+    let mut sampler = meki::sampler::Sampler::new(sampler_params(&g));
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut first = g.prompt.clone();
+    eprintln!(
+        "chat with {} (Ctrl-C stops an answer, Ctrl-D or /exit quits)",
+        model_path.display()
+    );
+    loop {
+        let user = match first.take() {
+            Some(p) => p,
+            None => {
+                eprint!("\n> ");
+                let _ = std::io::stderr().flush();
+                match lines.next() {
+                    Some(Ok(l)) => l,
+                    Some(Err(e)) => return Err(format!("reading stdin: {e}")),
+                    None => break,
+                }
+            }
+        };
+        let user = user.trim();
+        if user == "/exit" {
+            break;
+        }
+        if user.is_empty() {
+            continue;
+        }
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        match chat.reply(user, &mut sampler, g.n_predict.max(1), &stop, &mut out) {
+            Ok(_) => writeln!(out).map_err(|e| e.to_string())?,
+            Err(e) => eprintln!("\nmeki-run: {e}"),
+        }
+    }
     Ok(())
 }
