@@ -552,3 +552,47 @@ fn truncated_torch_checkpoint_is_an_error() {
         );
     }
 }
+
+/// Corrupted checkpoints (bytes of the zip directory, the pickle, the
+/// safetensors header) give errors or, where the damage hits only weights,
+/// a conversion; never a panic.
+#[test]
+fn corrupted_checkpoints_never_panic() {
+    let dir = scratch("corrupt");
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let pt = std::fs::read(fixture("megatron").join("iter_0000010/mp_rank_00/model_optim_rng.pt"))
+        .unwrap();
+    let pkl_len = 16 << 10; // the pickle is the first entry; the directory the last bytes
+    let mut errors = 0;
+    for i in 0..300 {
+        let mut b = pt.clone();
+        let pos = if i % 3 == 0 {
+            b.len() - 1 - (rand() as usize % 600)
+        } else {
+            rand() as usize % pkl_len.min(b.len())
+        };
+        b[pos] = rand() as u8;
+        let p = dir.join("c.pt");
+        std::fs::write(&p, &b).unwrap();
+        if convert_checkpoint(&opts(&p, &dir.join("c.gguf"))).is_err() {
+            errors += 1;
+        }
+    }
+    assert!(errors > 30, "only {errors} of 300 corruptions detected");
+    let st = std::fs::read(fixture("hf_demo").join("model.safetensors")).unwrap();
+    let hdr = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize + 8;
+    let src = edited_hf("hf_demo", &dir, |_| {});
+    for _ in 0..200 {
+        let mut b = st.clone();
+        let pos = rand() as usize % hdr;
+        b[pos] = rand() as u8;
+        std::fs::write(src.join("model.safetensors"), &b).unwrap();
+        let _ = convert_checkpoint(&opts(&src, &dir.join("s.gguf")));
+    }
+}
