@@ -183,6 +183,24 @@ impl GgufFile {
         &self.map
     }
 
+    /// Hint that `len` bytes at `offset` will be read soon (`madvise(WILLNEED)`:
+    /// the kernel starts reading them from storage without blocking). Out-of-range
+    /// requests and platforms without the call are ignored: this is only a hint.
+    pub fn advise_willneed(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.map.len())
+            && len > 0
+        {
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::WillNeed, offset, len);
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
+    }
+
     /// The data bytes of `info` (a tensor of this file), borrowed from the map.
     pub fn tensor_data(&self, info: &TensorInfo) -> Result<&[u8]> {
         self.header

@@ -174,4 +174,15 @@ impl MekiMemory {
         let start = token as usize * row + layer * seg;
         crate::model::ops::dequantize_row(self.table.ty, &bytes[start..start + seg], out);
     }
+
+    /// Ask the kernel to start reading the table rows of `tokens` (all layers:
+    /// one contiguous range per token in the token-major layout) before layer 0
+    /// needs them, so storage latency overlaps the attention of early layers.
+    pub fn prefetch(&self, model_file: &GgufFile, tokens: &[u32]) {
+        let file = self.file(model_file);
+        let row = self.table.row_bytes();
+        for &t in tokens {
+            file.advise_willneed(self.table.offset_in_file() + t as usize * row, row);
+        }
+    }
 }

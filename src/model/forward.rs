@@ -152,6 +152,11 @@ impl<'m> Session<'m> {
         let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
         let vec = |wt: &Weight| -> &[f32] { bytemuck::cast_slice(wt.bytes(file)) };
 
+        // MeKi rows are known from the token ids alone: start reading them now.
+        if let Some(mem) = &model.meki {
+            mem.prefetch(file, tokens);
+        }
+
         // Embedding lookup: one row of token_embd per token.
         let mut x = vec![0f32; n * d];
         let emb = w.token_embd.bytes(file);
