@@ -129,7 +129,14 @@ fn engine_matches_llama_cpp() {
     let n_predict = golden["n_predict"].as_u64().unwrap() as usize;
     let ppl_ctx = golden["ppl_ctx"].as_u64().unwrap() as usize;
     let mut failures = Vec::new();
+    // MEKI_GOLDEN_ONLY=name,name limits the run (the aarch64 run under qemu uses one model).
+    let only: Option<Vec<String>> = std::env::var("MEKI_GOLDEN_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
     for (name, entry) in golden["models"].as_object().unwrap() {
+        if only.as_ref().is_some_and(|o| !o.contains(name)) {
+            continue;
+        }
         let path = build_model(name, entry, &work);
         let sha = sha256_file(&path);
         assert_eq!(

@@ -13,6 +13,9 @@ if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/
   export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
   cargo test --release -p meki-kernels --target aarch64-unknown-linux-gnu
   MEKI_KERNELS=neon-nodotprod cargo test --release -p meki-kernels --target aarch64-unknown-linux-gnu
+  # The engine on NEON: library unit tests and one llama.cpp golden model (qemu is slow).
+  MEKI_GOLDEN_ONLY=qwen3-gqa2-hd64-f32 cargo test --release -p meki --target aarch64-unknown-linux-gnu \
+    --lib --test engine_golden
 elif [ "${MEKI_REQUIRE_REFERENCE:-0}" = 1 ]; then
   echo "qemu-aarch64 / aarch64-linux-gnu-gcc missing: cannot run the NEON tests" >&2
   exit 1
