@@ -9,7 +9,7 @@
 
 /// Output columns per packed panel.
 pub const NR: usize = 16;
-/// Rows of A per micro-kernel call.
+/// Rows of A per micro-kernel call (the kernel unpacks exactly 4).
 const MR: usize = 4;
 
 /// `B` (`n x k`, row-major) packed into `ceil(n / NR)` panels of `k x NR`.
@@ -41,46 +41,80 @@ impl PackedB {
     }
 }
 
+/// Depth of one pass over a panel: `KC x NR` of B (16 KiB) stays in L1
+/// while every `MR`-row block of A streams past it.
+const KC: usize = 256;
+
 #[inline(always)]
 fn kernel_body<const FMA: bool>(a: &[f32], m: usize, k: usize, b: &PackedB, c: &mut [f32]) {
     let n = b.n;
     let mut pad: Vec<f32> = Vec::new();
-    for i0 in (0..m).step_by(MR) {
-        let mr = MR.min(m - i0);
-        // The tail block reads zero rows past m.
-        let a_blk: &[f32] = if mr == MR {
-            &a[i0 * k..(i0 + MR) * k]
-        } else {
-            pad.clear();
-            pad.extend_from_slice(&a[i0 * k..(i0 + mr) * k]);
-            pad.resize(MR * k, 0.0);
-            &pad
-        };
-        let (a0, rest) = a_blk.split_at(k);
-        let (a1, rest) = rest.split_at(k);
-        let (a2, a3) = rest.split_at(k);
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
         for (p, panel) in b.data.chunks_exact(k * NR).enumerate() {
-            let mut acc = [[0f32; NR]; MR];
-            for (kk, bv) in panel.chunks_exact(NR).enumerate() {
-                let bv: &[f32; NR] = bv.try_into().expect("NR values");
-                let av = [a0[kk], a1[kk], a2[kk], a3[kk]];
-                for r in 0..MR {
-                    for j in 0..NR {
-                        acc[r][j] = if FMA {
-                            av[r].mul_add(bv[j], acc[r][j])
-                        } else {
-                            acc[r][j] + av[r] * bv[j]
-                        };
-                    }
-                }
-            }
+            let bp = &panel[k0 * NR..(k0 + kc) * NR];
             let j0 = p * NR;
             let nc = NR.min(n - j0);
-            for (r, acc_r) in acc.iter().enumerate().take(mr) {
-                c[(i0 + r) * n + j0..][..nc].copy_from_slice(&acc_r[..nc]);
+            for i0 in (0..m).step_by(MR) {
+                let mr = MR.min(m - i0);
+                // Rows past m read zeros (the tail block).
+                let rows: [&[f32]; MR] = if mr == MR {
+                    std::array::from_fn(|r| &a[(i0 + r) * k + k0..][..kc])
+                } else {
+                    pad.clear();
+                    for r in 0..MR {
+                        if r < mr {
+                            pad.extend_from_slice(&a[(i0 + r) * k + k0..][..kc]);
+                        } else {
+                            pad.resize(pad.len() + kc, 0.0);
+                        }
+                    }
+                    std::array::from_fn(|r| &pad[r * kc..(r + 1) * kc])
+                };
+                let mut acc = [[0f32; NR]; MR];
+                if k0 > 0 {
+                    for (r, acc_r) in acc.iter_mut().enumerate().take(mr) {
+                        acc_r[..nc].copy_from_slice(&c[(i0 + r) * n + j0..][..nc]);
+                    }
+                }
+                micro::<FMA>(&mut acc, rows, bp, kc);
+                for (r, acc_r) in acc.iter().enumerate().take(mr) {
+                    c[(i0 + r) * n + j0..][..nc].copy_from_slice(&acc_r[..nc]);
+                }
             }
         }
     }
+}
+
+/// `acc[r] += rows[r][kk] * bp[kk]` over `kk < kc`, accumulators in registers.
+#[inline(always)]
+fn micro<const FMA: bool>(acc: &mut [[f32; NR]; MR], rows: [&[f32]; MR], bp: &[f32], kc: usize) {
+    let (a0, a1, a2, a3) = (
+        &rows[0][..kc],
+        &rows[1][..kc],
+        &rows[2][..kc],
+        &rows[3][..kc],
+    );
+    let bp = &bp[..kc * NR];
+    let [mut c0, mut c1, mut c2, mut c3] = *acc;
+    for kk in 0..kc {
+        let bv: &[f32; NR] = bp[kk * NR..kk * NR + NR].try_into().expect("NR values");
+        let (x0, x1, x2, x3) = (a0[kk], a1[kk], a2[kk], a3[kk]);
+        for j in 0..NR {
+            if FMA {
+                c0[j] = x0.mul_add(bv[j], c0[j]);
+                c1[j] = x1.mul_add(bv[j], c1[j]);
+                c2[j] = x2.mul_add(bv[j], c2[j]);
+                c3[j] = x3.mul_add(bv[j], c3[j]);
+            } else {
+                c0[j] += x0 * bv[j];
+                c1[j] += x1 * bv[j];
+                c2[j] += x2 * bv[j];
+                c3[j] += x3 * bv[j];
+            }
+        }
+    }
+    *acc = [c0, c1, c2, c3];
 }
 
 #[cfg(target_arch = "x86_64")]
