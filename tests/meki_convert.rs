@@ -3,7 +3,8 @@
 //! `python3 tools/meki_reference.py`).
 //!
 //! - folded tables: every fixture (HF demo both / HF Megatron-form dynamic-only
-//!   bf16 sharded / HF static-only / Megatron torch checkpoint) converted with
+//!   bf16 sharded / HF static-only / Megatron torch checkpoint / the same
+//!   re-saved by real torch.save with bf16 weights) converted with
 //!   `--type f32 --table-type f32` equals the float64 reference fold within
 //!   1e-5 absolute + 1e-5 relative (measured: <= 1.6e-6 on values up to 3.5);
 //! - backbone logits: the `--split-tables` main file run by the engine equals
@@ -21,7 +22,13 @@ use meki::kernels::formats::{self, GgmlType};
 use meki::meki as mk;
 use std::path::{Path, PathBuf};
 
-const FIXTURES: [&str; 4] = ["hf_demo", "hf_megatron_dynamic", "hf_static", "megatron"];
+const FIXTURES: [&str; 5] = [
+    "hf_demo",
+    "hf_megatron_dynamic",
+    "hf_static",
+    "megatron",
+    "megatron_torch_bf16",
+];
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,10 +46,8 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn opts(input: &Path, output: &Path) -> CheckpointOptions {
-    let tokenizer = input
-        .join("latest_checkpointed_iteration.txt")
-        .is_file()
-        .then(|| fixture("tokenizer"));
+    // Megatron checkpoints carry no tokenizer.
+    let tokenizer = (!input.join("config.json").is_file()).then(|| fixture("tokenizer"));
     CheckpointOptions {
         input: input.to_path_buf(),
         output: output.to_path_buf(),

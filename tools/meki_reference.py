@@ -19,6 +19,9 @@ official forms (MEKI.md) and the reference results of the TRAINING form:
                  torch.save lays it out. Fused QKV (per KV group), fused fc1,
                  padded vocabulary (384 rows for 300 tokens), rotate-half rope, no
                  QK-norm, tied embeddings, the MeKi branch reading the residual.
+  megatron_torch_bf16/  model_optim_rng.pt written by real torch.save (torch 2.11) from the
+                 megatron/ checkpoint with bf16 weights (not regenerated here: needs torch);
+                 only its reference outputs are written by this script.
   tokenizer/     the tokenizer alone (for --tokenizer with the Megatron checkpoint).
 
 Each model dir gets reference.json (token ids, shapes) and
@@ -462,12 +465,13 @@ def torch_save(path, obj, shared=None):
     pk.out += b"."
     os.makedirs(os.path.dirname(path), exist_ok=True)
     arc = "model_optim_rng"
+    entry = lambda n: zipfile.ZipInfo(n, date_time=(2026, 1, 1, 0, 0, 0))  # reproducible bytes
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(f"{arc}/data.pkl", bytes(pk.out))
-        z.writestr(f"{arc}/byteorder", "little")
+        z.writestr(entry(f"{arc}/data.pkl"), bytes(pk.out))
+        z.writestr(entry(f"{arc}/byteorder"), "little")
         for k, b in pk.storages.items():
-            z.writestr(f"{arc}/data/{k}", b)
-        z.writestr(f"{arc}/version", "3\n")
+            z.writestr(entry(f"{arc}/data/{k}"), b)
+        z.writestr(entry(f"{arc}/version"), "3\n")
 
 
 def megatron_state(c, p):
@@ -594,6 +598,10 @@ def main():
     with open(os.path.join(d, "latest_checkpointed_iteration.txt"), "w") as f:
         f.write("10")
     write_reference(d, c, p)
+    # The same checkpoint re-saved by REAL torch with bf16 weights (committed .pt, made once with
+    # torch 2.11: m = torch.load(megatron .pt, weights_only=False); weights .bfloat16(); torch.save):
+    # its reference uses the same parameters rounded to bf16 (torch rounds to nearest even).
+    write_reference(os.path.join(a.out, "megatron_torch_bf16"), c, map_params(p, round_bf16))
 
 
 if __name__ == "__main__":
