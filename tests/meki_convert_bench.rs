@@ -121,5 +121,8 @@ fn gemm_speed() {
         gemm_nt(&a, m, &b, &mut c);
     }
     let s = t.elapsed().as_secs_f64() / 10.0;
-    println!("gemm {m}x{k}x{n} one thread: {:.2} GFLOP/s", 2.0 * (m * k * n) as f64 / s / 1e9);
+    println!(
+        "gemm {m}x{k}x{n} one thread: {:.2} GFLOP/s",
+        2.0 * (m * k * n) as f64 / s / 1e9
+    );
 }
