@@ -91,19 +91,21 @@ fn main() {
             pure,
             threads,
         }),
-        Command::Checkpoint(a) => meki::convert::convert_checkpoint(&meki::convert::CheckpointOptions {
-            input: a.path,
-            output: a.output,
-            backbone_type: a.backbone_type,
-            table_type: a.table_type,
-            tokenizer: a.tokenizer,
-            base: a.base,
-            split_tables: a.split_tables,
-            threads: a.threads,
-            meki_dim: a.meki_dim,
-            progress: true,
-        })
-        .map(|_| ()),
+        Command::Checkpoint(a) => {
+            meki::convert::convert_checkpoint(&meki::convert::CheckpointOptions {
+                input: a.path,
+                output: a.output,
+                backbone_type: a.backbone_type,
+                table_type: a.table_type,
+                tokenizer: a.tokenizer,
+                base: a.base,
+                split_tables: a.split_tables,
+                threads: a.threads,
+                meki_dim: a.meki_dim,
+                progress: true,
+            })
+            .map(|_| ())
+        }
     };
     if let Err(e) = result {
         eprintln!("meki-convert: {e}");
