@@ -9,8 +9,8 @@
 pub use meki_kernels as kernels;
 
 pub mod bench;
-pub mod convert;
 pub mod chat;
+pub mod convert;
 pub mod gguf;
 pub mod meki;
 pub mod model;
