@@ -5,6 +5,7 @@
 use super::ops::{self, linear};
 use super::weights::Weight;
 use super::Model;
+use crate::kernels;
 use crate::meki::GateInput;
 use half::f16;
 
@@ -235,15 +236,29 @@ impl<'m> Session<'m> {
                     let g = h / group;
                     let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
                     let s = &mut scores[..=pos];
-                    for (j, sj) in s.iter_mut().enumerate() {
-                        cache.key(j * kvd + g * hd, &mut key);
-                        *sj = ops::dot(qh, &key) * scale;
-                    }
-                    ops::softmax_inplace(s);
                     let out = &mut att[t * qd + h * hd..t * qd + (h + 1) * hd];
-                    out.fill(0.0);
-                    for (j, &p) in s.iter().enumerate() {
-                        cache.value_axpy(j * kvd + g * hd, p, out);
+                    match cache {
+                        // f16 cache: the SIMD kernels read the cached rows in place.
+                        KvStore::F16 { k, v } => {
+                            let at = g * hd;
+                            let row = kvd * 2;
+                            let kb: &[u8] = bytemuck::cast_slice(&k[at..]);
+                            kernels::vec::attn_scores(qh, kb, row, scale, s);
+                            ops::softmax_inplace(s);
+                            let vb: &[u8] = bytemuck::cast_slice(&v[at..]);
+                            kernels::vec::attn_weighted_sum(s, vb, row, out);
+                        }
+                        KvStore::F32 { .. } => {
+                            for (j, sj) in s.iter_mut().enumerate() {
+                                cache.key(j * kvd + g * hd, &mut key);
+                                *sj = ops::dot(qh, &key) * scale;
+                            }
+                            ops::softmax_inplace(s);
+                            out.fill(0.0);
+                            for (j, &p) in s.iter().enumerate() {
+                                cache.value_axpy(j * kvd + g * hd, p, out);
+                            }
+                        }
                     }
                 }
             }
