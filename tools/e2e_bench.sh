@@ -39,8 +39,11 @@ for model in "$@"; do
   prompt=$(prompt_of "$model")
   mpp=(); lpp=(); mtg=(); ltg=()
   for _ in $(seq "$ROUNDS"); do
-    out=$("$MEKI_RUN" -m "$model" -p "$prompt" -n "$TG" --temp 0 --ignore-eos -t "$THREADS" -c 1024 2>&1 >/dev/null)
+    # pp: a PP-token prompt; tg: TG tokens after a one-token prompt (llama-bench's
+    # tg test also starts from an empty context).
+    out=$("$MEKI_RUN" -m "$model" -p "$prompt" -n 1 --temp 0 --ignore-eos -t "$THREADS" -c 1024 2>&1 >/dev/null)
     mpp+=("$(echo "$out" | sed -n 's/^prompt eval time.*(\([0-9.]*\) tokens per second)/\1/p')")
+    out=$("$MEKI_RUN" -m "$model" -p "The" -n "$TG" --temp 0 --ignore-eos -t "$THREADS" -c 1024 2>&1 >/dev/null)
     mtg+=("$(echo "$out" | sed -n 's/^eval time.*(\([0-9.]*\) tokens per second)/\1/p')")
     lb=$("$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$THREADS" -r 1 -o csv 2>/dev/null)
     lpp+=("$(echo "$lb" | awk -F'","' -v n="$PP" 'NR>1 && $0 ~ "\"" n "\",\"0\"" {split($0,a,"\",\""); print a[length(a)-1]}' | head -1)")
