@@ -138,12 +138,15 @@ class MeKi(nn.Module):
         self.gate_proj = nn.Linear(d, m, bias=False)
         self.out_proj = nn.Linear(m, d, bias=False)
         self.post_norm = RMSNorm(d, c.rms_norm_eps)
+        self.mem_dropout = 0.0  # training only: dropout on the looked-up table row M[x] (set by train.py)
 
     def memory(self, ids, emb_rows):
         """The token-only part e(x): what the fold turns into the table T[x]."""
         mem = 0
         if self.variant in ("meki", "static"):
             mem = self.embeddings(ids)
+            if self.training and self.mem_dropout > 0:  # identity at eval/export: the fold is unchanged
+                mem = F.dropout(mem, self.mem_dropout)
         if self.variant in ("meki", "dynamic"):
             z = self.word_emb_norm(emb_rows) if self.form == "megatron" else emb_rows
             mem = mem + self.beta_scale * self.word_emb_projection(z)
@@ -164,14 +167,18 @@ class Layer(nn.Module):
         self.mlp = SwiGLU(c.hidden_size, c.intermediate_size, c.hidden_size)
         self.meki_module = MeKi(c) if c.meki_variant != "dense" else None
         self.form = c.meki_form
+        self.dropout = 0.0  # training only: residual dropout on each branch output (set by train.py)
+
+    def _drop(self, y):
+        return F.dropout(y, self.dropout) if self.training and self.dropout > 0 else y
 
     def forward(self, x, cos, sin, ids, emb_rows):
-        a = x + self.self_attn(self.input_layernorm(x), cos, sin)  # A
+        a = x + self._drop(self.self_attn(self.input_layernorm(x), cos, sin))  # A
         h = self.post_attention_layernorm(a)  # H
-        out = a + self.mlp(h)
+        out = a + self._drop(self.mlp(h))
         if self.meki_module is not None:
             u = h if self.form == "demo" else a
-            out = out + self.meki_module(u, ids, emb_rows)
+            out = out + self._drop(self.meki_module(u, ids, emb_rows))
         return out
 
 
@@ -186,17 +193,27 @@ class Model(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def init_weights(self, seed):
+    def init_weights(self, seed, paired=True, branch_init=1.0):
+        """N(0, 0.02) matrices, scaled residual projections, norms 1.0.
+        paired: the MeKi parameters come from a second generator, so the backbone of a MeKi model
+        starts exactly as its dense twin with the same seed (legacy: one generator for all, in
+        parameter order, which interleaves backbone and MeKi draws).
+        branch_init: initial value of each MeKi post_norm weight (the branch's output scale)."""
         g = torch.Generator().manual_seed(seed)
+        g_meki = torch.Generator().manual_seed(seed + 1_000_003) if paired else g
         n_resid = 2 * self.config.num_hidden_layers
         for name, p in self.named_parameters():
+            if name.endswith("meki_module.post_norm.weight"):
+                with torch.no_grad():
+                    p.fill_(branch_init)
+                continue
             if p.dim() < 2:
                 continue  # norms and alpha/beta keep their 1.0 init
             std = 0.02
             if name.endswith(("o_proj.weight", "mlp.down_proj.weight")):
                 std = 0.02 / math.sqrt(n_resid)  # GPT-2 style scaled residual projections
             with torch.no_grad():
-                p.copy_(torch.randn(p.shape, generator=g) * std)
+                p.copy_(torch.randn(p.shape, generator=g_meki if ".meki_module." in name else g) * std)
 
     def forward(self, ids):
         emb = self.embed_tokens(ids)

@@ -54,6 +54,18 @@ def parse_args(argv=None):
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--wd", type=float, default=0.1)
+    ap.add_argument("--micro-batch", type=int, default=None,
+                    help="sequences per forward/backward (gradient accumulation up to --batch; less GPU memory)")
+    # Training-only regularizers and init: none of them changes the exported format (dropout vanishes
+    # at export; table decay / LR only change the trained values).
+    ap.add_argument("--dropout", type=float, default=0.0, help="residual dropout on attention, FFN and MeKi outputs")
+    ap.add_argument("--mem-dropout", type=float, default=0.0, help="dropout on the looked-up MeKi table row M[x]")
+    ap.add_argument("--table-wd", type=float, default=0.0, help="decoupled weight decay on the MeKi tables M")
+    ap.add_argument("--table-lr-mult", type=float, default=1.0, help="LR multiplier for the MeKi tables M")
+    ap.add_argument("--branch-init", type=float, default=1.0, help="init of each MeKi post_norm weight")
+    ap.add_argument("--init-order", choices=["paired", "legacy"], default="paired",
+                    help="paired: MeKi params drawn from their own generator, the backbone starts as the dense "
+                         "twin's (legacy: one generator; how the first results table was trained)")
     ap.add_argument("--seed", type=int, default=1, help="weight init seed")
     ap.add_argument("--data-seed", type=int, default=0, help="data order seed (keep equal across variants)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -96,14 +108,21 @@ class Batches:
         return torch.from_numpy(win)
 
 
-def param_groups(model, wd):
-    decay, no_decay = [], []
+def param_groups(model, wd, table_wd=0.0, table_lr_mult=1.0):
+    """Groups carry an "lr_mult" that the schedule multiplies into the LR."""
+    decay, no_decay, tables = [], [], []
     for n, p in model.named_parameters():
-        if p.dim() >= 2 and not n.endswith(("embed_tokens.weight", "meki_module.embeddings.weight")):
+        if n.endswith("meki_module.embeddings.weight"):
+            tables.append(p)
+        elif p.dim() >= 2 and not n.endswith("embed_tokens.weight"):
             decay.append(p)
         else:
             no_decay.append(p)
-    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": wd, "lr_mult": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0}]
+    if tables:
+        groups.append({"params": tables, "weight_decay": table_wd, "lr_mult": table_lr_mult})
+    return groups
 
 
 def lr_at(step, total, peak, warmup, min_frac):
@@ -162,13 +181,21 @@ def main(argv=None):
     cfg = make_config(a, vocab)
     torch.manual_seed(a.seed)
     model = Model(cfg)
-    model.init_weights(a.seed)
+    model.init_weights(a.seed, paired=a.init_order == "paired", branch_init=a.branch_init)
+    for layer in model.layers:
+        layer.dropout = a.dropout
+        if layer.meki_module is not None:
+            layer.meki_module.mem_dropout = a.mem_dropout
     model.to(a.device)
     counts = model.param_counts()
     tokens_per_step = a.batch * a.seq
+    mb = a.micro_batch or a.batch
+    if a.batch % mb:
+        raise SystemExit("--batch must be a multiple of --micro-batch")
+    n_micro = a.batch // mb
     steps = a.steps if a.steps is not None else int(math.ceil(a.tokens / tokens_per_step))
     use_fused = a.device.startswith("cuda")
-    opt = torch.optim.AdamW(param_groups(model, a.wd), lr=a.lr, betas=(0.9, 0.95), eps=1e-8,
+    opt = torch.optim.AdamW(param_groups(model, a.wd, a.table_wd, a.table_lr_mult), lr=a.lr, betas=(0.9, 0.95), eps=1e-8,
                             **({"fused": True} if use_fused else {}))
     amp = None if a.no_autocast else torch.bfloat16
     dev_type = a.device.split(":")[0]
@@ -184,13 +211,16 @@ def main(argv=None):
     for step in range(steps):
         lr = lr_at(step, steps, a.lr, a.warmup, a.min_lr_frac)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_mult"]
         win = batches.get(step).to(a.device, non_blocking=True)
-        x, y = win[:, :-1], win[:, 1:]
-        with torch.autocast(device_type=dev_type, dtype=amp, enabled=amp is not None):
-            logits = fwd(x)
-        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, vocab), y.reshape(-1))
-        loss.backward()
+        loss = 0.0
+        for i in range(0, a.batch, mb):  # equal micro-batches: the mean of their means is the batch mean
+            x, y = win[i:i + mb, :-1], win[i:i + mb, 1:]
+            with torch.autocast(device_type=dev_type, dtype=amp, enabled=amp is not None):
+                logits = fwd(x)
+            lm = torch.nn.functional.cross_entropy(logits.float().view(-1, vocab), y.reshape(-1)) / n_micro
+            lm.backward()
+            loss = loss + lm.detach()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -221,6 +251,7 @@ def main(argv=None):
                "seed": a.seed, "data_seed": a.data_seed, **counts, "tokens_trained": steps_done * tokens_per_step,
                "steps": steps_done, "wall_s_train": round(t_train, 1), "tokens_per_s": tok_s,
                "final_train_loss": log[-1]["loss"] if log else None, **ev,
+               "max_gpu_mem_gb": (torch.cuda.max_memory_allocated() / 2**30) if dev_type == "cuda" else None,
                "eval_dtype": "bf16 autocast" if amp else "f32", "args": vars(a), "config": cfg.__dict__,
                "log": log}
     with open(os.path.join(a.out, "metrics.json"), "w") as f:
