@@ -31,11 +31,43 @@ pub fn dot4_fn(isa: Isa, ty: GgmlType) -> Option<Dot4Fn> {
     }
     match (isa, ty) {
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, GgmlType::Q4_0) => Some(crate::x86::avx2::dot4_q4_0_q8_0),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, GgmlType::Q8_0) => Some(crate::x86::avx2::dot4_q8_0_q8_0),
-        #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, GgmlType::Q4K) => Some(crate::x86::avx2::dot4_q4_k_q8_k),
+        _ => None,
+    }
+}
+
+/// A multi-row kernel: `rows` weight rows (`w`, `w_stride` bytes apart) times
+/// `toks` activation rows (`x`, `x_stride` bytes apart), `n` elements each,
+/// into `y[t * y_stride + r]`, register-tiled so that each weight block and each
+/// activation block is loaded once per tile. Every result is bit-identical to
+/// the [`DotFn`] of the same family and type.
+///
+/// # Safety (of calling it)
+/// As [`DotFn`] for every row pair; `y` must be valid for the writes.
+pub type GemmFn = unsafe fn(
+    n: usize,
+    w: *const u8,
+    w_stride: usize,
+    rows: usize,
+    x: *const u8,
+    x_stride: usize,
+    toks: usize,
+    y: *mut f32,
+    y_stride: usize,
+);
+
+/// The multi-row kernel of `ty` for `isa`, where one exists.
+pub fn gemm_fn(isa: Isa, ty: GgmlType) -> Option<GemmFn> {
+    if !isa.is_available() {
+        return None;
+    }
+    match (isa, ty) {
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, GgmlType::Q4_0) => Some(crate::x86::avx2::gemm_q4_0_q8_0),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, GgmlType::Q5_0) => Some(crate::x86::avx2::gemm_q5_0_q8_0),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, GgmlType::Q8_0) => Some(crate::x86::avx2::gemm_q8_0_q8_0),
         _ => None,
     }
 }

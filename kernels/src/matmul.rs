@@ -12,29 +12,36 @@
 
 use crate::dispatch::{isa, Isa};
 use crate::dot::{
-    act_row_bytes, dot4_fn, dot_fn, quantize_fn, vec_dot_type, Dot4Fn, DotFn, KernelError,
+    act_row_bytes, dot4_fn, dot_fn, gemm_fn, quantize_fn, vec_dot_type, Dot4Fn, DotFn, GemmFn,
+    KernelError,
 };
 use crate::formats::GgmlType;
 use crate::pool::ThreadPool;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Output rows per unit of work handed to a thread.
+/// Output rows per unit of work are a multiple of this (16 f32 = one cache
+/// line of `y`, so threads never write the same line).
 const ROW_CHUNK: usize = 16;
-/// Tokens whose activations are reused against one chunk of weight rows while
-/// they are hot in cache (prefill).
-const TOKEN_TILE: usize = 64;
+/// Weight bytes per unit of work at least (below that the shared counter and
+/// the loop set-up cost more than the balance they buy).
+const MIN_CHUNK_BYTES: usize = 32 << 10;
+/// Work units per thread at least, for balance when threads run unevenly.
+const CHUNKS_PER_THREAD: usize = 4;
+/// Bytes of activations kept hot against a chunk of weight rows (prefill):
+/// with the chunk's weights they should fit the L2 cache.
+const TOKEN_TILE_BYTES: usize = 256 << 10;
 
 /// A shared output pointer; each row chunk is written by exactly one thread.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+struct SyncPtr(*mut f32);
 // SAFETY: threads write disjoint elements (distinct row chunks), see users.
-unsafe impl Send for OutPtr {}
+unsafe impl Send for SyncPtr {}
 // SAFETY: as above.
-unsafe impl Sync for OutPtr {}
+unsafe impl Sync for SyncPtr {}
 
 struct Plan {
     dot: DotFn,
     dot4: Option<Dot4Fn>,
+    gemm: Option<GemmFn>,
     row_bytes: usize,
     act_bytes: usize,
     act: GgmlType,
@@ -66,6 +73,7 @@ fn plan(isa: Isa, ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Pl
     Ok(Plan {
         dot,
         dot4: dot4_fn(isa, ty),
+        gemm: gemm_fn(isa, ty),
         row_bytes,
         act_bytes,
         act,
@@ -137,18 +145,13 @@ pub fn matmul_with(
         // `plan`) and `xq` holds `act_bytes` bytes.
         unsafe { q(&xs[..cols], &mut xq) };
     } else {
-        let next = AtomicUsize::new(0);
-        let out = OutPtr(xq.as_mut_ptr() as *mut f32);
+        let out = SyncPtr(xq.as_mut_ptr() as *mut f32);
         let ab = p.act_bytes;
-        pool.run(&|_, _| loop {
-            let t = next.fetch_add(1, Ordering::Relaxed);
-            if t >= n_tokens {
-                break;
-            }
+        pool.run_chunks(n_tokens, &|t| {
             let dst = out;
-            // SAFETY: token `t` is claimed by exactly one thread, so its
-            // `ab`-byte slice of `xq` is written by that thread alone; the
-            // kernel contract holds as in the single-token case.
+            // SAFETY: item `t` is run by exactly one thread, so its `ab`-byte
+            // slice of `xq` is written by that thread alone; the kernel
+            // contract holds as in the single-token case.
             unsafe {
                 let row = std::slice::from_raw_parts_mut((dst.0 as *mut u8).add(t * ab), ab);
                 q(&xs[t * cols..(t + 1) * cols], row);
@@ -156,6 +159,30 @@ pub fn matmul_with(
         });
     }
     run_tiles(pool, &p, w, rows, cols, n_tokens, &xq, ys);
+    Ok(())
+}
+
+/// `ys = xs W^T` with activations already quantized with
+/// [`crate::quantize_activations`] to [`vec_dot_type`]`(ty)` (`n_tokens` rows
+/// of `act_row_bytes` each; for float weights, f32 bytes), e.g. to share one
+/// quantization between the matrices that read the same input (Q/K/V,
+/// gate/up).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_quantized(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: &[u8],
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    n_tokens: usize,
+    xq: &[u8],
+    ys: &mut [f32],
+) -> Result<(), KernelError> {
+    let p = plan(isa, ty, w, rows, cols)?;
+    check("quantized activations", n_tokens * p.act_bytes, xq.len())?;
+    check("outputs", n_tokens * rows, ys.len())?;
+    run_tiles(pool, &p, w, rows, cols, n_tokens, xq, ys);
     Ok(())
 }
 
@@ -180,6 +207,15 @@ pub fn matvec_quantized(
     Ok(())
 }
 
+/// Rows per unit of work: a multiple of [`ROW_CHUNK`], at least
+/// [`MIN_CHUNK_BYTES`] of weights, and at most a share that leaves every
+/// thread [`CHUNKS_PER_THREAD`] units.
+fn chunk_rows(rows: usize, row_bytes: usize, threads: usize) -> usize {
+    let by_bytes = MIN_CHUNK_BYTES.div_ceil(row_bytes.max(1));
+    let by_balance = rows.div_ceil(threads * CHUNKS_PER_THREAD);
+    by_bytes.min(by_balance).max(1).next_multiple_of(ROW_CHUNK)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_tiles(
     pool: &ThreadPool,
@@ -191,19 +227,37 @@ fn run_tiles(
     xq: &[u8],
     ys: &mut [f32],
 ) {
-    let n_chunks = rows.div_ceil(ROW_CHUNK);
-    let next = AtomicUsize::new(0);
-    let out = OutPtr(ys.as_mut_ptr());
-    let (dot, dot4, rb, ab) = (p.dot, p.dot4, p.row_bytes, p.act_bytes);
-    pool.run(&|_, _| loop {
-        let c = next.fetch_add(1, Ordering::Relaxed);
-        if c >= n_chunks {
-            break;
-        }
-        let (r0, r1) = (c * ROW_CHUNK, ((c + 1) * ROW_CHUNK).min(rows));
+    let chunk = chunk_rows(rows, p.row_bytes, pool.n_threads());
+    let n_chunks = rows.div_ceil(chunk);
+    let token_tile = (TOKEN_TILE_BYTES / p.act_bytes.max(1)).clamp(4, 64);
+    let out = SyncPtr(ys.as_mut_ptr());
+    let (dot, dot4, gemm, rb, ab) = (p.dot, p.dot4, p.gemm, p.row_bytes, p.act_bytes);
+    pool.run_chunks(n_chunks, &|c| {
+        let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
         let dst = out;
-        for t0 in (0..n_tokens).step_by(TOKEN_TILE) {
-            let t_end = (t0 + TOKEN_TILE).min(n_tokens);
+        for t0 in (0..n_tokens).step_by(token_tile) {
+            let t_end = (t0 + token_tile).min(n_tokens);
+            if let Some(gemm) = gemm {
+                // SAFETY: `plan` checked the kernel is available, that `cols`
+                // is a whole number of blocks and that `w` holds `rows` rows;
+                // the callers checked `xq` holds `n_tokens` activation rows and
+                // `ys` `n_tokens x rows` outputs. Rows r0..r1 belong to chunk
+                // `c`, run by this thread alone, so its writes are disjoint.
+                unsafe {
+                    gemm(
+                        cols,
+                        w.as_ptr().add(r0 * rb),
+                        rb,
+                        r1 - r0,
+                        xq.as_ptr().add(t0 * ab),
+                        ab,
+                        t_end - t0,
+                        dst.0.add(t0 * rows + r0),
+                        rows,
+                    )
+                };
+                continue;
+            }
             for r in r0..r1 {
                 let wr = &w[r * rb..(r + 1) * rb];
                 let mut t = t0;
@@ -224,7 +278,7 @@ fn run_tiles(
                     // SAFETY: `plan` checked the kernel is available and that
                     // `cols` is a whole number of blocks; `wr` and `xr` hold
                     // exactly one row of their types. Output element
-                    // (t, r) belongs to row chunk `c`, claimed by this thread
+                    // (t, r) belongs to row chunk `c`, run by this thread
                     // alone, and lies inside `ys` (checked by the callers).
                     unsafe { *dst.0.add(t * rows + r) = dot(cols, wr, xr) };
                 }

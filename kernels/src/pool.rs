@@ -1,48 +1,66 @@
-//! A small thread pool for per-token kernels: persistent workers that spin
-//! briefly and then park, so a dispatch costs a few µs (a decode step issues
-//! ~200 matrix-vector products; rayon's per-call overhead is too high there).
+//! A small thread pool for per-token kernels: persistent workers that wait for
+//! the next job by spinning briefly, then yielding, then sleeping on a futex
+//! (`park`), so back-to-back dispatches cost a few µs (a decode step issues
+//! ~200 matrix-vector products; rayon's per-call overhead is too high there)
+//! and an oversubscribed machine is not made worse by busy workers.
 //!
-//! [`ThreadPool::run`] runs one closure on every thread (the caller is
-//! thread 0) and returns when all have finished. Work splitting is up to the
-//! closure (see `matmul.rs`: an atomic counter hands out row chunks).
+//! Two kinds of job:
+//! - [`ThreadPool::run`] runs one closure on every thread (the caller is
+//!   thread 0) and returns when all have finished (static splits by thread).
+//! - [`ThreadPool::run_chunks`] hands out `n` work items from a shared counter;
+//!   the caller works too, and once every item is claimed it closes the job:
+//!   a worker that had not joined yet (descheduled, still waking up) skips it.
+//!   The caller then waits only for workers that are really running items,
+//!   so a busy core costs at most one item, never a wake-up.
+//!
+//! Waiting: a worker spins ~[`SPIN`] on the job word, then calls
+//! `sched_yield` until [`YIELD`] has passed (on an idle core that returns at
+//! once; on a busy one it gives the core to whoever needs it), then parks. The
+//! caller wakes only parked workers (a futex wake each).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-/// How long an idle worker spins before parking.
-const SPIN: Duration = Duration::from_micros(300);
-/// How long the caller spins for stragglers before sleeping (on a loaded
-/// machine a spinning caller would steal the CPU the stragglers need).
-const CALLER_SPIN: Duration = Duration::from_micros(50);
+/// How long an idle worker busy-spins before it starts yielding.
+const SPIN: Duration = Duration::from_micros(20);
+/// How long an idle worker keeps yielding before it parks.
+const YIELD: Duration = Duration::from_micros(150);
+/// How long the caller busy-spins for running workers before yielding.
+const CALLER_SPIN: Duration = Duration::from_micros(20);
 
 type Job<'a> = dyn Fn(usize, usize) + Sync + 'a;
 
+/// Job word layout: generation (high 31 bits) | CLOSED | joined count (32 bits).
+const JOINED_MASK: u64 = 0xffff_ffff;
+const CLOSED: u64 = 1 << 32;
+const GEN_ONE: u64 = 1 << 33;
+
 struct Shared {
-    /// Incremented once per job (and at shutdown).
-    generation: AtomicUsize,
-    /// Points to a `&Job` valid while `remaining > 0` (see `run`).
+    /// Generation, closed flag and number of workers that joined the job.
+    state: AtomicU64,
+    /// Points to a `&Job` valid while the job is open or joined workers run
+    /// (see `dispatch`).
     job: AtomicPtr<&'static Job<'static>>,
-    /// Workers still running the current job.
-    remaining: AtomicUsize,
-    sleepers: AtomicUsize,
+    /// Joined workers that finished the current job.
+    finished: AtomicUsize,
     shutdown: AtomicBool,
     panicked: AtomicBool,
-    lock: Mutex<()>,
-    wake: Condvar,
-    /// The caller sleeps here when stragglers take long; the last worker
-    /// to finish wakes it.
-    done_lock: Mutex<bool>,
-    done: Condvar,
+    /// Per worker (index tid - 1): set while it is parked or about to park.
+    parked: Vec<AtomicBool>,
+    workers: OnceLock<Vec<Thread>>,
+    /// The caller sets this before parking; the last finishing worker unparks it.
+    caller_parked: AtomicBool,
+    caller: Mutex<Option<Thread>>,
     n_threads: usize,
 }
 
 pub struct ThreadPool {
     shared: Arc<Shared>,
-    workers: Vec<JoinHandle<()>>,
-    /// Serializes `run` calls from different threads.
+    handles: Vec<JoinHandle<()>>,
+    /// Serializes jobs submitted from different threads.
     running: Mutex<()>,
 }
 
@@ -52,19 +70,18 @@ impl ThreadPool {
     pub fn new(n_threads: usize) -> ThreadPool {
         let n_threads = n_threads.max(1);
         let shared = Arc::new(Shared {
-            generation: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
-            remaining: AtomicUsize::new(0),
-            sleepers: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
-            lock: Mutex::new(()),
-            wake: Condvar::new(),
-            done_lock: Mutex::new(false),
-            done: Condvar::new(),
+            parked: (1..n_threads).map(|_| AtomicBool::new(false)).collect(),
+            workers: OnceLock::new(),
+            caller_parked: AtomicBool::new(false),
+            caller: Mutex::new(None),
             n_threads,
         });
-        let workers = (1..n_threads)
+        let handles: Vec<JoinHandle<()>> = (1..n_threads)
             .map(|tid| {
                 let s = Arc::clone(&shared);
                 std::thread::Builder::new()
@@ -73,9 +90,12 @@ impl ThreadPool {
                     .expect("spawning a kernel worker thread")
             })
             .collect();
+        let _ = shared
+            .workers
+            .set(handles.iter().map(|h| h.thread().clone()).collect());
         ThreadPool {
             shared,
-            workers,
+            handles,
             running: Mutex::new(()),
         }
     }
@@ -92,42 +112,69 @@ impl ThreadPool {
     /// Runs `f(thread_index, n_threads)` on every thread of the pool and waits
     /// for all of them. A panic in any thread is re-raised here.
     pub fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
-        let s = &*self.shared;
-        if s.n_threads == 1 {
+        if self.shared.n_threads == 1 {
             f(0, 1);
             return;
         }
+        self.dispatch(f, true);
+    }
+
+    /// Calls `f(item)` once for every `item` in `0..n`, spread over the pool's
+    /// threads by a shared counter (dynamic balancing). Workers that have not
+    /// started when all items are taken do not take part. A panic in `f` is
+    /// re-raised here.
+    pub fn run_chunks(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        if n == 0 {
+            return;
+        }
+        if self.shared.n_threads == 1 || n == 1 {
+            (0..n).for_each(f);
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        let body = |_: usize, _: usize| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            f(i);
+        };
+        self.dispatch(&body, false);
+    }
+
+    /// Publishes `f`, runs the caller's share, closes the job (after the
+    /// caller's share unless `all`: then after every worker joined) and waits
+    /// for the joined workers.
+    fn dispatch(&self, f: &(dyn Fn(usize, usize) + Sync), all: bool) {
+        let s = &*self.shared;
         let _guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: the `'static` lifetime is a lie told only to the workers:
-        // they dereference the pointer between observing the new generation and
-        // decrementing `remaining`, and this function does not return (nor
-        // unwind: the caller's share runs under catch_unwind) before
-        // `remaining` is back to 0, so `f` outlives every use.
+        // SAFETY: the `'static` lifetime is a lie told only to the workers: a
+        // worker dereferences the pointer only after joining the job (a CAS on
+        // `state` that fails once the job is closed), and this function does
+        // not return (nor unwind: the caller's share runs under catch_unwind)
+        // before the job is closed and every joined worker has finished, so
+        // `f` outlives every use.
         let fref: &'static Job<'static> = unsafe { std::mem::transmute(f) };
         let slot: *mut &'static Job<'static> = Box::into_raw(Box::new(fref));
         s.job.store(slot, Ordering::Release);
-        s.remaining.store(s.n_threads - 1, Ordering::Release);
-        s.generation.fetch_add(1, Ordering::SeqCst);
-        if s.sleepers.load(Ordering::SeqCst) > 0 {
-            let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
-            s.wake.notify_all();
-        }
+        s.finished.store(0, Ordering::Relaxed);
+        let gen = (s.state.load(Ordering::Relaxed) & !(CLOSED | JOINED_MASK)).wrapping_add(GEN_ONE);
+        // SeqCst pairs with the workers' SeqCst store of `parked` then load of
+        // `state`: either the worker sees the new job or we see it parked.
+        s.state.store(gen, Ordering::SeqCst);
+        wake_parked(s);
         let mine = catch_unwind(AssertUnwindSafe(|| f(0, s.n_threads)));
-        let t0 = Instant::now();
-        while s.remaining.load(Ordering::Acquire) != 0 {
-            if t0.elapsed() < CALLER_SPIN {
-                std::hint::spin_loop();
-                continue;
-            }
-            let mut waiting = s.done_lock.lock().unwrap_or_else(|e| e.into_inner());
-            *waiting = true;
-            while s.remaining.load(Ordering::Acquire) != 0 {
-                waiting = s.done.wait(waiting).unwrap_or_else(|e| e.into_inner());
-            }
-            *waiting = false;
-        }
-        // SAFETY: `slot` came from Box::into_raw above and no worker uses it
-        // any more (`remaining` is 0).
+        let joined = if all {
+            let want = (s.n_threads - 1) as u64;
+            wait_until(s, || s.state.load(Ordering::Acquire) & JOINED_MASK == want);
+            s.state.fetch_or(CLOSED, Ordering::AcqRel);
+            want as usize
+        } else {
+            (s.state.fetch_or(CLOSED, Ordering::AcqRel) & JOINED_MASK) as usize
+        };
+        wait_until(s, || s.finished.load(Ordering::Acquire) == joined);
+        // SAFETY: `slot` came from Box::into_raw above; the job is closed and
+        // every worker that joined it has finished, so none uses it any more.
         drop(unsafe { Box::from_raw(slot) });
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
@@ -138,42 +185,103 @@ impl ThreadPool {
     }
 }
 
+fn wake_parked(s: &Shared) {
+    if let Some(ws) = s.workers.get() {
+        for (p, t) in s.parked.iter().zip(ws) {
+            if p.load(Ordering::SeqCst) {
+                t.unpark();
+            }
+        }
+    }
+}
+
+/// The caller's wait: spin, then yield, then park until a worker unparks it.
+fn wait_until(s: &Shared, done: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    let mut spins = 0u32;
+    while !done() {
+        spins += 1;
+        if !spins.is_multiple_of(64) || t0.elapsed() < CALLER_SPIN {
+            std::hint::spin_loop();
+        } else if t0.elapsed() < YIELD {
+            std::thread::yield_now();
+        } else {
+            *s.caller.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
+            // SeqCst pairs with the workers' increment of `finished` then load
+            // of `caller_parked`: either we see the count or they see the flag.
+            s.caller_parked.store(true, Ordering::SeqCst);
+            while !done() {
+                std::thread::park_timeout(Duration::from_millis(1));
+            }
+            s.caller_parked.store(false, Ordering::SeqCst);
+            return;
+        }
+    }
+}
+
 fn worker(s: Arc<Shared>, tid: usize) {
-    // Generation 0 is the pool's creation: the thread may start after the
-    // first job was published, which it must not skip.
-    let mut seen = 0;
+    // Generation 0 is the pool's creation.
+    let mut seen_gen = 0u64;
     loop {
+        // Wait for a new generation.
         let t0 = Instant::now();
         let mut spins = 0u32;
-        while s.generation.load(Ordering::Acquire) == seen {
-            spins += 1;
-            if !spins.is_multiple_of(256) || t0.elapsed() < SPIN {
-                std::hint::spin_loop();
+        let mut yielding = false;
+        let state = loop {
+            let st = s.state.load(Ordering::Acquire);
+            if st & !(CLOSED | JOINED_MASK) != seen_gen {
+                break st;
+            }
+            if !yielding {
+                spins += 1;
+                if !spins.is_multiple_of(64) || t0.elapsed() < SPIN {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                yielding = true;
+            }
+            if t0.elapsed() < YIELD {
+                std::thread::yield_now();
                 continue;
             }
-            let mut l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
-            s.sleepers.fetch_add(1, Ordering::SeqCst);
-            while s.generation.load(Ordering::SeqCst) == seen {
-                l = s.wake.wait(l).unwrap_or_else(|e| e.into_inner());
+            s.parked[tid - 1].store(true, Ordering::SeqCst);
+            while s.state.load(Ordering::SeqCst) & !(CLOSED | JOINED_MASK) == seen_gen {
+                std::thread::park();
             }
-            s.sleepers.fetch_sub(1, Ordering::SeqCst);
-        }
-        seen = s.generation.load(Ordering::Acquire);
+            s.parked[tid - 1].store(false, Ordering::Relaxed);
+        };
         if s.shutdown.load(Ordering::Acquire) {
             return;
         }
-        // SAFETY: a new generation with no shutdown means `run` published a
-        // live job pointer and is waiting for `remaining` (see `run`).
+        seen_gen = state & !(CLOSED | JOINED_MASK);
+        // Join the job unless it is closed (or already replaced by a newer one,
+        // which the next loop iteration picks up).
+        let mut st = state;
+        let joined = loop {
+            if st & CLOSED != 0 || st & !(CLOSED | JOINED_MASK) != seen_gen {
+                break false;
+            }
+            match s
+                .state
+                .compare_exchange_weak(st, st + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break true,
+                Err(now) => st = now,
+            }
+        };
+        if !joined {
+            continue;
+        }
+        // SAFETY: joining succeeded on an open job, so `dispatch` published a
+        // live job pointer and waits for us to increment `finished`.
         let job: &Job<'static> = unsafe { *s.job.load(Ordering::Acquire) };
         if catch_unwind(AssertUnwindSafe(|| job(tid, s.n_threads))).is_err() {
             s.panicked.store(true, Ordering::Release);
         }
-        if s.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Last one out: wake the caller if it went to sleep. Taking the
-            // lock orders this after the caller's check of `remaining`.
-            let waiting = s.done_lock.lock().unwrap_or_else(|e| e.into_inner());
-            if *waiting {
-                s.done.notify_one();
+        s.finished.fetch_add(1, Ordering::SeqCst);
+        if s.caller_parked.load(Ordering::SeqCst) {
+            if let Some(t) = &*s.caller.lock().unwrap_or_else(|e| e.into_inner()) {
+                t.unpark();
             }
         }
     }
@@ -181,13 +289,15 @@ fn worker(s: Arc<Shared>, tid: usize) {
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::Release);
-        self.shared.generation.fetch_add(1, Ordering::SeqCst);
-        {
-            let _l = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.shared.wake.notify_all();
+        let s = &self.shared;
+        s.shutdown.store(true, Ordering::Release);
+        s.state.fetch_add(GEN_ONE, Ordering::SeqCst); // wraps: only equality matters
+        if let Some(ws) = s.workers.get() {
+            for t in ws {
+                t.unpark();
+            }
         }
-        for w in self.workers.drain(..) {
+        for w in self.handles.drain(..) {
             let _ = w.join();
         }
     }
@@ -213,10 +323,45 @@ mod tests {
                 );
                 if round % 50 == 0 {
                     // Let the workers park, then wake them.
-                    std::thread::sleep(SPIN * 3);
+                    std::thread::sleep(YIELD * 3);
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_chunk_runs_once() {
+        for n in [1, 2, 3, 5] {
+            let pool = ThreadPool::new(n);
+            for round in 0..300 {
+                let items = round % 37;
+                let hits: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
+                pool.run_chunks(items, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(
+                    hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                    "n={n} round={round}"
+                );
+                if round % 60 == 0 {
+                    std::thread::sleep(YIELD * 3);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn more_threads_than_cores() {
+        // 8 threads on whatever this machine has: must finish promptly and
+        // run every item exactly once even when workers are descheduled.
+        let pool = ThreadPool::new(8);
+        let total = AtomicUsize::new(0);
+        for _ in 0..2000 {
+            pool.run_chunks(16, &|i| {
+                total.fetch_add(i + 1, Ordering::Relaxed);
+            });
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 2000 * 136);
     }
 
     #[test]

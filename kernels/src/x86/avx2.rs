@@ -104,16 +104,6 @@ unsafe fn bits_32(p: *const u8) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi64x(-1))
 }
 
-/// Sums of products of signed bytes, as 8 i32 (each the sum of 4 products).
-/// `x` is the sign source, so it may hold -128; `y` must be in [-127,127].
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
-}
-
 /// Unsigned bytes `u` (< 128) times signed bytes `y`, as 8 i32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -130,16 +120,7 @@ unsafe fn load256(p: *const u8) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK * BQ4_0 && x.len() >= n / QK * BQ8_0);
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..n / QK {
-        let (wb, xb) = (wp.add(i * BQ4_0), xp.add(i * BQ8_0));
-        let d = _mm256_set1_ps(f16_at(wb) * f16_at(xb));
-        let q = _mm256_sub_epi8(nibbles_32(wb.add(2)), _mm256_set1_epi8(8));
-        let p = dot_i8(q, load256(xb.add(2)));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-    }
-    hsum_ps(acc)
+    tile_q8::<Q4_0W, 1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -161,18 +142,7 @@ pub(crate) unsafe fn dot_q4_1_q8_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK * BQ5_0 && x.len() >= n / QK * BQ8_0);
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..n / QK {
-        let (wb, xb) = (wp.add(i * BQ5_0), xp.add(i * BQ8_0));
-        let d = _mm256_set1_ps(f16_at(wb) * f16_at(xb));
-        let hi = _mm256_and_si256(bits_32(wb.add(2)), _mm256_set1_epi8(0x10));
-        let q = _mm256_or_si256(nibbles_32(wb.add(6)), hi);
-        let q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
-        let p = dot_i8(q, load256(xb.add(2)));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-    }
-    hsum_ps(acc)
+    tile_q8::<Q5_0W, 1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -196,15 +166,224 @@ pub(crate) unsafe fn dot_q5_1_q8_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK * BQ8_0 && x.len() >= n / QK * BQ8_0);
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..n / QK {
-        let (wb, xb) = (wp.add(i * BQ8_0), xp.add(i * BQ8_0));
-        let d = _mm256_set1_ps(f16_at(wb) * f16_at(xb));
-        let p = dot_i8(load256(wb.add(2)), load256(xb.add(2)));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    tile_q8::<Q8_0W, 1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+}
+
+// ---- register tiles: RM weight rows x RN activation rows -------------------
+//
+// A tile keeps RM x RN accumulators in registers and loads each weight block
+// and each activation block once per tile. Per (row, token) the operations and
+// their order are those of the single-row kernel (which is the 1 x 1 tile), so
+// every result is bit-identical to `dot_*` whatever the tiling.
+
+/// Weight formats paired with Q8_0 activations: an f16 scale at offset 0 and
+/// 32 quants that decode to signed bytes.
+pub(crate) trait Q8Weights {
+    const BYTES: usize;
+    /// The 32 quants of the block at `b` as signed bytes (-16..=15 or i8).
+    unsafe fn quants(b: *const u8) -> __m256i;
+}
+
+pub(crate) struct Q4_0W;
+pub(crate) struct Q5_0W;
+pub(crate) struct Q8_0W;
+
+impl Q8Weights for Q4_0W {
+    const BYTES: usize = BQ4_0;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(b: *const u8) -> __m256i {
+        _mm256_sub_epi8(nibbles_32(b.add(2)), _mm256_set1_epi8(8))
     }
-    hsum_ps(acc)
+}
+
+impl Q8Weights for Q5_0W {
+    const BYTES: usize = BQ5_0;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(b: *const u8) -> __m256i {
+        let hi = _mm256_and_si256(bits_32(b.add(2)), _mm256_set1_epi8(0x10));
+        let q = _mm256_or_si256(nibbles_32(b.add(6)), hi);
+        _mm256_sub_epi8(q, _mm256_set1_epi8(16))
+    }
+}
+
+impl Q8Weights for Q8_0W {
+    const BYTES: usize = BQ8_0;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(b: *const u8) -> __m256i {
+        load256(b.add(2))
+    }
+}
+
+/// The f16 scales at offset 0 of the blocks `p + i * stride` (i < RM <= 4) as
+/// f32 lanes (one conversion for all rows; lanes >= RM are 0).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales_f16<const RM: usize>(p: *const u8, stride: usize) -> __m128 {
+    let mut bits = 0u64;
+    for i in 0..RM {
+        bits |= ((p.add(i * stride) as *const u16).read_unaligned() as u64) << (16 * i);
+    }
+    _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
+}
+
+/// Broadcast of lane `I` of a 4-lane vector to 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lane8(d: __m256, i: usize) -> __m256 {
+    match i {
+        0 => _mm256_permute_ps(d, 0x00),
+        1 => _mm256_permute_ps(d, 0x55),
+        2 => _mm256_permute_ps(d, 0xAA),
+        _ => _mm256_permute_ps(d, 0xFF),
+    }
+}
+
+/// Dot products of RM weight rows (`w + i * ws`) with RN Q8_0 activation
+/// rows (`x + j * xs`), `nb` blocks each: `[token][row]`.
+#[inline]
+#[allow(clippy::needless_range_loop)] // (row, token) indices read clearer here
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn tile_q8<W: Q8Weights, const RM: usize, const RN: usize>(
+    nb: usize,
+    w: *const u8,
+    ws: usize,
+    x: *const u8,
+    xs: usize,
+) -> [[f32; RM]; RN] {
+    let mut acc = [[_mm256_setzero_ps(); RM]; RN];
+    for l in 0..nb {
+        let wb = w.add(l * W::BYTES);
+        let dw = scales_f16::<RM>(wb, ws);
+        let mut dx = [_mm256_setzero_ps(); RN];
+        for (j, d) in dx.iter_mut().enumerate() {
+            let d4 = _mm_mul_ps(dw, _mm_set1_ps(f16_at(x.add(j * xs + l * BQ8_0))));
+            *d = _mm256_set_m128(d4, d4);
+        }
+        for i in 0..RM {
+            let q = W::quants(wb.add(i * ws));
+            let aq = _mm256_sign_epi8(q, q);
+            for j in 0..RN {
+                let y = load256(x.add(j * xs + l * BQ8_0 + 2));
+                let p = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(aq, _mm256_sign_epi8(y, q)),
+                    _mm256_set1_epi16(1),
+                );
+                acc[j][i] = _mm256_fmadd_ps(lane8(dx[j], i), _mm256_cvtepi32_ps(p), acc[j][i]);
+            }
+        }
+    }
+    let mut out = [[0f32; RM]; RN];
+    for j in 0..RN {
+        for i in 0..RM {
+            out[j][i] = hsum_ps(acc[j][i]);
+        }
+    }
+    out
+}
+
+/// Writes the tile results to `y[t * ys + r]`.
+#[inline]
+unsafe fn store_tile<const RM: usize, const RN: usize>(v: [[f32; RM]; RN], y: *mut f32, ys: usize) {
+    for (j, row) in v.iter().enumerate() {
+        for (i, &e) in row.iter().enumerate() {
+            *y.add(j * ys + i) = e;
+        }
+    }
+}
+
+/// Products of `rows` weight rows (`w`, `wrb` bytes apart) with `toks` Q8_0
+/// activation rows (`x`, `xrb` bytes apart), `n` elements each, into
+/// `y[t * ys + r]`: 4 x 2 register tiles (4 x 1 for one token), smaller at
+/// the edges.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_q8<W: Q8Weights>(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
+    let nb = n / QK;
+    let mut r = 0;
+    while r < rows {
+        let rm = (rows - r).min(4);
+        let wr = w.add(r * wrb);
+        let mut t = 0;
+        while t < toks {
+            let rn = (toks - t).min(2);
+            let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
+            macro_rules! go {
+                ($m:literal, $n:literal) => {
+                    store_tile(tile_q8::<W, $m, $n>(nb, wr, wrb, xt, xrb), yt, ys)
+                };
+            }
+            match (rm, rn) {
+                (4, 2) => go!(4, 2),
+                (4, _) => go!(4, 1),
+                (3, 2) => go!(3, 2),
+                (3, _) => go!(3, 1),
+                (2, 2) => go!(2, 2),
+                (2, _) => go!(2, 1),
+                (_, 2) => go!(1, 2),
+                _ => go!(1, 1),
+            }
+            t += rn;
+        }
+        r += rm;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_q4_0_q8_0(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
+    gemm_q8::<Q4_0W>(n, w, wrb, rows, x, xrb, toks, y, ys)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_q5_0_q8_0(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
+    gemm_q8::<Q5_0W>(n, w, wrb, rows, x, xrb, toks, y, ys)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_q8_0_q8_0(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
+    gemm_q8::<Q8_0W>(n, w, wrb, rows, x, xrb, toks, y, ys)
 }
 
 /// Sum over the 8 sub-blocks of min * (sum of the sub-block's activations).
@@ -587,56 +766,6 @@ pub(crate) unsafe fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
 // Each decodes a weight block once and multiplies it with the blocks of four
 // activation rows. Per token the operations and their order are exactly those
 // of the single-row kernel, so results are bit-identical to it.
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot4_q4_0_q8_0(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4] {
-    debug_assert!(w.len() >= n / QK * BQ4_0 && xs.iter().all(|x| x.len() >= n / QK * BQ8_0));
-    let wp = w.as_ptr();
-    let xp = xs.map(|x| x.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for i in 0..n / QK {
-        let wb = wp.add(i * BQ4_0);
-        let dw = f16_at(wb);
-        let q = _mm256_sub_epi8(nibbles_32(wb.add(2)), _mm256_set1_epi8(8));
-        for k in 0..4 {
-            let xb = xp[k].add(i * BQ8_0);
-            let d = _mm256_set1_ps(dw * f16_at(xb));
-            let p = dot_i8(q, load256(xb.add(2)));
-            acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k]);
-        }
-    }
-    [
-        hsum_ps(acc[0]),
-        hsum_ps(acc[1]),
-        hsum_ps(acc[2]),
-        hsum_ps(acc[3]),
-    ]
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot4_q8_0_q8_0(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4] {
-    debug_assert!(w.len() >= n / QK * BQ8_0 && xs.iter().all(|x| x.len() >= n / QK * BQ8_0));
-    let wp = w.as_ptr();
-    let xp = xs.map(|x| x.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for i in 0..n / QK {
-        let wb = wp.add(i * BQ8_0);
-        let dw = f16_at(wb);
-        let q = load256(wb.add(2));
-        for k in 0..4 {
-            let xb = xp[k].add(i * BQ8_0);
-            let d = _mm256_set1_ps(dw * f16_at(xb));
-            let p = dot_i8(q, load256(xb.add(2)));
-            acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k]);
-        }
-    }
-    [
-        hsum_ps(acc[0]),
-        hsum_ps(acc[1]),
-        hsum_ps(acc[2]),
-        hsum_ps(acc[3]),
-    ]
-}
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot4_q4_k_q8_k(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4] {
