@@ -9,8 +9,9 @@ use super::checkpoint::{Checkpoint, Form, MekiSpec, Part};
 use super::gemm::{gemm_nt, PackedB};
 use rayon::prelude::*;
 
-/// Vocabulary rows per parallel work item.
-pub const ROWS_PER_TASK: usize = 64;
+/// Vocabulary rows per parallel work item: a multiple of the GEMM's 6-row
+/// micro-tile, so no tile computes padding rows.
+pub const ROWS_PER_TASK: usize = 96;
 
 /// One layer's fold weights, f32, the SwiGLU matrices packed.
 pub struct LayerFold {

@@ -2,15 +2,17 @@
 //! `B` is a torch `Linear` weight (`[out, in]`, row-major).
 //!
 //! `B` is packed once into panels of [`NR`] output columns (`k` rows of `NR`
-//! contiguous values each), so the micro-kernel streams one panel while
-//! holding an `MR x NR` block of `C` in registers. The inner loops are plain
+//! contiguous values each) and A, per `KC`-deep slice, into `MR`-row blocks
+//! stored k-major, so the micro-kernel streams both while holding an
+//! `MR x NR` = 6 x 16 block of `C` in 12 AVX2 registers (two B loads and six
+//! broadcasts feed twelve FMAs: FMA-bound, like BLAS's Haswell kernels). The inner loops are plain
 //! fixed-size array arithmetic that LLVM vectorizes; on x86-64 the same code
 //! is also compiled with AVX2+FMA and picked at run time.
 
 /// Output columns per packed panel.
 pub const NR: usize = 16;
-/// Rows of A per micro-kernel call (the kernel unpacks exactly 4).
-const MR: usize = 4;
+/// Rows of A per micro-kernel call.
+const MR: usize = 6;
 
 /// `B` (`n x k`, row-major) packed into `ceil(n / NR)` panels of `k x NR`.
 pub struct PackedB {
@@ -48,36 +50,41 @@ const KC: usize = 256;
 #[inline(always)]
 fn kernel_body<const FMA: bool>(a: &[f32], m: usize, k: usize, b: &PackedB, c: &mut [f32]) {
     let n = b.n;
-    let mut pad: Vec<f32> = Vec::new();
+    // A's current `MR x KC` blocks, packed k-major (`apack[kk * MR + r]`) so
+    // the micro-kernel's broadcasts read one contiguous stream; rows past m
+    // are zeros.
+    let row_blocks = m.div_ceil(MR);
+    let mut apack = vec![0f32; row_blocks * KC * MR];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
+        for (ib, blk) in apack.chunks_exact_mut(KC * MR).enumerate() {
+            for r in 0..MR {
+                let i = ib * MR + r;
+                if i < m {
+                    for (kk, &v) in a[i * k + k0..][..kc].iter().enumerate() {
+                        blk[kk * MR + r] = v;
+                    }
+                } else {
+                    for kk in 0..kc {
+                        blk[kk * MR + r] = 0.0;
+                    }
+                }
+            }
+        }
         for (p, panel) in b.data.chunks_exact(k * NR).enumerate() {
             let bp = &panel[k0 * NR..(k0 + kc) * NR];
             let j0 = p * NR;
             let nc = NR.min(n - j0);
-            for i0 in (0..m).step_by(MR) {
+            for (ib, ap) in apack.chunks_exact(KC * MR).enumerate() {
+                let i0 = ib * MR;
                 let mr = MR.min(m - i0);
-                // Rows past m read zeros (the tail block).
-                let rows: [&[f32]; MR] = if mr == MR {
-                    std::array::from_fn(|r| &a[(i0 + r) * k + k0..][..kc])
-                } else {
-                    pad.clear();
-                    for r in 0..MR {
-                        if r < mr {
-                            pad.extend_from_slice(&a[(i0 + r) * k + k0..][..kc]);
-                        } else {
-                            pad.resize(pad.len() + kc, 0.0);
-                        }
-                    }
-                    std::array::from_fn(|r| &pad[r * kc..(r + 1) * kc])
-                };
                 let mut acc = [[0f32; NR]; MR];
                 if k0 > 0 {
                     for (r, acc_r) in acc.iter_mut().enumerate().take(mr) {
                         acc_r[..nc].copy_from_slice(&c[(i0 + r) * n + j0..][..nc]);
                     }
                 }
-                micro::<FMA>(&mut acc, rows, bp, kc);
+                micro::<FMA>(&mut acc, &ap[..kc * MR], bp, kc);
                 for (r, acc_r) in acc.iter().enumerate().take(mr) {
                     c[(i0 + r) * n + j0..][..nc].copy_from_slice(&acc_r[..nc]);
                 }
@@ -86,35 +93,28 @@ fn kernel_body<const FMA: bool>(a: &[f32], m: usize, k: usize, b: &PackedB, c: &
     }
 }
 
-/// `acc[r] += rows[r][kk] * bp[kk]` over `kk < kc`, accumulators in registers.
+/// `acc[r] += ap[kk * MR + r] * bp[kk]` over `kk < kc`, accumulators in
+/// registers (`MR x NR` = 12 AVX2 registers).
 #[inline(always)]
-fn micro<const FMA: bool>(acc: &mut [[f32; NR]; MR], rows: [&[f32]; MR], bp: &[f32], kc: usize) {
-    let (a0, a1, a2, a3) = (
-        &rows[0][..kc],
-        &rows[1][..kc],
-        &rows[2][..kc],
-        &rows[3][..kc],
-    );
+fn micro<const FMA: bool>(acc: &mut [[f32; NR]; MR], ap: &[f32], bp: &[f32], kc: usize) {
+    let ap = &ap[..kc * MR];
     let bp = &bp[..kc * NR];
-    let [mut c0, mut c1, mut c2, mut c3] = *acc;
-    for kk in 0..kc {
-        let bv: &[f32; NR] = bp[kk * NR..kk * NR + NR].try_into().expect("NR values");
-        let (x0, x1, x2, x3) = (a0[kk], a1[kk], a2[kk], a3[kk]);
-        for j in 0..NR {
-            if FMA {
-                c0[j] = x0.mul_add(bv[j], c0[j]);
-                c1[j] = x1.mul_add(bv[j], c1[j]);
-                c2[j] = x2.mul_add(bv[j], c2[j]);
-                c3[j] = x3.mul_add(bv[j], c3[j]);
-            } else {
-                c0[j] += x0 * bv[j];
-                c1[j] += x1 * bv[j];
-                c2[j] += x2 * bv[j];
-                c3[j] += x3 * bv[j];
+    let mut c = *acc;
+    for (av, bv) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)) {
+        let av: &[f32; MR] = av.try_into().expect("MR values");
+        let bv: &[f32; NR] = bv.try_into().expect("NR values");
+        for r in 0..MR {
+            let x = av[r];
+            for j in 0..NR {
+                if FMA {
+                    c[r][j] = x.mul_add(bv[j], c[r][j]);
+                } else {
+                    c[r][j] += x * bv[j];
+                }
             }
         }
     }
-    *acc = [c0, c1, c2, c3];
+    *acc = c;
 }
 
 #[cfg(target_arch = "x86_64")]
