@@ -18,6 +18,23 @@ pub struct Options {
     pub prefill_tokens: usize,
     pub isa: Isa,
     pub vs_llama: Option<std::path::PathBuf>,
+    /// Time by the CPU time of this process's threads (divided by the thread
+    /// count) instead of the wall clock: for A/B runs on a loaded machine.
+    pub cpu_time: bool,
+    /// Skip the reference measurements (bandwidth, FMA peak, dispatch).
+    pub no_refs: bool,
+}
+
+/// CPU seconds used by all threads of this process so far (Linux
+/// `/proc/self/task/*/schedstat`, nanoseconds), if readable.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let mut ns = 0u64;
+    for e in std::fs::read_dir("/proc/self/task").ok()? {
+        let p = e.ok()?.path().join("schedstat");
+        let t = std::fs::read_to_string(p).ok()?;
+        ns += t.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 * 1e-9)
 }
 
 pub const DEFAULT_SHAPES: [(usize, usize); 7] = [
@@ -211,9 +228,23 @@ pub fn time_matmul(
     } else {
         (min_time, reps)
     };
-    time_median(Duration::from_secs_f64(min_time), reps, || {
+    let mut call = || {
         matmul_with(o.isa, pool, w, ty, rows, cols, n_tokens, &xs, &mut ys).expect("matmul");
-    })
+    };
+    if o.cpu_time {
+        if let Some(c0) = process_cpu_seconds() {
+            call();
+            let (c0, t0) = (process_cpu_seconds().unwrap_or(c0), Instant::now());
+            let mut n = 0;
+            while n < reps || t0.elapsed().as_secs_f64() < min_time {
+                call();
+                n += 1;
+            }
+            let c1 = process_cpu_seconds().unwrap_or(c0);
+            return (c1 - c0) / n as f64 / pool.n_threads() as f64;
+        }
+    }
+    time_median(Duration::from_secs_f64(min_time), reps, call)
 }
 
 pub fn run(o: &Options) -> Result<(), String> {
@@ -229,6 +260,10 @@ pub fn run(o: &Options) -> Result<(), String> {
         o.threads, o.isa
     );
     let bw_bytes = if o.quick { 512 << 20 } else { 2048 << 20 };
+    if o.no_refs {
+        println!("(reference measurements skipped)");
+        return table(o, &pool, f64::NAN, f64::NAN);
+    }
     let bw = memory_bandwidth(&pool, bw_bytes, if o.quick { 3 } else { 5 });
     println!(
         "memory read bandwidth ({} MiB buffer, {} threads): {bw:.1} GB/s",
@@ -246,6 +281,13 @@ pub fn run(o: &Options) -> Result<(), String> {
         "dispatch overhead per call (median / mean): meki pool {:.2} / {:.2} µs, rayon broadcast {:.2} / {:.2} µs",
         ours.0, ours.1, rayon.0, rayon.1
     );
+    table(o, &pool, bw, peak)
+}
+
+fn table(o: &Options, pool: &ThreadPool, bw: f64, peak: f64) -> Result<(), String> {
+    if o.cpu_time {
+        println!("(times are CPU time per thread, not wall clock)");
+    }
     println!();
     println!(
         "{:<7} {:>13} {:>10} {:>9} {:>9} {:>7} | {:>10} {:>9} {:>7}",
@@ -262,14 +304,14 @@ pub fn run(o: &Options) -> Result<(), String> {
                 continue;
             }
             let w = random_weights(ty, rows, cols, (rows * 31 + cols) as u64);
-            let t = time_matmul(o, &pool, ty, &w, rows, cols, 1);
+            let t = time_matmul(o, pool, ty, &w, rows, cols, 1);
             let gbs = w.len() as f64 / t / 1e9;
             let flops = 2.0 * rows as f64 * cols as f64;
             let head = rows * cols > 100_000_000;
             let prefill = if head && o.quick {
                 None
             } else {
-                Some(time_matmul(o, &pool, ty, &w, rows, cols, o.prefill_tokens))
+                Some(time_matmul(o, pool, ty, &w, rows, cols, o.prefill_tokens))
             };
             let pf = prefill
                 .map(|tp| {

@@ -35,6 +35,12 @@ enum Cmd {
         /// Path to llama.cpp's test-backend-ops: compare MUL_MAT side by side.
         #[arg(long)]
         vs_llama: Option<std::path::PathBuf>,
+        /// Time by CPU time per thread instead of wall clock (A/B on a loaded machine).
+        #[arg(long)]
+        cpu_time: bool,
+        /// Skip the bandwidth / FMA peak / dispatch measurements.
+        #[arg(long)]
+        no_refs: bool,
     },
 }
 
@@ -49,6 +55,8 @@ fn main() {
             prefill_tokens,
             isa,
             vs_llama,
+            cpu_time,
+            no_refs,
         } => (|| {
             let formats = if formats.is_empty() {
                 kernels::DEFAULT_FORMATS.to_vec()
@@ -80,6 +88,8 @@ fn main() {
                 prefill_tokens,
                 isa,
                 vs_llama,
+                cpu_time,
+                no_refs,
             })
         })(),
     };

@@ -120,7 +120,7 @@ unsafe fn load256(p: *const u8) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK * BQ4_0 && x.len() >= n / QK * BQ8_0);
-    tile_q8::<Q4_0W, 1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+    tile_q4_0::<1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -177,11 +177,27 @@ pub(crate) unsafe fn dot_q8_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
 // every result is bit-identical to `dot_*` whatever the tiling.
 
 /// Weight formats paired with Q8_0 activations: an f16 scale at offset 0 and
-/// 32 quants that decode to signed bytes.
+/// 32 quants. `quants` returns them unsigned (0..32) when `OFFSET` is not 0
+/// (the signed value is `q - OFFSET`), else as signed bytes.
 pub(crate) trait Q8Weights {
     const BYTES: usize;
-    /// The 32 quants of the block at `b` as signed bytes (-16..=15 or i8).
+    const OFFSET: i8;
     unsafe fn quants(b: *const u8) -> __m256i;
+    /// The RM x RN tile of this format (a format may override the generic one).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const RM: usize, const RN: usize>(
+        nb: usize,
+        w: *const u8,
+        ws: usize,
+        x: *const u8,
+        xs: usize,
+    ) -> [[f32; RM]; RN]
+    where
+        Self: Sized,
+    {
+        tile_q8::<Self, RM, RN>(nb, w, ws, x, xs)
+    }
 }
 
 pub(crate) struct Q4_0W;
@@ -190,26 +206,39 @@ pub(crate) struct Q8_0W;
 
 impl Q8Weights for Q4_0W {
     const BYTES: usize = BQ4_0;
+    const OFFSET: i8 = 8;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn quants(b: *const u8) -> __m256i {
-        _mm256_sub_epi8(nibbles_32(b.add(2)), _mm256_set1_epi8(8))
+        nibbles_32(b.add(2))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const RM: usize, const RN: usize>(
+        nb: usize,
+        w: *const u8,
+        ws: usize,
+        x: *const u8,
+        xs: usize,
+    ) -> [[f32; RM]; RN] {
+        tile_q4_0::<RM, RN>(nb, w, ws, x, xs)
     }
 }
 
 impl Q8Weights for Q5_0W {
     const BYTES: usize = BQ5_0;
+    const OFFSET: i8 = 16;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn quants(b: *const u8) -> __m256i {
         let hi = _mm256_and_si256(bits_32(b.add(2)), _mm256_set1_epi8(0x10));
-        let q = _mm256_or_si256(nibbles_32(b.add(6)), hi);
-        _mm256_sub_epi8(q, _mm256_set1_epi8(16))
+        _mm256_or_si256(nibbles_32(b.add(6)), hi)
     }
 }
 
 impl Q8Weights for Q8_0W {
     const BYTES: usize = BQ8_0;
+    const OFFSET: i8 = 0;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn quants(b: *const u8) -> __m256i {
@@ -229,20 +258,29 @@ unsafe fn scales_f16<const RM: usize>(p: *const u8, stride: usize) -> __m128 {
     _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
 }
 
-/// Broadcast of lane `I` of a 4-lane vector to 8 lanes.
+/// `*p` in all 8 lanes, as one load. Written as asm because LLVM otherwise
+/// forwards the value from the store that wrote it and broadcasts it with
+/// two shuffles (ALU work where a load port is free).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn lane8(d: __m256, i: usize) -> __m256 {
-    match i {
-        0 => _mm256_permute_ps(d, 0x00),
-        1 => _mm256_permute_ps(d, 0x55),
-        2 => _mm256_permute_ps(d, 0xAA),
-        _ => _mm256_permute_ps(d, 0xFF),
-    }
+unsafe fn broadcast_load(p: *const f32) -> __m256 {
+    let r: __m256;
+    std::arch::asm!(
+        "vbroadcastss {r}, dword ptr [{p}]",
+        p = in(reg) p,
+        r = out(ymm_reg) r,
+        options(pure, readonly, nostack, preserves_flags)
+    );
+    r
 }
 
 /// Dot products of RM weight rows (`w + i * ws`) with RN Q8_0 activation
 /// rows (`x + j * xs`), `nb` blocks each: `[token][row]`.
+///
+/// Integer lanes: with an offset, `maddubs(u, y) - maddubs(OFFSET, y)` (the
+/// second term once per activation block, shared by the RM rows); without,
+/// `maddubs(|q|, sign(y, q))`. Both give the exact sums of 4 products
+/// `q * y` per lane (no i16 saturation: |u| <= 31, |y| <= 127).
 #[inline]
 #[allow(clippy::needless_range_loop)] // (row, token) indices read clearer here
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -254,26 +292,161 @@ pub(crate) unsafe fn tile_q8<W: Q8Weights, const RM: usize, const RN: usize>(
     xs: usize,
 ) -> [[f32; RM]; RN] {
     let mut acc = [[_mm256_setzero_ps(); RM]; RN];
+    // The RM x RN block scales, read back as broadcast loads.
+    let mut dd = [[0f32; 4]; RN];
+    let ones = _mm256_set1_epi16(1);
     for l in 0..nb {
         let wb = w.add(l * W::BYTES);
         let dw = scales_f16::<RM>(wb, ws);
-        let mut dx = [_mm256_setzero_ps(); RN];
-        for (j, d) in dx.iter_mut().enumerate() {
-            let d4 = _mm_mul_ps(dw, _mm_set1_ps(f16_at(x.add(j * xs + l * BQ8_0))));
-            *d = _mm256_set_m128(d4, d4);
+        let mut ys = [_mm256_setzero_si256(); RN];
+        let mut offs = [_mm256_setzero_si256(); RN];
+        for j in 0..RN {
+            let xb = x.add(j * xs + l * BQ8_0);
+            _mm_storeu_ps(dd[j].as_mut_ptr(), _mm_mul_ps(dw, _mm_set1_ps(f16_at(xb))));
+            ys[j] = load256(xb.add(2));
+            if W::OFFSET != 0 {
+                offs[j] = _mm256_maddubs_epi16(_mm256_set1_epi8(W::OFFSET), ys[j]);
+            }
         }
         for i in 0..RM {
             let q = W::quants(wb.add(i * ws));
-            let aq = _mm256_sign_epi8(q, q);
+            let aq = if W::OFFSET != 0 {
+                q
+            } else {
+                _mm256_sign_epi8(q, q)
+            };
             for j in 0..RN {
-                let y = load256(x.add(j * xs + l * BQ8_0 + 2));
-                let p = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(aq, _mm256_sign_epi8(y, q)),
-                    _mm256_set1_epi16(1),
-                );
-                acc[j][i] = _mm256_fmadd_ps(lane8(dx[j], i), _mm256_cvtepi32_ps(p), acc[j][i]);
+                let p16 = if W::OFFSET != 0 {
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, ys[j]), offs[j])
+                } else {
+                    _mm256_maddubs_epi16(aq, _mm256_sign_epi8(ys[j], q))
+                };
+                let p = _mm256_madd_epi16(p16, ones);
+                let d = broadcast_load(dd[j].as_ptr().add(i));
+                acc[j][i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[j][i]);
             }
         }
+    }
+    let mut out = [[0f32; RM]; RN];
+    for j in 0..RN {
+        for i in 0..RM {
+            out[j][i] = hsum_ps(acc[j][i]);
+        }
+    }
+    out
+}
+
+/// Lane `i` (< 4) of each 128-bit half, broadcast over that half.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lane8(d: __m256, i: usize) -> __m256 {
+    match i {
+        0 => _mm256_permute_ps(d, 0x00),
+        1 => _mm256_permute_ps(d, 0x55),
+        2 => _mm256_permute_ps(d, 0xAA),
+        _ => _mm256_permute_ps(d, 0xFF),
+    }
+}
+
+/// Two 16-byte loads as one 32-byte register (`lo` in the low half).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load2x128(lo: *const u8, hi: *const u8) -> __m256i {
+    _mm256_loadu2_m128i(hi as *const __m128i, lo as *const __m128i)
+}
+
+/// One step of [`tile_q4_0`]: blocks `l` and, if `TWO`, `l + 1` (else the
+/// high halves are zero and add exact zeros).
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_step<const RM: usize, const RN: usize, const TWO: bool>(
+    l: usize,
+    w: *const u8,
+    ws: usize,
+    x: *const u8,
+    xs: usize,
+    acc: &mut [[__m256; RM]; RN],
+) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let eight = _mm256_set1_epi8(8);
+    let (mut b0, mut b1) = (0u64, 0u64);
+    for i in 0..RM {
+        let wb = w.add(i * ws + l * BQ4_0);
+        b0 |= ((wb as *const u16).read_unaligned() as u64) << (16 * i);
+        if TWO {
+            b1 |= ((wb.add(BQ4_0) as *const u16).read_unaligned() as u64) << (16 * i);
+        }
+    }
+    // Lanes 0..4: the rows' scales of block l; lanes 4..8: of block l + 1.
+    let dw = _mm256_cvtph_ps(_mm_set_epi64x(b1 as i64, b0 as i64));
+    let mut dd = [_mm256_setzero_ps(); RN];
+    let mut ylo = [_mm256_setzero_si256(); RN];
+    let mut yhi = [_mm256_setzero_si256(); RN];
+    let mut offs = [_mm256_setzero_si256(); RN];
+    for j in 0..RN {
+        let xb = x.add(j * xs + l * BQ8_0);
+        let (dx, dx1) = if TWO {
+            ylo[j] = load2x128(xb.add(2), xb.add(BQ8_0 + 2));
+            yhi[j] = load2x128(xb.add(18), xb.add(BQ8_0 + 18));
+            (f16_at(xb), f16_at(xb.add(BQ8_0)))
+        } else {
+            ylo[j] = _mm256_zextsi128_si256(_mm_loadu_si128(xb.add(2) as *const __m128i));
+            yhi[j] = _mm256_zextsi128_si256(_mm_loadu_si128(xb.add(18) as *const __m128i));
+            (f16_at(xb), 0.0)
+        };
+        dd[j] = _mm256_mul_ps(dw, _mm256_set_m128(_mm_set1_ps(dx1), _mm_set1_ps(dx)));
+        offs[j] = _mm256_add_epi16(
+            _mm256_maddubs_epi16(eight, ylo[j]),
+            _mm256_maddubs_epi16(eight, yhi[j]),
+        );
+    }
+    for i in 0..RM {
+        let wb = w.add(i * ws + l * BQ4_0 + 2);
+        let raw = if TWO {
+            load2x128(wb, wb.add(BQ4_0))
+        } else {
+            _mm256_zextsi128_si256(_mm_loadu_si128(wb as *const __m128i))
+        };
+        let lo = _mm256_and_si256(raw, m4);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+        for j in 0..RN {
+            let p16 = _mm256_sub_epi16(
+                _mm256_add_epi16(
+                    _mm256_maddubs_epi16(lo, ylo[j]),
+                    _mm256_maddubs_epi16(hi, yhi[j]),
+                ),
+                offs[j],
+            );
+            let p = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+            acc[j][i] = _mm256_fmadd_ps(lane8(dd[j], i), _mm256_cvtepi32_ps(p), acc[j][i]);
+        }
+    }
+}
+
+/// [`tile_q8`] for Q4_0, two blocks per step: the low halves of a register
+/// hold block `l`, the high halves block `l + 1`, so one load, mask and shift
+/// decode 64 weights and one convert + FMA scales two blocks. Lane `k` of a
+/// block sums the products of elements `4k..4k+4` and `16+4k..16+4k+4`
+/// (`u * y` in i16 pairs, minus `8 * y`, exact: |sum| < 2^14).
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn tile_q4_0<const RM: usize, const RN: usize>(
+    nb: usize,
+    w: *const u8,
+    ws: usize,
+    x: *const u8,
+    xs: usize,
+) -> [[f32; RM]; RN] {
+    let mut acc = [[_mm256_setzero_ps(); RM]; RN];
+    let mut l = 0;
+    while l + 2 <= nb {
+        q4_0_step::<RM, RN, true>(l, w, ws, x, xs, &mut acc);
+        l += 2;
+    }
+    if l < nb {
+        q4_0_step::<RM, RN, false>(l, w, ws, x, xs, &mut acc);
     }
     let mut out = [[0f32; RM]; RN];
     for j in 0..RN {
@@ -322,7 +495,7 @@ unsafe fn gemm_q8<W: Q8Weights>(
             let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
             macro_rules! go {
                 ($m:literal, $n:literal) => {
-                    store_tile(tile_q8::<W, $m, $n>(nb, wr, wrb, xt, xrb), yt, ys)
+                    store_tile(W::tile::<$m, $n>(nb, wr, wrb, xt, xrb), yt, ys)
                 };
             }
             match (rm, rn) {
