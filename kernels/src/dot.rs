@@ -17,25 +17,6 @@ use crate::scalar;
 /// any alignment). [`vec_dot`] is the checked wrapper.
 pub type DotFn = unsafe fn(usize, &[u8], &[u8]) -> f32;
 
-/// A 4-token dot kernel (prefill): one weight row against four activation
-/// rows, each result bit-identical to the [`DotFn`] of the same family.
-///
-/// # Safety (of calling it)
-/// As [`DotFn`], for each of the four activation rows.
-pub type Dot4Fn = unsafe fn(usize, &[u8], [&[u8]; 4]) -> [f32; 4];
-
-/// The 4-token kernel of `ty` for `isa`, where one exists.
-pub fn dot4_fn(isa: Isa, ty: GgmlType) -> Option<Dot4Fn> {
-    if !isa.is_available() {
-        return None;
-    }
-    match (isa, ty) {
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, GgmlType::Q4K) => Some(crate::x86::avx2::dot4_q4_k_q8_k),
-        _ => None,
-    }
-}
-
 /// A multi-row kernel: `rows` weight rows (`w`, `w_stride` bytes apart) times
 /// `toks` activation rows (`x`, `x_stride` bytes apart), `n` elements each,
 /// into `y[t * y_stride + r]`, register-tiled so that each weight block and each
@@ -68,6 +49,8 @@ pub fn gemm_fn(isa: Isa, ty: GgmlType) -> Option<GemmFn> {
         (Isa::Avx2, GgmlType::Q5_0) => Some(crate::x86::avx2::gemm_q5_0_q8_0),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, GgmlType::Q8_0) => Some(crate::x86::avx2::gemm_q8_0_q8_0),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, GgmlType::Q4K) => Some(crate::x86::avx2::gemm_q4_k_q8_k),
         _ => None,
     }
 }

@@ -12,8 +12,7 @@
 
 use crate::dispatch::{isa, Isa};
 use crate::dot::{
-    act_row_bytes, dot4_fn, dot_fn, gemm_fn, quantize_fn, vec_dot_type, Dot4Fn, DotFn, GemmFn,
-    KernelError,
+    act_row_bytes, dot_fn, gemm_fn, quantize_fn, vec_dot_type, DotFn, GemmFn, KernelError,
 };
 use crate::formats::GgmlType;
 use crate::pool::ThreadPool;
@@ -40,7 +39,6 @@ unsafe impl Sync for SyncPtr {}
 
 struct Plan {
     dot: DotFn,
-    dot4: Option<Dot4Fn>,
     gemm: Option<GemmFn>,
     row_bytes: usize,
     act_bytes: usize,
@@ -72,7 +70,6 @@ fn plan(isa: Isa, ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Pl
     }
     Ok(Plan {
         dot,
-        dot4: dot4_fn(isa, ty),
         gemm: gemm_fn(isa, ty),
         row_bytes,
         act_bytes,
@@ -231,7 +228,7 @@ fn run_tiles(
     let n_chunks = rows.div_ceil(chunk);
     let token_tile = (TOKEN_TILE_BYTES / p.act_bytes.max(1)).clamp(4, 64);
     let out = SyncPtr(ys.as_mut_ptr());
-    let (dot, dot4, gemm, rb, ab) = (p.dot, p.dot4, p.gemm, p.row_bytes, p.act_bytes);
+    let (dot, gemm, rb, ab) = (p.dot, p.gemm, p.row_bytes, p.act_bytes);
     pool.run_chunks(n_chunks, &|c| {
         let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
         let dst = out;
@@ -260,20 +257,7 @@ fn run_tiles(
             }
             for r in r0..r1 {
                 let wr = &w[r * rb..(r + 1) * rb];
-                let mut t = t0;
-                if let Some(dot4) = dot4 {
-                    while t + 4 <= t_end {
-                        let x = |k: usize| &xq[(t + k) * ab..(t + k + 1) * ab];
-                        // SAFETY: as for `dot` below, for four rows at once.
-                        let v = unsafe { dot4(cols, wr, [x(0), x(1), x(2), x(3)]) };
-                        for (k, &vk) in v.iter().enumerate() {
-                            // SAFETY: see the single-token write below.
-                            unsafe { *dst.0.add((t + k) * rows + r) = vk };
-                        }
-                        t += 4;
-                    }
-                }
-                for t in t..t_end {
+                for t in t0..t_end {
                     let xr = &xq[t * ab..(t + 1) * ab];
                     // SAFETY: `plan` checked the kernel is available and that
                     // `cols` is a whole number of blocks; `wr` and `xr` hold

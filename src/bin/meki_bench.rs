@@ -41,6 +41,9 @@ enum Cmd {
         /// Skip the bandwidth / FMA peak / dispatch measurements.
         #[arg(long)]
         no_refs: bool,
+        /// Alternating llama.cpp / meki rounds of `--vs-llama` (best of each side).
+        #[arg(long, default_value_t = 3)]
+        vs_llama_rounds: usize,
     },
 }
 
@@ -57,6 +60,7 @@ fn main() {
             vs_llama,
             cpu_time,
             no_refs,
+            vs_llama_rounds,
         } => (|| {
             let formats = if formats.is_empty() {
                 kernels::DEFAULT_FORMATS.to_vec()
@@ -90,6 +94,7 @@ fn main() {
                 vs_llama,
                 cpu_time,
                 no_refs,
+                vs_llama_rounds,
             })
         })(),
     };

@@ -572,35 +572,120 @@ unsafe fn mins_dot_bsums(mins: [u32; 2], bsums: *const u8) -> __m128i {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK_K * BQ4K && x.len() >= n / QK_K * BQ8K);
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for i in 0..n / QK_K {
-        let (wb, xb) = (wp.add(i * BQ4K), xp.add(i * BQ8K));
-        let yd = f32_at(xb);
-        let d = yd * f16_at(wb);
-        let dmin = -(yd * f16_at(wb.add(2)));
+    tile_q4_k::<1>(n / QK_K, w.as_ptr(), x.as_ptr(), 0)[0]
+}
+
+/// `vpshufb` masks that broadcast i16 element `k` over each 128-bit half.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn i16_lane_mask(k: usize) -> __m256i {
+    _mm256_set1_epi16((2 * k as i16) | ((2 * k as i16 + 1) << 8))
+}
+
+/// One Q4_K weight row against RN Q8_K activation rows (`x + j * xs`), `nb`
+/// super-blocks. Per super-block and token: the integer sum of
+/// `scale_s * (q . y)_s` over the 8 sub-blocks (exact i32, in 8 lanes) times
+/// `d * d_y`, then `-dmin * d_y` times the sum of `min_s * bsum_s` (exact, 4
+/// lanes), both FMAed into one f32 accumulator per token.
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn tile_q4_k<const RN: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+) -> [f32; RN] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); RN];
+    // d * d_y and -dmin * d_y per token, read back as broadcast loads.
+    let mut dd = [[0f32; 4]; 2];
+    for i in 0..nb {
+        let wb = w.add(i * BQ4K);
         let s = unpack_scales_k4(std::slice::from_raw_parts(wb.add(4), 12));
-        let prod_m = mins_dot_bsums([s[2], s[3]], xb.add(4 + QK_K));
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m);
-        let sc: [u8; 8] = std::mem::transmute([s[0], s[1]]);
-        let (q4, q8) = (wb.add(16), xb.add(4));
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..QK_K / 64 {
-            let bits = load256(q4.add(32 * j));
-            let lo = _mm256_and_si256(bits, _mm256_set1_epi8(0x0F));
-            let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), _mm256_set1_epi8(0x0F));
-            let pl = _mm256_maddubs_epi16(lo, load256(q8.add(64 * j)));
-            let ph = _mm256_maddubs_epi16(hi, load256(q8.add(64 * j + 32)));
-            let pl = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), pl);
-            let ph = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), ph);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi32(
+            0,
+            0,
+            s[1] as i32,
+            s[0] as i32,
+        )));
+        let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, s[3] as i32, s[2] as i32));
+        let (wd, wdmin) = (f16_at(wb), f16_at(wb.add(2)));
+        let mut sumi = [_mm256_setzero_si256(); RN];
+        for j in 0..RN {
+            let yd = f32_at(x.add(j * xs + i * BQ8K));
+            dd[0][j] = yd * wd;
+            dd[1][j] = -(yd * wdmin);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        let q4 = wb.add(16);
+        for k in 0..QK_K / 64 {
+            let bits = load256(q4.add(32 * k));
+            let lo = _mm256_and_si256(bits, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            let sl = _mm256_shuffle_epi8(sc, i16_lane_mask(2 * k));
+            let sh = _mm256_shuffle_epi8(sc, i16_lane_mask(2 * k + 1));
+            for j in 0..RN {
+                let q8 = x.add(j * xs + i * BQ8K + 4 + 64 * k);
+                let pl = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(lo, load256(q8)));
+                let ph = _mm256_madd_epi16(sh, _mm256_maddubs_epi16(hi, load256(q8.add(32))));
+                sumi[j] = _mm256_add_epi32(sumi[j], _mm256_add_epi32(pl, ph));
+            }
+        }
+        for j in 0..RN {
+            let b = load256(x.add(j * xs + i * BQ8K + 4 + QK_K));
+            let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+            let prod_m = _mm256_zextsi128_si256(_mm_madd_epi16(mins, pairs));
+            let d = broadcast_load(dd[0].as_ptr().add(j));
+            acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+            let dm = broadcast_load(dd[1].as_ptr().add(j));
+            acc[j] = _mm256_fmadd_ps(dm, _mm256_cvtepi32_ps(prod_m), acc[j]);
+        }
     }
-    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    hsum_ps(acc) + _mm_cvtss_f32(m)
+    let mut out = [0f32; RN];
+    for j in 0..RN {
+        out[j] = hsum_ps(acc[j]);
+    }
+    out
+}
+
+/// [`crate::dot::GemmFn`] for Q4_K: each weight row against 4 tokens at a time.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q4_k_q8_k(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
+    let nb = n / QK_K;
+    for r in 0..rows {
+        let wr = w.add(r * wrb);
+        let mut t = 0;
+        while t < toks {
+            let rn = (toks - t).min(4);
+            let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
+            match rn {
+                4 => store_col(tile_q4_k::<4>(nb, wr, xt, xrb), yt, ys),
+                3 => store_col(tile_q4_k::<3>(nb, wr, xt, xrb), yt, ys),
+                2 => store_col(tile_q4_k::<2>(nb, wr, xt, xrb), yt, ys),
+                _ => store_col(tile_q4_k::<1>(nb, wr, xt, xrb), yt, ys),
+            }
+            t += rn;
+        }
+    }
+}
+
+/// Writes one row's results for RN tokens to `y[t * ys]`.
+#[inline]
+unsafe fn store_col<const RN: usize>(v: [f32; RN], y: *mut f32, ys: usize) {
+    for (j, &e) in v.iter().enumerate() {
+        *y.add(j * ys) = e;
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -932,61 +1017,4 @@ pub(crate) unsafe fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
         }
         (o as *mut f32).write_unaligned(1.0 / iscale);
     }
-}
-
-// ---- 4-token variants for prefill -----------------------------------------
-//
-// Each decodes a weight block once and multiplies it with the blocks of four
-// activation rows. Per token the operations and their order are exactly those
-// of the single-row kernel, so results are bit-identical to it.
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot4_q4_k_q8_k(n: usize, w: &[u8], xs: [&[u8]; 4]) -> [f32; 4] {
-    debug_assert!(w.len() >= n / QK_K * BQ4K && xs.iter().all(|x| x.len() >= n / QK_K * BQ8K));
-    let wp = w.as_ptr();
-    let xp = xs.map(|x| x.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut acc_m = [_mm_setzero_ps(); 4];
-    for i in 0..n / QK_K {
-        let wb = wp.add(i * BQ4K);
-        let (wd, wdmin) = (f16_at(wb), f16_at(wb.add(2)));
-        let s = unpack_scales_k4(std::slice::from_raw_parts(wb.add(4), 12));
-        let sc: [u8; 8] = std::mem::transmute([s[0], s[1]]);
-        let q4 = wb.add(16);
-        let mut sumi = [_mm256_setzero_si256(); 4];
-        for k in 0..4 {
-            let xb = xp[k].add(i * BQ8K);
-            let yd = f32_at(xb);
-            let dmin = -(yd * wdmin);
-            let prod_m = mins_dot_bsums([s[2], s[3]], xb.add(4 + QK_K));
-            acc_m[k] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m[k]);
-        }
-        for j in 0..QK_K / 64 {
-            let bits = load256(q4.add(32 * j));
-            let lo = _mm256_and_si256(bits, _mm256_set1_epi8(0x0F));
-            let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), _mm256_set1_epi8(0x0F));
-            let (sl, sh) = (
-                _mm256_set1_epi16(sc[2 * j] as i16),
-                _mm256_set1_epi16(sc[2 * j + 1] as i16),
-            );
-            for k in 0..4 {
-                let q8 = xp[k].add(i * BQ8K + 4);
-                let pl = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(lo, load256(q8.add(64 * j))));
-                let ph =
-                    _mm256_madd_epi16(sh, _mm256_maddubs_epi16(hi, load256(q8.add(64 * j + 32))));
-                sumi[k] = _mm256_add_epi32(sumi[k], _mm256_add_epi32(pl, ph));
-            }
-        }
-        for k in 0..4 {
-            let d = f32_at(xp[k].add(i * BQ8K)) * wd;
-            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[k]), acc[k]);
-        }
-    }
-    let mut out = [0f32; 4];
-    for k in 0..4 {
-        let m = _mm_add_ps(acc_m[k], _mm_movehl_ps(acc_m[k], acc_m[k]));
-        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        out[k] = hsum_ps(acc[k]) + _mm_cvtss_f32(m);
-    }
-    out
 }
