@@ -125,3 +125,31 @@ fn matvec_quantized_and_shape_errors() {
     assert!(matvec(&pool, &w, GgmlType::Q4_0, rows, cols, &x, &mut y[..4]).is_err());
     assert!(matvec(&pool, &w, GgmlType::Q8K, 1, 256, &x, &mut y).is_err());
 }
+
+/// Float weights have no blocks: row lengths that are not a multiple of the
+/// SIMD width take the scalar tail inside every tile shape.
+#[test]
+fn float_matmul_odd_lengths_equal_row_dots() {
+    let mut rng = Rng::new(33);
+    let pool = ThreadPool::new(2);
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+        for (rows, cols) in [(7usize, 37usize), (18, 5), (9, 70)] {
+            let w = random_weights(&mut rng, ty, rows * cols);
+            for n_tok in [1usize, 2, 5, 9] {
+                let xs = random_f32(&mut rng, n_tok * cols, 1.0);
+                for i in Isa::available() {
+                    let want = expected(i, ty, &w, rows, cols, &xs, n_tok);
+                    let mut y = vec![f32::NAN; n_tok * rows];
+                    matmul_with(i, &pool, &w, ty, rows, cols, n_tok, &xs, &mut y).unwrap();
+                    for (k, (a, b)) in y.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{ty} {i} rows={rows} cols={cols} tokens={n_tok} at {k}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -175,39 +175,97 @@ pub fn fma_peak(pool: &ThreadPool, isa: Isa) -> f64 {
     best
 }
 
-/// µs per dispatch of an empty job (median, mean): our pool, then rayon's
-/// `broadcast` (its closest equivalent: run a closure on every pool thread).
-pub fn dispatch_overhead(threads: usize, calls: usize) -> ((f64, f64), (f64, f64)) {
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-    let hits = AtomicUsize::new(0);
-    let measure = |f: &dyn Fn()| {
-        for _ in 0..100 {
-            f();
+/// About `units` x 0.4 µs of dependent arithmetic (a stand-in for a chunk of
+/// a small matrix-vector product).
+fn busy_work(units: usize) -> u64 {
+    let mut v = std::hint::black_box(1u64);
+    for _ in 0..units * 400 {
+        v = v.wrapping_mul(6364136223846793005).wrapping_add(1);
+    }
+    std::hint::black_box(v)
+}
+
+/// Dispatch costs in µs per call (median, mean), see [`dispatch_overhead`].
+pub struct Dispatch {
+    pub pool_empty: (f64, f64),
+    pub pool_chunks: (f64, f64),
+    pub rayon_empty: (f64, f64),
+    pub rayon_chunks: (f64, f64),
+}
+
+/// µs per call (median, mean) of: an empty job on every thread (our
+/// `ThreadPool::run`, rayon's `broadcast`), and 32 items of ~0.4 µs spread
+/// over the threads (our `run_chunks`, a rayon parallel iterator), the
+/// latter minus the time one thread needs for the same work. With `hogs`,
+/// that many threads spin at the same time (an oversubscribed machine).
+pub fn dispatch_overhead(threads: usize, calls: usize, hogs: usize) -> Dispatch {
+    use rayon::prelude::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        for _ in 0..hogs {
+            sc.spawn(|| {
+                while !stop.load(Relaxed) {
+                    busy_work(10);
+                }
+            });
         }
-        let mut t = Vec::with_capacity(calls);
-        for _ in 0..calls {
-            let s = Instant::now();
-            f();
-            t.push(s.elapsed().as_secs_f64() * 1e6);
+        let hits = AtomicUsize::new(0);
+        let measure = |f: &dyn Fn()| {
+            for _ in 0..calls / 20 + 1 {
+                f();
+            }
+            let mut t = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let s = Instant::now();
+                f();
+                t.push(s.elapsed().as_secs_f64() * 1e6);
+            }
+            let mean = t.iter().sum::<f64>() / calls as f64;
+            t.sort_by(f64::total_cmp);
+            (t[calls / 2], mean)
+        };
+        let serial = measure(&|| {
+            (0..32).for_each(|_| {
+                busy_work(1);
+            })
+        });
+        let minus =
+            |(a, b): (f64, f64)| (a - serial.0 / threads as f64, b - serial.1 / threads as f64);
+        let pool = ThreadPool::new(threads);
+        let pool_empty = measure(&|| {
+            pool.run(&|_, _| {
+                hits.fetch_add(1, Relaxed);
+            })
+        });
+        let pool_chunks = minus(measure(&|| {
+            pool.run_chunks(32, &|_| {
+                busy_work(1);
+            })
+        }));
+        drop(pool);
+        let rp = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("rayon pool");
+        let rayon_empty = measure(&|| {
+            rp.broadcast(|_| hits.fetch_add(1, Relaxed));
+        });
+        let rayon_chunks = minus(measure(&|| {
+            rp.install(|| {
+                (0..32).into_par_iter().for_each(|_| {
+                    busy_work(1);
+                })
+            })
+        }));
+        stop.store(true, Relaxed);
+        Dispatch {
+            pool_empty,
+            pool_chunks,
+            rayon_empty,
+            rayon_chunks,
         }
-        let mean = t.iter().sum::<f64>() / calls as f64;
-        t.sort_by(f64::total_cmp);
-        (t[calls / 2], mean)
-    };
-    let pool = ThreadPool::new(threads);
-    let ours = measure(&|| {
-        pool.run(&|_, _| {
-            hits.fetch_add(1, Relaxed);
-        })
-    });
-    let rp = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("rayon pool");
-    let theirs = measure(&|| {
-        rp.broadcast(|_| hits.fetch_add(1, Relaxed));
-    });
-    (ours, theirs)
+    })
 }
 
 /// One timing of `rows x cols` weights of `ty` against `n_tokens` tokens:
@@ -278,11 +336,30 @@ pub fn run(o: &Options) -> Result<(), String> {
         o.threads,
         peak / 1e9
     );
-    let (ours, rayon) = dispatch_overhead(o.threads, if o.quick { 2000 } else { 20000 });
-    println!(
-        "dispatch overhead per call (median / mean): meki pool {:.2} / {:.2} µs, rayon broadcast {:.2} / {:.2} µs",
-        ours.0, ours.1, rayon.0, rayon.1
-    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for hogs in [0, cores] {
+        let calls = if hogs > 0 {
+            300
+        } else if o.quick {
+            2000
+        } else {
+            20000
+        };
+        let d = dispatch_overhead(o.threads, calls, hogs);
+        println!(
+            "dispatch per call, µs median / mean ({}): empty job: meki {:.2} / {:.2}, rayon broadcast {:.2} / {:.2}; \
+             32 x 0.4 µs items (overhead over a perfect split): meki run_chunks {:.2} / {:.2}, rayon par_iter {:.2} / {:.2}",
+            if hogs == 0 { "idle".to_string() } else { format!("{hogs} busy threads beside") },
+            d.pool_empty.0,
+            d.pool_empty.1,
+            d.rayon_empty.0,
+            d.rayon_empty.1,
+            d.pool_chunks.0,
+            d.pool_chunks.1,
+            d.rayon_chunks.0,
+            d.rayon_chunks.1
+        );
+    }
     table(o, &pool, bw, peak)
 }
 

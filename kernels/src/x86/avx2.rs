@@ -830,27 +830,96 @@ unsafe fn load_bf16x8(p: *const u8) -> __m256 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
-    let (a, b) = (w.as_ptr(), x.as_ptr() as *const f32);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (k, s) in acc.iter_mut().enumerate() {
-            let o = i + 8 * k;
-            *s = _mm256_fmadd_ps(load_f16x8(a.add(2 * o)), _mm256_loadu_ps(b.add(o)), *s);
+    tile_f16::<1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+}
+
+/// RM F16 weight rows (`w + i * ws`) times RN f32 activation rows (`x + j *
+/// xs`, bytes), `n` elements: one 8-lane FMA accumulator per pair, then the
+/// `n % 8` tail in scalar order.
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn tile_f16<const RM: usize, const RN: usize>(
+    n: usize,
+    w: *const u8,
+    ws: usize,
+    x: *const u8,
+    xs: usize,
+) -> [[f32; RM]; RN] {
+    let mut acc = [[_mm256_setzero_ps(); RM]; RN];
+    let mut k = 0;
+    while k + 8 <= n {
+        let mut wv = [_mm256_setzero_ps(); RM];
+        for i in 0..RM {
+            wv[i] = load_f16x8(w.add(i * ws + 2 * k));
         }
-        i += 32;
+        for j in 0..RN {
+            let xv = _mm256_loadu_ps(x.add(j * xs + 4 * k) as *const f32);
+            for i in 0..RM {
+                acc[j][i] = _mm256_fmadd_ps(wv[i], xv, acc[j][i]);
+            }
+        }
+        k += 8;
     }
-    while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(load_f16x8(a.add(2 * i)), _mm256_loadu_ps(b.add(i)), acc[0]);
-        i += 8;
+    let mut out = [[0f32; RM]; RN];
+    for j in 0..RN {
+        for i in 0..RM {
+            let mut s = hsum_ps(acc[j][i]);
+            let (a, b) = (w.add(i * ws), x.add(j * xs) as *const f32);
+            for e in k..n {
+                s += f16_at(a.add(2 * e)) * b.add(e).read_unaligned();
+            }
+            out[j][i] = s;
+        }
     }
-    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut s = hsum_ps(v);
-    while i < n {
-        s += f16_at(a.add(2 * i)) * b.add(i).read_unaligned();
-        i += 1;
+    out
+}
+
+/// [`crate::dot::GemmFn`] for F16 weights and f32 activations: 2 x 4 tiles
+/// (FMA-bound), 4 x 1 for one token.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_f16_f32(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
+    let (rm_max, rn_max) = if toks == 1 { (4, 1) } else { (2, 4) };
+    let mut r = 0;
+    while r < rows {
+        let rm = (rows - r).min(rm_max);
+        let wr = w.add(r * wrb);
+        let mut t = 0;
+        while t < toks {
+            let rn = (toks - t).min(rn_max);
+            let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
+            macro_rules! go {
+                ($m:literal, $n:literal) => {
+                    store_tile(tile_f16::<$m, $n>(n, wr, wrb, xt, xrb), yt, ys)
+                };
+            }
+            match (rm, rn) {
+                (4, _) => go!(4, 1),
+                (3, _) => go!(3, 1),
+                (2, 4) => go!(2, 4),
+                (2, 3) => go!(2, 3),
+                (2, 2) => go!(2, 2),
+                (2, _) => go!(2, 1),
+                (_, 4) => go!(1, 4),
+                (_, 3) => go!(1, 3),
+                (_, 2) => go!(1, 2),
+                _ => go!(1, 1),
+            }
+            t += rn;
+        }
+        r += rm;
     }
-    s
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
