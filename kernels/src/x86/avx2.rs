@@ -648,37 +648,45 @@ pub(crate) unsafe fn tile_q4_k<const RN: usize>(
     out
 }
 
-/// [`crate::dot::GemmFn`] for Q4_K: each weight row against 4 tokens at a time.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q4_k_q8_k(
-    n: usize,
-    w: *const u8,
-    wrb: usize,
-    rows: usize,
-    x: *const u8,
-    xrb: usize,
-    toks: usize,
-    y: *mut f32,
-    ys: usize,
-) {
-    let nb = n / QK_K;
-    for r in 0..rows {
-        let wr = w.add(r * wrb);
-        let mut t = 0;
-        while t < toks {
-            let rn = (toks - t).min(4);
-            let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
-            match rn {
-                4 => store_col(tile_q4_k::<4>(nb, wr, xt, xrb), yt, ys),
-                3 => store_col(tile_q4_k::<3>(nb, wr, xt, xrb), yt, ys),
-                2 => store_col(tile_q4_k::<2>(nb, wr, xt, xrb), yt, ys),
-                _ => store_col(tile_q4_k::<1>(nb, wr, xt, xrb), yt, ys),
+/// Defines a [`crate::dot::GemmFn`] from a one-row k-quant tile
+/// (`tile::<RN>(nb, w, x, xs)`): each weight row against 4 tokens at a time.
+macro_rules! gemm_row_x4 {
+    ($name:ident, $tile:ident) => {
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(crate) unsafe fn $name(
+            n: usize,
+            w: *const u8,
+            wrb: usize,
+            rows: usize,
+            x: *const u8,
+            xrb: usize,
+            toks: usize,
+            y: *mut f32,
+            ys: usize,
+        ) {
+            let nb = n / QK_K;
+            for r in 0..rows {
+                let wr = w.add(r * wrb);
+                let mut t = 0;
+                while t < toks {
+                    let rn = (toks - t).min(4);
+                    let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
+                    match rn {
+                        4 => store_col($tile::<4>(nb, wr, xt, xrb), yt, ys),
+                        3 => store_col($tile::<3>(nb, wr, xt, xrb), yt, ys),
+                        2 => store_col($tile::<2>(nb, wr, xt, xrb), yt, ys),
+                        _ => store_col($tile::<1>(nb, wr, xt, xrb), yt, ys),
+                    }
+                    t += rn;
+                }
             }
-            t += rn;
         }
-    }
+    };
 }
+
+gemm_row_x4!(gemm_q4_k_q8_k, tile_q4_k);
+gemm_row_x4!(gemm_q6_k_q8_k, tile_q6_k);
 
 /// Writes one row's results for RN tokens to `y[t * ys]`.
 #[inline]
@@ -739,53 +747,85 @@ pub(crate) unsafe fn dot_q5_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q6_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK_K * BQ6K && x.len() >= n / QK_K * BQ8K);
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut acc = _mm256_setzero_ps();
+    tile_q6_k::<1>(n / QK_K, w.as_ptr(), x.as_ptr(), 0)[0]
+}
+
+/// One Q6_K weight row against RN Q8_K activation rows, `nb` super-blocks:
+/// per super-block and token the exact i32 sum of `scale_g * (q . y)_g` over
+/// the 16 groups (the -32 offset of every quant folded in once through the
+/// activation block sums), times `d * d_y`.
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn tile_q6_k<const RN: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+) -> [f32; RN] {
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x30);
-    for i in 0..n / QK_K {
-        let (wb, xb) = (wp.add(i * BQ6K), xp.add(i * BQ8K));
-        let d = f32_at(xb) * f16_at(wb.add(208));
-        let scales = wb.add(192) as *const i8;
-        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales as *const __m128i));
-        // 32 * sum_g scale_g * bsum_g: the -32 offset of every quant.
-        let offs = _mm256_madd_epi16(sc16, load256(xb.add(4 + QK_K)));
-        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offs, 5));
+    let even_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    let mut acc = [_mm256_setzero_ps(); RN];
+    let mut dd = [0f32; 4];
+    for i in 0..nb {
+        let wb = w.add(i * BQ6K);
+        let raw = _mm_loadu_si128(wb.add(192) as *const __m128i);
+        let sc16 = _mm256_cvtepi8_epi16(raw);
+        // Even-numbered group scales in the low half, odd in the high half:
+        // one shuffle then gives the scales of a 32-quant vector's two groups.
+        let sc_eo = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(raw, even_odd));
+        let wd = f16_at(wb.add(208));
+        let mut sumi = [_mm256_setzero_si256(); RN];
+        for j in 0..RN {
+            let xb = x.add(j * xs + i * BQ8K);
+            dd[j] = f32_at(xb) * wd;
+            // 32 * sum_g scale_g * bsum_g: the -32 offset of every quant.
+            let offs = _mm256_madd_epi16(sc16, load256(xb.add(4 + QK_K)));
+            sumi[j] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offs, 5));
+        }
         for h in 0..2 {
             let ql = wb.add(64 * h);
             let qh = load256(wb.add(128 + 32 * h));
-            let q8 = xb.add(4 + 128 * h);
-            let sc = scales.add(8 * h);
             let b1 = load256(ql);
             let b2 = load256(ql.add(32));
-            let q1 = _mm256_or_si256(
-                _mm256_and_si256(b1, m4),
-                _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2),
-            );
-            let q2 = _mm256_or_si256(
-                _mm256_and_si256(b2, m4),
-                _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2),
-            );
-            let q3 = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(b1, 4), m4),
-                _mm256_and_si256(qh, m2),
-            );
-            let q4 = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
-                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
-            );
-            for (k, q) in [q1, q2, q3, q4].into_iter().enumerate() {
-                let p = _mm256_maddubs_epi16(q, load256(q8.add(32 * k)));
-                let s = _mm256_set_m128i(
-                    _mm_set1_epi16(*sc.add(2 * k + 1) as i16),
-                    _mm_set1_epi16(*sc.add(2 * k) as i16),
-                );
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+            for k in 0..4 {
+                let q = match k {
+                    0 => _mm256_or_si256(
+                        _mm256_and_si256(b1, m4),
+                        _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2),
+                    ),
+                    1 => _mm256_or_si256(
+                        _mm256_and_si256(b2, m4),
+                        _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2),
+                    ),
+                    2 => _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(b1, 4), m4),
+                        _mm256_and_si256(qh, m2),
+                    ),
+                    _ => _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
+                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
+                    ),
+                };
+                let s = _mm256_shuffle_epi8(sc_eo, i16_lane_mask(4 * h + k));
+                for j in 0..RN {
+                    let y = load256(x.add(j * xs + i * BQ8K + 4 + 128 * h + 32 * k));
+                    let p = _mm256_maddubs_epi16(q, y);
+                    sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(s, p));
+                }
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for j in 0..RN {
+            let d = broadcast_load(dd.as_ptr().add(j));
+            acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+        }
     }
-    hsum_ps(acc)
+    let mut out = [0f32; RN];
+    for j in 0..RN {
+        out[j] = hsum_ps(acc[j]);
+    }
+    out
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
