@@ -8,8 +8,12 @@
 //!
 //! **Threads.** Create one [`ThreadPool`] per engine (`ThreadPool::new(n)`:
 //! `n` threads including the caller) and pass it to every matrix product.
-//! [`ThreadPool::run`] costs a few µs; workers spin ~300 µs after a job and
-//! then park, so back-to-back products in a decode step do not pay wake-ups.
+//! Matrix products use [`ThreadPool::run_chunks`] (dynamic row chunks; a
+//! worker that is descheduled when the work is all taken is skipped, so an
+//! oversubscribed machine degrades to the caller's speed, never to a
+//! scheduler time slice). Idle workers spin ~20 µs, then `sched_yield` until
+//! ~150 µs, then park on a futex: back-to-back products in a decode step pay
+//! no wake-up and an idle engine costs no CPU.
 //!
 //! **Matrix products** ([`matmul`] module). Weights are raw GGUF tensor bytes
 //! (`&[u8]`, any alignment) of `rows` rows x `cols` columns of a [`formats::GgmlType`]
@@ -17,9 +21,17 @@
 //! - decode: `matvec(&pool, w, ty, rows, cols, &x, &mut y)` — `y[r] = w[r] . x`;
 //! - prefill: `matmul(&pool, w, ty, rows, cols, n_tokens, &xs, &mut ys)` —
 //!   `xs` is `n_tokens x cols`, `ys` is `n_tokens x rows`;
-//! - `matmul::matvec_quantized(isa, ...)` takes an activation row already
-//!   quantized with [`quantize_activations`] to [`vec_dot_type`]`(ty)`, to share
-//!   one quantization between matrices that read the same input (Q/K/V).
+//! - `matmul::matvec_quantized(isa, ...)` / `matmul::matmul_quantized(isa,
+//!   ...)` take activation rows already quantized with
+//!   [`quantize_activations`] to [`vec_dot_type`]`(ty)`, to share one
+//!   quantization between matrices that read the same input (Q/K/V,
+//!   gate/up), in decode and prefill.
+//!
+//! Where a format has a multi-row kernel ([`dot::gemm_fn`]: AVX2 Q4_0, Q5_0,
+//! Q8_0, Q4_K, Q6_K, F16) the products run as register tiles (several
+//! weight rows x several tokens per pass over the blocks); every result is
+//! bit-identical to [`vec_dot`] of the same family (the single-row kernels are
+//! the 1 x 1 tiles).
 //!
 //! Activations are quantized internally to the weight type's pair (Q8_0 for
 //! Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the k-quants), exactly as

@@ -197,11 +197,7 @@ pub fn matvec_quantized(
     xq: &[u8],
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    let p = plan(isa, ty, w, rows, cols)?;
-    check("quantized activations", p.act_bytes, xq.len())?;
-    check("outputs", rows, y.len())?;
-    run_tiles(pool, &p, w, rows, cols, 1, xq, y);
-    Ok(())
+    matmul_quantized(isa, pool, w, ty, rows, cols, 1, xq, y)
 }
 
 /// Rows per unit of work: a multiple of [`ROW_CHUNK`], at least

@@ -327,13 +327,7 @@ pub(crate) unsafe fn tile_q8<W: Q8Weights, const RM: usize, const RN: usize>(
             }
         }
     }
-    let mut out = [[0f32; RM]; RN];
-    for j in 0..RN {
-        for i in 0..RM {
-            out[j][i] = hsum_ps(acc[j][i]);
-        }
-    }
-    out
+    hsum_tile(&acc)
 }
 
 /// Lane `i` (< 4) of each 128-bit half, broadcast over that half.
@@ -448,10 +442,17 @@ pub(crate) unsafe fn tile_q4_0<const RM: usize, const RN: usize>(
     if l < nb {
         q4_0_step::<RM, RN, false>(l, w, ws, x, xs, &mut acc);
     }
+    hsum_tile(&acc)
+}
+
+/// The horizontal sums of a tile of accumulators.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_tile<const RM: usize, const RN: usize>(acc: &[[__m256; RM]; RN]) -> [[f32; RM]; RN] {
     let mut out = [[0f32; RM]; RN];
-    for j in 0..RN {
-        for i in 0..RM {
-            out[j][i] = hsum_ps(acc[j][i]);
+    for (o, a) in out.iter_mut().zip(acc) {
+        for (e, v) in o.iter_mut().zip(a) {
+            *e = hsum_ps(*v);
         }
     }
     out
