@@ -104,6 +104,9 @@ impl<'m, 't> Chat<'m, 't> {
         stop: &AtomicBool,
         out: &mut dyn Write,
     ) -> Result<String, String> {
+        // Cleared here, before the prompt is processed: a Ctrl-C while the
+        // user was typing is forgotten, one during prompt processing counts.
+        stop.store(false, Ordering::SeqCst);
         self.messages.push(Message {
             role: "user".into(),
             content: user.into(),
@@ -127,7 +130,6 @@ impl<'m, 't> Chat<'m, 't> {
         let mut dec = StreamDecoder::without_special();
         let mut answer = String::new();
         let io = |e: std::io::Error| e.to_string();
-        stop.store(false, Ordering::SeqCst);
         for _ in 0..max_tokens {
             if stop.load(Ordering::SeqCst) || self.session.n_past() + 1 >= n_ctx {
                 break;

@@ -76,6 +76,8 @@ struct CheckpointArgs {
 
 fn main() {
     let cli = Cli::parse();
+    // Ctrl-C, kill or a file-size limit must not leave half-written outputs.
+    meki::gguf::cleanup_on_signal();
     let result = match cli.command {
         Command::Inspect { file } => meki::gguf::inspect::run(&file),
         Command::Quantize {

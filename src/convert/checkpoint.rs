@@ -76,6 +76,51 @@ pub struct Hparams {
     pub norm_plus_one: bool,
 }
 
+/// Largest width, head count or layer count accepted: far past any real
+/// model, small enough that products of a few of them cannot overflow.
+const MAX_HPARAM: usize = 1 << 24;
+
+impl Hparams {
+    /// Rejects sizes no model has (zero, or so large that the shapes derived
+    /// from them overflow), naming the field, before anything is sized by them.
+    pub fn validate(&self, d_mem: Option<usize>) -> Result<(), String> {
+        let fields = [
+            ("num_hidden_layers", self.n_layer),
+            ("hidden_size", self.n_embd),
+            ("intermediate_size", self.n_ff),
+            ("num_attention_heads", self.n_head),
+            ("num_key_value_heads", self.n_head_kv),
+            ("head_dim", self.head_dim),
+            ("embedding rows", self.n_rows),
+            ("meki_dim", d_mem.unwrap_or(1)),
+        ];
+        for (name, v) in fields {
+            if v == 0 || v > MAX_HPARAM {
+                return Err(format!(
+                    "hyperparameter {name} = {v}: must be between 1 and {MAX_HPARAM}"
+                ));
+            }
+        }
+        if self.n_head % self.n_head_kv != 0 {
+            return Err(format!(
+                "hyperparameter num_key_value_heads = {} does not divide num_attention_heads = {}",
+                self.n_head_kv, self.n_head
+            ));
+        }
+        let per_layer = (self.n_head + 2 * self.n_head_kv) * self.head_dim;
+        if per_layer > MAX_HPARAM || self.n_layer * d_mem.unwrap_or(1) > MAX_HPARAM {
+            return Err(format!(
+                "hyperparameters: {} heads x {} head_dim or {} layers x meki_dim {} are past {MAX_HPARAM}",
+                self.n_head + 2 * self.n_head_kv,
+                self.head_dim,
+                self.n_layer,
+                d_mem.unwrap_or(1)
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct MekiSpec {
     pub form: Form,
@@ -190,6 +235,7 @@ impl Checkpoint {
         } else {
             Self::open_megatron(path)?
         };
+        ck.hp.validate(ck.meki.map(|m| m.d_mem))?;
         if let (Some(want), Some(m)) = (meki_dim_override, ck.meki) {
             if want != m.d_mem {
                 return Err(format!(
@@ -256,6 +302,7 @@ impl Checkpoint {
             .get("meki_form")
             .and_then(|v| v.as_str())
             .map(str::to_string);
+        hp.validate(None)?;
         let mut ck = Checkpoint {
             store: Store::Hf(st),
             hp,
@@ -368,6 +415,7 @@ impl Checkpoint {
         .iter()
         .find_map(|k| arg(k))
         .unwrap_or(0);
+        hp.validate(None)?;
         let mut ck = Checkpoint {
             store: Store::Torch(t),
             hp,

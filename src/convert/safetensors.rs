@@ -7,7 +7,7 @@
 //! then the data; offsets are relative to the end of the header.
 
 use super::tensor::{shape_str, Dtype, RawTensor};
-use memmap2::Mmap;
+use crate::gguf::FileMap;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -25,19 +25,16 @@ struct Entry {
 
 /// All tensors of a checkpoint directory's safetensors shards.
 pub struct Safetensors {
-    maps: Vec<Mmap>,
+    maps: Vec<FileMap>,
     paths: Vec<PathBuf>,
     entries: HashMap<String, Entry>,
     /// Names in file order (shard by shard, by data offset).
     order: Vec<String>,
 }
 
-fn map_file(path: &Path) -> Result<Mmap, String> {
+fn map_file(path: &Path) -> Result<FileMap, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    // SAFETY: the map is read-only and private to this process; a checkpoint
-    // modified on disk while converting is outside what we can guard against
-    // (as for every mmap-based model loader).
-    unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: mmap: {e}", path.display()))
+    FileMap::map(&file, path).map_err(|e| format!("{}: mmap: {e}", path.display()))
 }
 
 impl Safetensors {
@@ -96,7 +93,7 @@ impl Safetensors {
         Ok(st)
     }
 
-    fn add_shard(&mut self, path: &Path, map: Mmap) -> Result<(), String> {
+    fn add_shard(&mut self, path: &Path, map: FileMap) -> Result<(), String> {
         let shard = self.maps.len();
         let entries = parse_header(&map).map_err(|e| format!("{}: {e}", path.display()))?;
         for (name, dtype, shape, range) in entries {

@@ -7,14 +7,14 @@
 use super::pickle::{self, Py, TensorRef};
 use super::tensor::{shape_str, RawTensor};
 use super::zip::ZipIndex;
-use memmap2::Mmap;
+use crate::gguf::FileMap;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 pub struct TorchCheckpoint {
     pub path: PathBuf,
-    map: Mmap,
+    map: FileMap,
     zip: ZipIndex,
     /// Archive name prefix (`archive/`, `model_optim_rng/`, ...).
     prefix: String,
@@ -90,10 +90,8 @@ impl TorchCheckpoint {
     pub fn open(path: &Path) -> Result<TorchCheckpoint, String> {
         let path = resolve_path(path)?;
         let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        // SAFETY: read-only private map; the file is not expected to change
-        // while converting (as for every mmap-based loader).
         let map =
-            unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: mmap: {e}", path.display()))?;
+            FileMap::map(&file, &path).map_err(|e| format!("{}: mmap: {e}", path.display()))?;
         let ctx = |e: String| format!("{}: {e}", path.display());
         let zip = ZipIndex::parse(&map).map_err(ctx)?;
         let pkl_name = zip

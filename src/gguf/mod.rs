@@ -36,11 +36,13 @@
 
 mod error;
 pub mod inspect;
+pub mod mmap;
 mod reader;
 mod value;
 mod writer;
 
 pub use error::{GgufError, Result};
+pub use mmap::{cleanup_on_signal, FileMap};
 pub use reader::{
     cast_tensor_data, tensor_n_bytes, GgufFile, GgufHeader, TensorInfo, ALIGNMENT_KEY,
     DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS,

@@ -2,9 +2,9 @@
 //! zero-copy slices of a read-only memory map.
 
 use super::error::{GgufError, Result};
+use super::mmap::FileMap;
 use super::value::{Array, Metadata, Value, ValueType};
 use crate::kernels::formats::GgmlType;
-use memmap2::Mmap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -116,7 +116,7 @@ impl GgufHeader {
 /// map of the file. Tensor data is never copied.
 pub struct GgufFile {
     header: GgufHeader,
-    map: Mmap,
+    map: FileMap,
     path: PathBuf,
 }
 
@@ -135,16 +135,10 @@ impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
         let file = std::fs::File::open(path).map_err(|e| GgufError::io(path, e))?;
-        let len = file.metadata().map_err(|e| GgufError::io(path, e))?.len();
-        if len == 0 {
-            // Nothing to map (zero-length maps are refused on some systems).
-            GgufHeader::parse(&[])?;
-        }
-        // SAFETY: the map is read-only and lives as long as `GgufFile`; every
-        // slice handed out borrows `self`. The file must not be truncated or
-        // rewritten in place while mapped: GGUF files are treated as
-        // immutable, and meki's writer replaces files by rename, never in place.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| GgufError::io(path, e))?;
+        // Sizes are validated at open: every tensor's data must lie inside
+        // the file as it is now (a later truncation is reported by the map's
+        // SIGBUS handler, see `FileMap`).
+        let map = FileMap::map(&file, path).map_err(|e| GgufError::io(path, e))?;
         let header = GgufHeader::parse(&map)?;
         Ok(GgufFile {
             header,
@@ -187,18 +181,7 @@ impl GgufFile {
     /// the kernel starts reading them from storage without blocking). Out-of-range
     /// requests and platforms without the call are ignored: this is only a hint.
     pub fn advise_willneed(&self, offset: usize, len: usize) {
-        #[cfg(unix)]
-        if offset
-            .checked_add(len)
-            .is_some_and(|end| end <= self.map.len())
-            && len > 0
-        {
-            let _ = self
-                .map
-                .advise_range(memmap2::Advice::WillNeed, offset, len);
-        }
-        #[cfg(not(unix))]
-        let _ = (offset, len);
+        self.map.advise_willneed(offset, len);
     }
 
     /// The data bytes of `info` (a tensor of this file), borrowed from the map.

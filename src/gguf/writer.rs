@@ -62,6 +62,8 @@ impl GgufWriter {
         tmp_name.push(format!(".tmp-{}", std::process::id()));
         let tmp_path = path.with_file_name(tmp_name);
         let file = File::create(&tmp_path).map_err(|e| GgufError::io(&tmp_path, e))?;
+        // Removed by a terminating signal too (see `mmap::cleanup_on_signal`).
+        super::mmap::register_temp_file(&tmp_path);
         Ok(GgufWriter {
             path,
             tmp_path,
@@ -358,6 +360,7 @@ impl GgufWriter {
         drop(file);
         std::fs::rename(&tmp, &self.path).map_err(|e| GgufError::io(&self.path, e))?;
         self.committed = true;
+        super::mmap::unregister_temp_file(&tmp);
         // Make the rename itself durable (best effort: not all systems allow it).
         if let Some(dir) = self.path.parent() {
             let dir = if dir.as_os_str().is_empty() {
@@ -378,6 +381,7 @@ impl Drop for GgufWriter {
         if !self.committed {
             drop(self.out.take()); // close before unlinking
             let _ = std::fs::remove_file(&self.tmp_path);
+            super::mmap::unregister_temp_file(&self.tmp_path);
         }
     }
 }

@@ -1,0 +1,4 @@
+//! Fuzz target `chat_template`: see [`meki_fuzz::chat_template`] for what one input is.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| meki_fuzz::chat_template(data));

@@ -1,0 +1,242 @@
+//! Read-only file maps, and the process signals that concern files: the only
+//! `unsafe` code of meki outside the SIMD kernels.
+//!
+//! - [`FileMap`]: a read-only map of a whole file. A mapped file that shrinks
+//!   afterwards (truncated by another process, a full disk during a copy...)
+//!   makes reads past its new end raise SIGBUS; the handler installed by the
+//!   first map prints which file it was and exits with status 1 instead of
+//!   dying silently of the signal.
+//! - [`cleanup_on_signal`]: SIGINT, SIGTERM and SIGHUP remove the temporary
+//!   files of unfinished [`super::GgufWriter`]s before the process dies of the
+//!   signal, and SIGXFSZ (file size limit, `ulimit -f`) is turned into an
+//!   ordinary write error (EFBIG), which the writer cleans up after.
+
+use memmap2::Mmap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A read-only map of a whole file (empty files are not mapped).
+pub struct FileMap {
+    map: Option<Mmap>,
+    id: u64,
+}
+
+impl std::ops::Deref for FileMap {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+impl std::fmt::Debug for FileMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileMap({} bytes)", self.len())
+    }
+}
+
+impl FileMap {
+    /// Maps `file` (opened from `path`, which names it in messages).
+    pub fn map(file: &File, path: &Path) -> std::io::Result<FileMap> {
+        let len = file.metadata()?.len();
+        if len == 0 {
+            return Ok(FileMap { map: None, id: 0 });
+        }
+        // SAFETY: the map is read-only and private to this process, and every
+        // slice handed out borrows the `FileMap`, so no slice outlives the map.
+        // What memory safety cannot cover is the file shrinking underneath
+        // us: reads past the new end raise SIGBUS, which `sigbus::install`
+        // turns into a clear message and exit status 1 (never a read of
+        // unmapped memory that continues).
+        let map = unsafe { Mmap::map(file) }?;
+        let id = sigbus::register(map.as_ptr() as usize, map.len(), path);
+        Ok(FileMap { map: Some(map), id })
+    }
+
+    /// `madvise(WILLNEED)` over `offset..offset + len` (ignored when out of range).
+    pub fn advise_willneed(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if let Some(map) = &self.map {
+            if len > 0 && offset.checked_add(len).is_some_and(|end| end <= map.len()) {
+                let _ = map.advise_range(memmap2::Advice::WillNeed, offset, len);
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        if self.map.is_some() {
+            sigbus::unregister(self.id);
+        }
+    }
+}
+
+/// One mapped range, for naming the file in the SIGBUS message.
+struct Mapped {
+    id: u64,
+    start: usize,
+    len: usize,
+    /// The message printed when a read in this range faults, built at map
+    /// time: the signal handler may not allocate.
+    message: Vec<u8>,
+}
+
+static MAPPED: Mutex<Vec<Mapped>> = Mutex::new(Vec::new());
+
+/// Temporary files of unfinished writers, as NUL-terminated paths (built
+/// ahead: the signal handler may not allocate).
+static TEMP_FILES: Mutex<Vec<(PathBuf, Vec<u8>)>> = Mutex::new(Vec::new());
+
+/// Records a writer's temporary file, removed if a signal ends the process.
+pub(crate) fn register_temp_file(path: &Path) {
+    let mut c = path.as_os_str().as_encoded_bytes().to_vec();
+    c.push(0);
+    if let Ok(mut v) = TEMP_FILES.lock() {
+        v.push((path.to_path_buf(), c));
+    }
+}
+
+/// Forgets a temporary file (renamed into place, or removed).
+pub(crate) fn unregister_temp_file(path: &Path) {
+    if let Ok(mut v) = TEMP_FILES.lock() {
+        v.retain(|(p, _)| p != path);
+    }
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP remove unfinished output files before the
+/// process ends (with the signal's usual status), and makes a file-size limit
+/// (SIGXFSZ) an EFBIG write error instead of a kill. For programs that write
+/// GGUF files (`meki-convert`); call once at startup.
+pub fn cleanup_on_signal() {
+    #[cfg(unix)]
+    signals::install_cleanup();
+}
+
+#[cfg(unix)]
+mod signals {
+    use super::TEMP_FILES;
+
+    extern "C" fn on_terminate(sig: libc::c_int) {
+        // Only async-signal-safe calls here: try_lock (an atomic swap, no
+        // waiting), unlink, signal, raise.
+        if let Ok(files) = TEMP_FILES.try_lock() {
+            for (_, c) in files.iter() {
+                // SAFETY: `c` is a NUL-terminated path built at registration.
+                unsafe { libc::unlink(c.as_ptr().cast()) };
+            }
+        }
+        // SAFETY: restoring the default action and re-raising ends the
+        // process with the signal's own status, as if never caught.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+
+    pub(super) fn install_cleanup() {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: `on_terminate` is an `extern "C" fn(c_int)` that only
+            // makes async-signal-safe calls; `sigaction` is given a zeroed,
+            // fully initialized struct.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_terminate as *const () as usize;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
+        // SAFETY: ignoring SIGXFSZ makes write(2) past RLIMIT_FSIZE fail with
+        // EFBIG, an ordinary io::Error the writer reports and cleans up after.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
+    }
+}
+
+mod sigbus {
+    use super::{Mapped, MAPPED};
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Once;
+
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+    pub(super) fn register(start: usize, len: usize, path: &Path) -> u64 {
+        #[cfg(unix)]
+        {
+            static INSTALL: Once = Once::new();
+            INSTALL.call_once(install);
+        }
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let message = format!(
+            "meki: {}: the file was truncated or changed while in use (SIGBUS reading it); stopping\n",
+            path.display()
+        )
+        .into_bytes();
+        if let Ok(mut v) = MAPPED.lock() {
+            v.push(Mapped {
+                id,
+                start,
+                len,
+                message,
+            });
+        }
+        id
+    }
+
+    pub(super) fn unregister(id: u64) {
+        if let Ok(mut v) = MAPPED.lock() {
+            v.retain(|m| m.id != id);
+        }
+    }
+
+    #[cfg(unix)]
+    extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO handlers.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        let write = |b: &[u8]| {
+            // SAFETY: write(2) of a live buffer to stderr, async-signal-safe.
+            unsafe { libc::write(2, b.as_ptr().cast(), b.len()) };
+        };
+        // try_lock: never wait in a signal handler (the lock may be held by
+        // the very thread that faulted).
+        if let Ok(maps) = MAPPED.try_lock() {
+            if let Some(m) = maps
+                .iter()
+                .find(|m| addr >= m.start && addr - m.start < m.len)
+            {
+                write(&m.message);
+                // SAFETY: _exit is async-signal-safe and ends the process now.
+                unsafe { libc::_exit(1) };
+            }
+        } else {
+            write(
+                b"meki: a mapped file was truncated or changed while in use (SIGBUS); stopping\n",
+            );
+            // SAFETY: as above.
+            unsafe { libc::_exit(1) };
+        }
+        // Not a mapped file of ours: restore the default action; returning
+        // re-runs the faulting access, which then ends the process as usual.
+        // SAFETY: resetting a signal's disposition is async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+
+    #[cfg(unix)]
+    fn install() {
+        // SAFETY: `on_sigbus` has the SA_SIGINFO handler signature and only
+        // makes async-signal-safe calls; the struct is zeroed then filled.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_sigbus as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+        }
+    }
+}
