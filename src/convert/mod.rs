@@ -306,6 +306,14 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
     };
     let mut types = quant::mix::plan_types(&descs, &info, ftype, false);
     let meki_types = types.split_off(outs.len());
+    let meki_part = meki.map(|spec| MekiPart {
+        outs: meki_outs,
+        types: meki_types,
+        spec,
+        n_layer: hp.n_layer,
+        n_vocab,
+        table_ty,
+    });
 
     let base = match &opts.base {
         Some(p) => Some(GgufFile::open(p).map_err(|e| format!("{}: {e}", p.display()))?),
@@ -453,17 +461,8 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
                 }
             }
         }
-        if !split {
-            declare_meki(
-                &mut w,
-                &meki_outs,
-                &meki_types,
-                meki,
-                &hp,
-                n_vocab,
-                table_ty,
-            )
-            .map_err(out_err(&main_path))?;
+        if let (false, Some(mp)) = (split, &meki_part) {
+            mp.declare(&mut w).map_err(out_err(&main_path))?;
         }
         // Data.
         match &base {
@@ -486,18 +485,8 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
                 }
             }
         }
-        if !split {
-            write_meki(
-                &ck,
-                &mut w,
-                &meki_outs,
-                &meki_types,
-                meki,
-                n_vocab,
-                table_ty,
-                opts.progress,
-                &mut report,
-            )?;
+        if let (false, Some(mp)) = (split, &meki_part) {
+            mp.write(&ck, &mut w, opts.progress, &mut report)?;
         }
         w.finish().map_err(out_err(&main_path))?;
         say(format!("wrote {}", main_path.display()));
@@ -517,27 +506,10 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
         }
         w.add_kv(mk::KEY_BACKBONE_ID, Value::String(id))
             .map_err(out_err(&side))?;
-        declare_meki(
-            &mut w,
-            &meki_outs,
-            &meki_types,
-            meki,
-            &hp,
-            n_vocab,
-            table_ty,
-        )
-        .map_err(out_err(&side))?;
-        write_meki(
-            &ck,
-            &mut w,
-            &meki_outs,
-            &meki_types,
-            meki,
-            n_vocab,
-            table_ty,
-            opts.progress,
-            &mut report,
-        )?;
+        if let Some(mp) = &meki_part {
+            mp.declare(&mut w).map_err(out_err(&side))?;
+            mp.write(&ck, &mut w, opts.progress, &mut report)?;
+        }
         w.finish().map_err(out_err(&side))?;
         say(format!("wrote {}", side.display()));
         report.sidecar = Some(side);
@@ -595,26 +567,6 @@ fn check_base(b: &GgufFile, hp: &checkpoint::Hparams, n_vocab: usize) -> Result<
     Ok(())
 }
 
-fn declare_meki(
-    w: &mut GgufWriter,
-    outs: &[OutTensor],
-    types: &[GgmlType],
-    meki: Option<MekiSpec>,
-    hp: &checkpoint::Hparams,
-    n_vocab: usize,
-    table_ty: GgmlType,
-) -> crate::gguf::Result<()> {
-    let Some(m) = meki else { return Ok(()) };
-    for (o, &ty) in outs.iter().zip(types) {
-        w.add_tensor_info(&o.name, &o.dims, ty)?;
-    }
-    w.add_tensor_info(
-        mk::TENSOR_TABLE,
-        &[(hp.n_layer * m.d_mem) as u64, n_vocab as u64],
-        table_ty,
-    )
-}
-
 /// Loads, converts and writes one tensor.
 fn write_out(
     ck: &Checkpoint,
@@ -655,69 +607,91 @@ fn write_out(
         .map_err(|e| format!("{}: {e}", o.name))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_meki(
-    ck: &Checkpoint,
-    w: &mut GgufWriter,
-    outs: &[OutTensor],
-    types: &[GgmlType],
-    meki: Option<MekiSpec>,
+/// The MeKi tensors of one conversion: per-layer projections (typed by the
+/// backbone's quantization mix) and the folded token-major table. Written
+/// into the main file, or into the sidecar with `--split-tables`.
+struct MekiPart {
+    outs: Vec<OutTensor>,
+    types: Vec<GgmlType>,
+    spec: MekiSpec,
+    n_layer: usize,
     n_vocab: usize,
     table_ty: GgmlType,
-    progress: bool,
-    report: &mut ConvertReport,
-) -> Result<(), String> {
-    let Some(m) = meki else { return Ok(()) };
-    for (o, &ty) in outs.iter().zip(types) {
-        write_out(ck, o, ty, w)?;
+}
+
+impl MekiPart {
+    fn declare(&self, w: &mut GgufWriter) -> crate::gguf::Result<()> {
+        for (o, &ty) in self.outs.iter().zip(&self.types) {
+            w.add_tensor_info(&o.name, &o.dims, ty)?;
+        }
+        w.add_tensor_info(
+            mk::TENSOR_TABLE,
+            &[(self.n_layer * self.spec.d_mem) as u64, self.n_vocab as u64],
+            self.table_ty,
+        )
     }
-    let n_layer = ck.hp.n_layer;
-    let row = n_layer * m.d_mem;
-    let row_bytes = table_ty.row_bytes(row as u64).ok_or("table row size")? as usize;
-    // Blocks of vocabulary rows: ~128 MiB of f32 results at a time.
-    let block = ((128usize << 20) / (row * 4)).clamp(fold::ROWS_PER_TASK, 16384);
-    let mut out = vec![0f32; block * row];
-    let mut bytes = vec![0u8; block * row_bytes];
-    let mut sink = w
-        .tensor_writer(mk::TENSOR_TABLE)
-        .map_err(|e| e.to_string())?;
-    let t0 = Instant::now();
-    let d = ck.hp.n_embd as f64;
-    let per_row = if m.variant.has_dynamic() {
-        1.5 * d * d + d / 2.0 * m.d_mem as f64
-    } else {
-        0.0
-    };
-    for v0 in (0..n_vocab).step_by(block) {
-        let n = block.min(n_vocab - v0);
-        fold::fold_block(ck, m, v0, n, &mut out, |l| {
-            if progress {
-                eprint!(
-                    "\rfold: rows {v0}..{} of {n_vocab}, layer {}/{n_layer}   ",
-                    v0 + n,
-                    l + 1
-                );
-            }
-        })?;
-        quant::convert_rows(
-            GgmlType::F32,
-            bytemuck::cast_slice(&out[..n * row]),
-            table_ty,
-            &mut bytes[..n * row_bytes],
-            row,
-        )?;
-        sink.write_all(&bytes[..n * row_bytes])
+
+    /// Writes the projections, then folds and writes the table in blocks
+    /// of vocabulary rows, with a progress line per layer.
+    fn write(
+        &self,
+        ck: &Checkpoint,
+        w: &mut GgufWriter,
+        progress: bool,
+        report: &mut ConvertReport,
+    ) -> Result<(), String> {
+        let (m, n_vocab, table_ty) = (self.spec, self.n_vocab, self.table_ty);
+        for (o, &ty) in self.outs.iter().zip(&self.types) {
+            write_out(ck, o, ty, w)?;
+        }
+        let n_layer = ck.hp.n_layer;
+        let row = n_layer * m.d_mem;
+        let row_bytes = table_ty.row_bytes(row as u64).ok_or("table row size")? as usize;
+        // Blocks of vocabulary rows: ~128 MiB of f32 results at a time.
+        let block = ((128usize << 20) / (row * 4)).clamp(fold::ROWS_PER_TASK, 16384);
+        let mut out = vec![0f32; block * row];
+        let mut bytes = vec![0u8; block * row_bytes];
+        let mut sink = w
+            .tensor_writer(mk::TENSOR_TABLE)
             .map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        let d = ck.hp.n_embd as f64;
+        let per_row = if m.variant.has_dynamic() {
+            1.5 * d * d + d / 2.0 * m.d_mem as f64
+        } else {
+            0.0
+        };
+        for v0 in (0..n_vocab).step_by(block) {
+            let n = block.min(n_vocab - v0);
+            fold::fold_block(ck, m, v0, n, &mut out, |l| {
+                if progress {
+                    eprint!(
+                        "\rfold: rows {v0}..{} of {n_vocab}, layer {}/{n_layer}   ",
+                        v0 + n,
+                        l + 1
+                    );
+                }
+            })?;
+            quant::convert_rows(
+                GgmlType::F32,
+                bytemuck::cast_slice(&out[..n * row]),
+                table_ty,
+                &mut bytes[..n * row_bytes],
+                row,
+            )?;
+            sink.write_all(&bytes[..n * row_bytes])
+                .map_err(|e| e.to_string())?;
+        }
+        sink.finish().map_err(|e| e.to_string())?;
+        report.fold_seconds = t0.elapsed().as_secs_f64();
+        report.fold_macs = per_row * n_vocab as f64 * n_layer as f64;
+        if progress {
+            eprintln!(
+                "\rfold: {n_vocab} rows x {n_layer} layers in {:.2} s ({:.1} GFLOP/s)        ",
+                report.fold_seconds,
+                2.0 * report.fold_macs / report.fold_seconds.max(1e-9) / 1e9
+            );
+        }
+        Ok(())
     }
-    sink.finish().map_err(|e| e.to_string())?;
-    report.fold_seconds = t0.elapsed().as_secs_f64();
-    report.fold_macs = per_row * n_vocab as f64 * n_layer as f64;
-    if progress {
-        eprintln!(
-            "\rfold: {n_vocab} rows x {n_layer} layers in {:.2} s ({:.1} GFLOP/s)        ",
-            report.fold_seconds,
-            2.0 * report.fold_macs / report.fold_seconds.max(1e-9) / 1e9
-        );
-    }
-    Ok(())
 }
