@@ -2,55 +2,176 @@
 # End-to-end speed, meki-run vs llama.cpp's llama-bench on the same GGUF files,
 # interleaved A/B/A/B in one run (the machine is shared and noisy: compare ratios).
 #
+#   tools/e2e_bench.sh make [SHAPE ...]    # random Qwen3-shaped models under target/bench/
 #   tools/e2e_bench.sh MODEL.gguf [MODEL.gguf ...]
-#   env: THREADS (2), ROUNDS (3), TG (32 generated tokens), PP (128 prompt tokens),
-#        LLAMA_BIN (target/ext/build-avx2/bin), MEKI_RUN (target/release/meki-run)
 #
-# Prints one line per model: pp and tg tokens/s of both engines (median of ROUNDS)
-# and the ratio meki/llama.cpp.
+# make: SHAPE is q06 (Qwen3-0.6B: d 1024, 28 layers, FFN 3072, 16/8 heads of 128)
+#   and/or q17 (Qwen3-1.7B: d 2048, 28 layers, FFN 6144, 16/8 heads of 128); default
+#   both. Writes target/bench/SHAPE-{f16,q8_0,q4_0,q4_k_m}.gguf (meki-convert quantize
+#   of a random F16 model) and the MeKi variant SHAPE-TYPE-meki.gguf of each
+#   (tools/add_random_meki.py: d_mem 128, f16 table, projections typed as
+#   meki-convert does). TYPES env narrows the types.
+#
+# run: env THREADS ("1 2"), ROUNDS (3), PP (512), TG (128), DEPTH (empty; e.g. 4096
+#   adds a tg row at that many tokens of context: llama-bench -d, meki-run with a
+#   DEPTH-token prompt), LLAMA_BIN (target/ext/build-avx2/bin), MEKI_RUN
+#   (target/release/meki-run), MEKI_BENCH (target/release/meki-bench), SKIP_LLAMA=1
+#   (meki-run only).
+#   A model X-meki.gguf whose dense twin X.gguf exists also gets the ratio to the twin
+#   (measured in the same rounds). Each row: median tok/s of both engines with
+#   [min-max] over rounds, and the median of the per-round ratios with its range.
+#   tg rows also print the roofline: weight bytes read per generated token divided
+#   by the memory read bandwidth (meki-bench's probe, run before the rows), i.e.
+#   the tok/s a purely bandwidth-bound engine would reach, and meki's share of it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-THREADS=${THREADS:-2}
+THREADS=${THREADS:-1 2}
 ROUNDS=${ROUNDS:-3}
-TG=${TG:-32}
-PP=${PP:-128}
+TG=${TG:-128}
+PP=${PP:-512}
+DEPTH=${DEPTH:-}
 LLAMA_BIN=${LLAMA_BIN:-$here/target/ext/build-avx2/bin}
 MEKI_RUN=${MEKI_RUN:-$here/target/release/meki-run}
+MEKI_BENCH=${MEKI_BENCH:-$here/target/release/meki-bench}
+MEKI_CONVERT=${MEKI_CONVERT:-$here/target/release/meki-convert}
+export MEKI_CONVERT
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+if [ "${1:-}" = make ]; then
+  shift
+  shapes=("${@:-q06 q17}")
+  # shellcheck disable=SC2206
+  shapes=(${shapes[*]})
+  mkdir -p "$here/target/bench"
+  for s in "${shapes[@]}"; do
+    case $s in
+      q06) args=(--d 1024 --ffn 3072) ;;
+      q17) args=(--d 2048 --ffn 6144) ;;
+      *) echo "unknown shape $s (q06, q17)" >&2; exit 2 ;;
+    esac
+    # source weights: an existing F32 model of the shape, else a new random F16 one
+    base=$here/target/bench/$s-f32.gguf
+    [ -f "$base" ] || base=$here/target/bench/$s-f16-src.gguf
+    [ -f "$base" ] || python3 "$here/tools/make_random_model.py" "$base" --arch qwen3 --layers 28 \
+      "${args[@]}" --heads 16 --kv-heads 8 --head-dim 128 --type f16
+    for ty in ${TYPES:-f16 q8_0 q4_0 q4_k_m}; do
+      out=$here/target/bench/$s-$ty.gguf
+      [ -f "$out" ] || "$MEKI_CONVERT" quantize "$base" "$out" "$ty" 2>/dev/null
+      [ -f "${out%.gguf}-meki.gguf" ] || python3 "$here/tools/add_random_meki.py" "$out" "${out%.gguf}-meki.gguf"
+    done
+  done
+  exit 0
+fi
 
-# A prompt of exactly PP tokens for this model (words of the GPL excerpt).
+# "median min max" of the numbers on stdin
+stats() { sort -g | awk '{a[NR]=$1} END {printf "%s %s %s", a[int((NR+1)/2)], a[1], a[NR]}'; }
+# tok/s of the prompt / of the generation in meki-run's summary
+mrate() { sed -n "s/^$1 time.*(\([0-9.]*\) tokens per second)/\1/p"; }
+
+# A prompt of exactly N tokens for this model (the GPL excerpt, repeated as needed).
 prompt_of() {
-  local model=$1 words
+  local model=$1 want=$2 words n count p
   words=$(tr -s ' \n' ' ' < "$here/tests/fixtures/text/gpl3-excerpt.txt")
-  local n=$PP
+  while [ "$(echo "$words" | wc -w)" -lt $((want * 2)) ]; do words="$words $words"; done
+  n=$want
   while :; do
-    local p
     p=$(echo "$words" | cut -d' ' -f1-"$n")
-    local count
     count=$("$MEKI_RUN" tokenize -m "$model" -p "$p" | wc -w)
-    if [ "$count" -le "$PP" ]; then echo "$p"; return; fi
-    n=$((n - (count - PP) ))
+    if [ "$count" -eq "$want" ]; then echo "$p"; return; fi
+    n=$((n - (count - want)))
+    [ "$count" -gt "$want" ] || n=$((n + 1))
   done
 }
 
-printf '%-28s %10s %10s %7s %10s %10s %7s\n' model "pp meki" "pp llama" ratio "tg meki" "tg llama" ratio
+# Bytes of weights read per generated token: every tensor but the embedding
+# (one row read; unless it is also the output head) and the MeKi table (one row).
+bytes_per_token() {
+  python3 - "$1" <<'EOF'
+import sys, gguf
+r = gguf.GGUFReader(sys.argv[1])
+names = {t.name for t in r.tensors}
+total = 0
+for t in r.tensors:
+    if t.name == "token_embd.weight" and "output.weight" in names:
+        total += int(t.n_bytes) // int(t.shape[1])
+    elif t.name == "meki_table.weight":
+        total += int(t.n_bytes) // int(t.shape[1])
+    else:
+        total += int(t.n_bytes)
+print(total)
+EOF
+}
+
+# llama-bench's mean tok/s of test pPP / tgTG (csv: n_prompt, n_gen, n_depth ... avg_ts)
+lrate() {
+  python3 -c '
+import csv, sys
+p, g = sys.argv[1], sys.argv[2]
+for row in csv.DictReader(sys.stdin):
+    if row["n_prompt"] == p and row["n_gen"] == g:
+        print(row["avg_ts"]); break' "$1" "$2"
+}
+
+row() { # label meki[] llama[] (as space-separated strings)
+  local label=$1 m=$2 l=$3 ms ls rs
+  ms=$(printf '%s\n' $m | stats); ls=$(printf '%s\n' $l | stats)
+  rs=$(paste <(printf '%s\n' $m) <(printf '%s\n' $l) | awk '{print $1/$2}' | stats)
+  # shellcheck disable=SC2086
+  printf '%-44s %8.2f [%6.2f-%6.2f] %8.2f [%6.2f-%6.2f] %6.2f [%4.2f-%4.2f]' "$label" $ms $ls $rs
+}
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
+echo "# flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c|avx512f|avx512_vnni|avx_vnni)$' | tr '\n' ' ')"
+declare -A bw
+for t in $THREADS; do
+  bw[$t]=$("$MEKI_BENCH" kernels -t "$t" --formats q8_0 --shapes 64x4096 --quick 2>&1 \
+    | sed -n 's/^memory read bandwidth.*: \([0-9.]*\) GB\/s/\1/p')
+  echo "# memory read bandwidth, $t threads: ${bw[$t]} GB/s"
+done
+printf '%-44s %25s %25s %19s\n' "model / test / threads" "meki tok/s [range]" "llama.cpp tok/s [range]" "ratio [range]"
+
+pp_prompt=""
 for model in "$@"; do
-  prompt=$(prompt_of "$model")
-  mpp=(); lpp=(); mtg=(); ltg=()
-  for _ in $(seq "$ROUNDS"); do
-    # pp: a PP-token prompt; tg: TG tokens after a one-token prompt (llama-bench's
-    # tg test also starts from an empty context).
-    out=$("$MEKI_RUN" -m "$model" -p "$prompt" -n 1 --temp 0 --ignore-eos -t "$THREADS" -c 1024 2>&1 >/dev/null)
-    mpp+=("$(echo "$out" | sed -n 's/^prompt eval time.*(\([0-9.]*\) tokens per second)/\1/p')")
-    out=$("$MEKI_RUN" -m "$model" -p "The" -n "$TG" --temp 0 --ignore-eos -t "$THREADS" -c 1024 2>&1 >/dev/null)
-    mtg+=("$(echo "$out" | sed -n 's/^eval time.*(\([0-9.]*\) tokens per second)/\1/p')")
-    lb=$("$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$THREADS" -r 1 -o csv 2>/dev/null)
-    lpp+=("$(echo "$lb" | awk -F'","' -v n="$PP" 'NR>1 && $0 ~ "\"" n "\",\"0\"" {split($0,a,"\",\""); print a[length(a)-1]}' | head -1)")
-    ltg+=("$(echo "$lb" | awk -F'","' -v n="$TG" 'NR>1 && $0 ~ "\"0\",\"" n "\"" {split($0,a,"\",\""); print a[length(a)-1]}' | head -1)")
+  name=$(basename "$model" .gguf)
+  twin=""
+  case $model in *-meki.gguf) [ -f "${model%-meki.gguf}.gguf" ] && twin=${model%-meki.gguf}.gguf ;; esac
+  bpt=$(bytes_per_token "$model")
+  pp_prompt=$(prompt_of "$model" "$PP")
+  deep_prompt=""
+  [ -z "$DEPTH" ] || deep_prompt=$(prompt_of "$model" "$DEPTH")
+  for t in $THREADS; do
+    declare -A M=() L=() T=()
+    for _ in $(seq "$ROUNDS"); do
+      run() { "$MEKI_RUN" -m "$1" -p "$2" -n "$3" --temp 0 --ignore-eos -t "$t" -c "$4" 2>&1 >/dev/null; }
+      out=$(run "$model" "$pp_prompt" 1 $((PP + 8)));  M[pp]+=" $(echo "$out" | mrate 'prompt eval')"
+      out=$(run "$model" "The" "$TG" $((TG + 8)));     M[tg]+=" $(echo "$out" | mrate eval)"
+      if [ -n "$DEPTH" ]; then
+        out=$(run "$model" "$deep_prompt" "$TG" $((DEPTH + TG + 8))); M[deep]+=" $(echo "$out" | mrate eval)"
+      fi
+      if [ -n "$twin" ]; then
+        out=$(run "$twin" "$pp_prompt" 1 $((PP + 8))); T[pp]+=" $(echo "$out" | mrate 'prompt eval')"
+        out=$(run "$twin" "The" "$TG" $((TG + 8)));    T[tg]+=" $(echo "$out" | mrate eval)"
+      fi
+      if [ -z "${SKIP_LLAMA:-}" ]; then
+        lb=$("$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null)
+        L[pp]+=" $(echo "$lb" | lrate "$PP" 0)"; L[tg]+=" $(echo "$lb" | lrate 0 "$TG")"
+        if [ -n "$DEPTH" ]; then
+          lb=$("$LLAMA_BIN/llama-bench" -m "$model" -p 0 -n "$TG" -d "$DEPTH" -t "$t" -r 1 -o csv 2>/dev/null)
+          L[deep]+=" $(echo "$lb" | lrate 0 "$TG")"
+        fi
+      else
+        L[pp]+=" 1"; L[tg]+=" 1"; L[deep]+=" 1"
+      fi
+    done
+    row "$name pp$PP t$t" "${M[pp]}" "${L[pp]}"; echo
+    roof=$(echo "${bw[$t]} $bpt" | awk '{printf "%.1f", $1*1e9/$2}')
+    share=$(printf '%s\n' ${M[tg]} | stats | awk -v r="$roof" '{printf "%.2f", $1/r}')
+    row "$name tg$TG t$t" "${M[tg]}" "${L[tg]}"
+    printf '  roofline %s tok/s (%.0f MB/token), meki at %s of it\n' "$roof" "$(echo "$bpt" | awk '{print $1/1e6}')" "$share"
+    if [ -n "$DEPTH" ]; then row "$name tg$TG@d$DEPTH t$t" "${M[deep]}" "${L[deep]}"; echo; fi
+    if [ -n "$twin" ]; then
+      row "  MeKi vs dense twin pp$PP t$t (twin in llama col)" "${M[pp]}" "${T[pp]}"; echo
+      row "  MeKi vs dense twin tg$TG t$t (twin in llama col)" "${M[tg]}" "${T[tg]}"; echo
+    fi
+    unset M L T
   done
-  a=$(printf '%s\n' "${mpp[@]}" | median); b=$(printf '%s\n' "${lpp[@]}" | median)
-  c=$(printf '%s\n' "${mtg[@]}" | median); d=$(printf '%s\n' "${ltg[@]}" | median)
-  printf '%-28s %10.2f %10.2f %7.2f %10.2f %10.2f %7.2f\n' "$(basename "$model")" "$a" "$b" \
-    "$(echo "$a $b" | awk '{print $1/$2}')" "$c" "$d" "$(echo "$c $d" | awk '{print $1/$2}')"
 done

@@ -196,22 +196,67 @@ pub fn rope_with(i: Isa, x: &mut [f32], head_dim: usize, angles: &[(f32, f32)], 
         2 * angles.len() <= head_dim,
         "rope: n_rot larger than head_dim"
     );
-    let neox = mode == RopeMode::Neox;
     if i == Isa::Scalar {
-        return scalar::rope(x, head_dim, angles, neox);
+        return scalar::rope(x, head_dim, angles, mode == RopeMode::Neox);
     }
-    // Tables laid out for the SIMD rotation out = x * cos + partner(x) * sin:
-    // partner swaps pair members, `sin` carries the sign of the first member.
-    let n_rot = 2 * angles.len();
-    let mut cos = vec![0f32; n_rot];
-    let mut sin = vec![0f32; n_rot];
-    for (k, &(c, s)) in angles.iter().enumerate() {
-        let (a, b) = if neox {
-            (k, k + n_rot / 2)
-        } else {
-            (2 * k, 2 * k + 1)
-        };
-        (cos[a], cos[b], sin[a], sin[b]) = (c, c, -s, s);
+    rope_table_with(i, x, head_dim, &RopeTable::new(angles, mode))
+}
+
+/// The rotation of one position laid out for the SIMD kernels, built once
+/// and applied to every head of every layer at that position.
+#[derive(Clone, Debug, Default)]
+pub struct RopeTable {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    neox: bool,
+}
+
+impl RopeTable {
+    /// The table of `angles` (as [`rope_angles`] returns: `n_rot/2` pairs of
+    /// (cos, sin)).
+    pub fn new(angles: &[(f32, f32)], mode: RopeMode) -> RopeTable {
+        let mut t = RopeTable::default();
+        t.set(angles, mode);
+        t
     }
-    pick!(i, rope_tables(x, head_dim, &cos, &sin, neox))
+
+    /// Refill in place (no allocation once the table has reached its size).
+    pub fn set(&mut self, angles: &[(f32, f32)], mode: RopeMode) {
+        // out = x * cos + partner(x) * sin: partner swaps pair members, `sin`
+        // carries the sign of the first member.
+        let neox = mode == RopeMode::Neox;
+        let n_rot = 2 * angles.len();
+        self.neox = neox;
+        self.cos.clear();
+        self.cos.resize(n_rot, 0.0);
+        self.sin.clear();
+        self.sin.resize(n_rot, 0.0);
+        for (k, &(c, s)) in angles.iter().enumerate() {
+            let (a, b) = if neox {
+                (k, k + n_rot / 2)
+            } else {
+                (2 * k, 2 * k + 1)
+            };
+            (self.cos[a], self.cos[b], self.sin[a], self.sin[b]) = (c, c, -s, s);
+        }
+    }
+
+    /// Rotated dimensions per head.
+    pub fn n_rot(&self) -> usize {
+        self.cos.len()
+    }
+}
+
+/// Applies a [`RopeTable`] in place to `x` = whole heads of `head_dim`.
+pub fn rope_table(x: &mut [f32], head_dim: usize, t: &RopeTable) {
+    rope_table_with(isa(), x, head_dim, t)
+}
+
+pub fn rope_table_with(i: Isa, x: &mut [f32], head_dim: usize, t: &RopeTable) {
+    assert!(
+        head_dim > 0 && x.len().is_multiple_of(head_dim),
+        "rope: x is not whole heads"
+    );
+    assert!(t.n_rot() <= head_dim, "rope: n_rot larger than head_dim");
+    pick!(i, rope_tables(x, head_dim, &t.cos, &t.sin, t.neox))
 }

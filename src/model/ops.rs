@@ -1,18 +1,80 @@
 //! Numeric building blocks of the forward pass, on f32 activations.
 //!
-//! `linear` is the only heavy operation; the element-wise ones are cheap and
-//! written plainly (the per-token vector kernels of `meki-kernels` replace
-//! them where the profile says so).
+//! `linear` is the only heavy operation; the element-wise ones run on the
+//! per-token vector kernels of `meki-kernels` (called from `forward.rs`),
+//! except a few small ones kept here in plain code.
 
 use super::weights::Weight;
 use crate::gguf::GgufFile;
 use crate::kernels::formats::{self, GgmlType};
 use crate::kernels::{self, ThreadPool};
 
+/// One token's activations quantized to a weight type's activation type
+/// ([`kernels::vec_dot_type`]), kept for the next matrix that reads the same
+/// input (Q, K and V; FFN gate, up and the MeKi gate): quantized once, not
+/// once per matrix. [`SharedActs::reset`] when the input changes.
+#[derive(Default)]
+pub struct SharedActs {
+    act: Option<GgmlType>,
+    bytes: Vec<u8>,
+}
+
+impl SharedActs {
+    pub fn reset(&mut self) {
+        self.act = None;
+    }
+}
+
+/// `y[t] = W x[t]` for `n` tokens (`x`: `n x w.cols`, `y`: `n x w.rows`),
+/// sharing the quantized activations of a single token through `acts`.
+pub fn linear(
+    pool: &ThreadPool,
+    file: &GgufFile,
+    w: &Weight,
+    x: &[f32],
+    n: usize,
+    acts: &mut SharedActs,
+    y: &mut [f32],
+) {
+    let act = kernels::vec_dot_type(w.ty);
+    let act = match act {
+        Some(a) if n == 1 && a != GgmlType::F32 => a,
+        _ => return linear_once(pool, file, w, x, n, y),
+    };
+    let isa = kernels::isa();
+    if acts.act != Some(act) {
+        let len = act.row_bytes(w.cols as u64).expect("shape checked at load") as usize;
+        acts.bytes.resize(len, 0);
+        kernels::quantize_activations(isa, act, &x[..w.cols], &mut acts.bytes)
+            .unwrap_or_else(|e| panic!("linear {}: {e}", w.name));
+        acts.act = Some(act);
+    }
+    let r = kernels::matmul::matvec_quantized(
+        isa,
+        pool,
+        w.bytes(file),
+        w.ty,
+        w.rows,
+        w.cols,
+        &acts.bytes,
+        y,
+    );
+    if let Err(e) = r {
+        panic!("linear {}: {e}", w.name);
+    }
+}
+
 /// `y[t] = W x[t]` for `n` tokens: `x` is `n x w.cols`, `y` is `n x w.rows`.
 /// Runs on the kernels of `meki-kernels` (activations quantized to the
 /// weight type's pair, as ggml does), split over the pool's threads by rows.
-pub fn linear(pool: &ThreadPool, file: &GgufFile, w: &Weight, x: &[f32], n: usize, y: &mut [f32]) {
+pub fn linear_once(
+    pool: &ThreadPool,
+    file: &GgufFile,
+    w: &Weight,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
     let bytes = w.bytes(file);
     // Shapes and types were checked at load, so a kernel error is a bug here.
     let r = if n == 1 {
@@ -47,16 +109,6 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// RMSNorm of one row: `x / sqrt(mean(x^2) + eps) * w` (sum in f64 as ggml does).
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
-    let mean = (sum / x.len() as f64) as f32;
-    let scale = 1.0 / (mean + eps).sqrt();
-    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
-        *o = v * scale * g;
-    }
-}
-
 /// In-place RMSNorm of one row.
 pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
@@ -67,45 +119,28 @@ pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     }
 }
 
-/// Rotary embedding of one head at position `pos`, ggml's recurrence
-/// (`theta *= theta_scale` per pair, cos/sin in f32).
-pub fn rope(head: &mut [f32], pos: usize, base: f32, freq_scale: f32, neox: bool) {
-    let n = head.len();
-    let theta_scale = base.powf(-2.0 / n as f32);
+/// Rotation angles (cos, sin) of position `pos` for `n_rot` dimensions,
+/// ggml's recurrence (`theta *= theta_scale` per pair, cos/sin in f32).
+pub fn rope_angles(
+    pos: usize,
+    n_rot: usize,
+    base: f32,
+    freq_scale: f32,
+    out: &mut Vec<(f32, f32)>,
+) {
+    let theta_scale = base.powf(-2.0 / n_rot as f32);
     let mut theta = pos as f32;
-    for i in 0..n / 2 {
-        let t = freq_scale * theta;
-        let (s, c) = t.sin_cos();
-        let (a, b) = if neox {
-            (i, i + n / 2)
-        } else {
-            (2 * i, 2 * i + 1)
-        };
-        let x0 = head[a];
-        let x1 = head[b];
-        head[a] = x0 * c - x1 * s;
-        head[b] = x0 * s + x1 * c;
+    out.clear();
+    for _ in 0..n_rot / 2 {
+        let (s, c) = (freq_scale * theta).sin_cos();
+        out.push((c, s));
         theta *= theta_scale;
     }
 }
 
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
-pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-pub fn softmax_inplace(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
+/// In-place RMSNorm of each head of `x` (Qwen3's q/k norm).
+pub fn rms_norm_heads(x: &mut [f32], head_dim: usize, w: &[f32], eps: f32) {
+    for head in x.chunks_exact_mut(head_dim) {
+        rms_norm_inplace(head, w, eps);
     }
 }

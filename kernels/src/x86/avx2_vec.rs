@@ -215,20 +215,71 @@ pub(crate) unsafe fn attn_scores(
 ) {
     let d = q.len();
     let qb: &[u8] = bytemuck::cast_slice(q);
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = dot_f16_f32(d, &keys[j * stride..j * stride + 2 * d], qb) * scale;
+    let n = out.len();
+    let mut j = 0;
+    if d.is_multiple_of(8) {
+        // Four keys per pass: four independent FMA chains, one query load per
+        // step, and the four horizontal sums folded together.
+        let (qp, kp) = (q.as_ptr(), keys.as_ptr());
+        let vs = _mm256_set1_ps(scale);
+        while j + 4 <= n {
+            let k = |r: usize| kp.add((j + r) * stride);
+            let (k0, k1, k2, k3) = (k(0), k(1), k(2), k(3));
+            let mut a0 = _mm256_setzero_ps();
+            let mut a1 = _mm256_setzero_ps();
+            let mut a2 = _mm256_setzero_ps();
+            let mut a3 = _mm256_setzero_ps();
+            let mut i = 0;
+            while i < d {
+                let qv = _mm256_loadu_ps(qp.add(i));
+                a0 = _mm256_fmadd_ps(load_f16x8(k0.add(2 * i)), qv, a0);
+                a1 = _mm256_fmadd_ps(load_f16x8(k1.add(2 * i)), qv, a1);
+                a2 = _mm256_fmadd_ps(load_f16x8(k2.add(2 * i)), qv, a2);
+                a3 = _mm256_fmadd_ps(load_f16x8(k3.add(2 * i)), qv, a3);
+                i += 8;
+            }
+            // hadd twice: per 128-bit half, lane r = half-sum of key r.
+            let h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+            let r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            let r = _mm_mul_ps(r, _mm256_castps256_ps128(vs));
+            _mm_storeu_ps(out.as_mut_ptr().add(j), r);
+            j += 4;
+        }
+    }
+    for (jj, o) in out.iter_mut().enumerate().skip(j) {
+        *o = dot_f16_f32(d, &keys[jj * stride..jj * stride + 2 * d], qb) * scale;
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn attn_weighted_sum(w: &[f32], values: &[u8], stride: usize, out: &mut [f32]) {
     let d = out.len();
-    out.iter_mut().for_each(|o| *o = 0.0);
     let op = out.as_mut_ptr();
+    let mut b = 0;
+    // Blocks of 64 outputs held in eight registers across all rows (no
+    // load/store of the output per row).
+    while b + 64 <= d {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (j, &wj) in w.iter().enumerate() {
+            let v = values.as_ptr().add(j * stride + 2 * b);
+            let vw = _mm256_set1_ps(wj);
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(vw, load_f16x8(v.add(16 * r)), *a);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(op.add(b + 8 * r), *a);
+        }
+        b += 64;
+    }
+    if b == d {
+        return;
+    }
+    out[b..].iter_mut().for_each(|o| *o = 0.0);
     for (j, &wj) in w.iter().enumerate() {
         let v = values.as_ptr().add(j * stride);
         let vw = _mm256_set1_ps(wj);
-        let mut i = 0;
+        let mut i = b;
         while i + 8 <= d {
             let acc = _mm256_fmadd_ps(vw, load_f16x8(v.add(2 * i)), _mm256_loadu_ps(op.add(i)));
             _mm256_storeu_ps(op.add(i), acc);
