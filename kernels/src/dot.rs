@@ -55,6 +55,10 @@ pub fn gemm_fn(isa: Isa, ty: GgmlType) -> Option<GemmFn> {
         (Isa::Avx2, GgmlType::Q6K) => Some(crate::x86::avx2::gemm_q6_k_q8_k),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, GgmlType::F16) => Some(crate::x86::avx2::gemm_f16_f32),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, GgmlType::BF16) => Some(crate::x86::avx2::gemm_bf16_f32),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, GgmlType::F32) => Some(crate::x86::avx2::gemm_f32_f32),
         _ => None,
     }
 }
@@ -164,7 +168,7 @@ pub fn dot_fn(isa: Isa, ty: GgmlType) -> Option<DotFn> {
                 Q5K => dot_q5_k_q8_k,
                 Q6K => dot_q6_k_q8_k,
                 F32 => dot_f32_f32,
-                F16 => dot_f16_f32,
+                F16 => dot_f16_f32_tile,
                 BF16 => dot_bf16_f32,
                 _ => return None,
             };

@@ -829,32 +829,6 @@ pub(crate) unsafe fn tile_q6_k<const RN: usize>(
     out
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_f32_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    debug_assert!(w.len() >= 4 * n && x.len() >= 4 * n);
-    let (a, b) = (w.as_ptr() as *const f32, x.as_ptr() as *const f32);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (k, s) in acc.iter_mut().enumerate() {
-            let o = i + 8 * k;
-            *s = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(o)), _mm256_loadu_ps(b.add(o)), *s);
-        }
-        i += 32;
-    }
-    while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)), acc[0]);
-        i += 8;
-    }
-    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut s = hsum_ps(v);
-    while i < n {
-        s += a.add(i).read_unaligned() * b.add(i).read_unaligned();
-        i += 1;
-    }
-    s
-}
-
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn load_f16x8(p: *const u8) -> __m256 {
@@ -868,19 +842,114 @@ unsafe fn load_bf16x8(p: *const u8) -> __m256 {
     _mm256_castsi256_ps(_mm256_slli_epi32(v, 16))
 }
 
+/// Float weight formats: 8 elements to f32 lanes, one element to f32.
+pub(crate) trait FloatWeights {
+    const BYTES: usize;
+    unsafe fn load8(p: *const u8) -> __m256;
+    unsafe fn load1(p: *const u8) -> f32;
+}
+
+pub(crate) struct F32W;
+pub(crate) struct F16W;
+pub(crate) struct BF16W;
+
+impl FloatWeights for F32W {
+    const BYTES: usize = 4;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        _mm256_loadu_ps(p as *const f32)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load1(p: *const u8) -> f32 {
+        f32_at(p)
+    }
+}
+
+impl FloatWeights for F16W {
+    const BYTES: usize = 2;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        load_f16x8(p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load1(p: *const u8) -> f32 {
+        f16_at(p)
+    }
+}
+
+impl FloatWeights for BF16W {
+    const BYTES: usize = 2;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        load_bf16x8(p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load1(p: *const u8) -> f32 {
+        f32::from_bits(((p as *const u16).read_unaligned() as u32) << 16)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f32_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 4 * n && x.len() >= 4 * n);
+    tile_float::<F32W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+}
+
+/// The F16 dot of [`crate::dot::dot_fn`] (the 1 x 1 tile, so that matrix
+/// products equal it bit for bit).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_f32_tile(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
+    tile_float::<F16W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+}
+
+/// A latency-friendly F16 dot for short rows used one at a time (attention
+/// over the f16 key cache): four independent accumulators.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
-    tile_f16::<1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+    let (a, b) = (w.as_ptr(), x.as_ptr() as *const f32);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, s) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            *s = _mm256_fmadd_ps(load_f16x8(a.add(2 * o)), _mm256_loadu_ps(b.add(o)), *s);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(load_f16x8(a.add(2 * i)), _mm256_loadu_ps(b.add(i)), acc[0]);
+        i += 8;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(v);
+    while i < n {
+        s += f16_at(a.add(2 * i)) * b.add(i).read_unaligned();
+        i += 1;
+    }
+    s
 }
 
-/// RM F16 weight rows (`w + i * ws`) times RN f32 activation rows (`x + j *
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_bf16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
+    tile_float::<BF16W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+}
+
+/// RM float weight rows (`w + i * ws`) times RN f32 activation rows (`x + j *
 /// xs`, bytes), `n` elements: one 8-lane FMA accumulator per pair, then the
 /// `n % 8` tail in scalar order.
 #[inline]
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn tile_f16<const RM: usize, const RN: usize>(
+pub(crate) unsafe fn tile_float<W: FloatWeights, const RM: usize, const RN: usize>(
     n: usize,
     w: *const u8,
     ws: usize,
@@ -892,7 +961,7 @@ pub(crate) unsafe fn tile_f16<const RM: usize, const RN: usize>(
     while k + 8 <= n {
         let mut wv = [_mm256_setzero_ps(); RM];
         for i in 0..RM {
-            wv[i] = load_f16x8(w.add(i * ws + 2 * k));
+            wv[i] = W::load8(w.add(i * ws + W::BYTES * k));
         }
         for j in 0..RN {
             let xv = _mm256_loadu_ps(x.add(j * xs + 4 * k) as *const f32);
@@ -902,25 +971,23 @@ pub(crate) unsafe fn tile_f16<const RM: usize, const RN: usize>(
         }
         k += 8;
     }
-    let mut out = [[0f32; RM]; RN];
+    let mut out = hsum_tile(&acc);
     for j in 0..RN {
         for i in 0..RM {
-            let mut s = hsum_ps(acc[j][i]);
             let (a, b) = (w.add(i * ws), x.add(j * xs) as *const f32);
             for e in k..n {
-                s += f16_at(a.add(2 * e)) * b.add(e).read_unaligned();
+                out[j][i] += W::load1(a.add(W::BYTES * e)) * b.add(e).read_unaligned();
             }
-            out[j][i] = s;
         }
     }
     out
 }
 
-/// [`crate::dot::GemmFn`] for F16 weights and f32 activations: 2 x 4 tiles
+/// [`crate::dot::GemmFn`] for float weights and f32 activations: 2 x 4 tiles
 /// (FMA-bound), 4 x 1 for one token.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_f16_f32(
+unsafe fn gemm_float<W: FloatWeights>(
     n: usize,
     w: *const u8,
     wrb: usize,
@@ -942,7 +1009,7 @@ pub(crate) unsafe fn gemm_f16_f32(
             let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
             macro_rules! go {
                 ($m:literal, $n:literal) => {
-                    store_tile(tile_f16::<$m, $n>(n, wr, wrb, xt, xrb), yt, ys)
+                    store_tile(tile_float::<W, $m, $n>(n, wr, wrb, xt, xrb), yt, ys)
                 };
             }
             match (rm, rn) {
@@ -963,32 +1030,28 @@ pub(crate) unsafe fn gemm_f16_f32(
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_bf16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
-    let (a, b) = (w.as_ptr(), x.as_ptr() as *const f32);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (k, s) in acc.iter_mut().enumerate() {
-            let o = i + 8 * k;
-            *s = _mm256_fmadd_ps(load_bf16x8(a.add(2 * o)), _mm256_loadu_ps(b.add(o)), *s);
+macro_rules! gemm_float_fn {
+    ($name:ident, $w:ty) => {
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) unsafe fn $name(
+            n: usize,
+            w: *const u8,
+            wrb: usize,
+            rows: usize,
+            x: *const u8,
+            xrb: usize,
+            toks: usize,
+            y: *mut f32,
+            ys: usize,
+        ) {
+            gemm_float::<$w>(n, w, wrb, rows, x, xrb, toks, y, ys)
         }
-        i += 32;
-    }
-    while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(load_bf16x8(a.add(2 * i)), _mm256_loadu_ps(b.add(i)), acc[0]);
-        i += 8;
-    }
-    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut s = hsum_ps(v);
-    while i < n {
-        let h = (a.add(2 * i) as *const u16).read_unaligned();
-        s += f32::from_bits((h as u32) << 16) * b.add(i).read_unaligned();
-        i += 1;
-    }
-    s
+    };
 }
+
+gemm_float_fn!(gemm_f32_f32, F32W);
+gemm_float_fn!(gemm_f16_f32, F16W);
+gemm_float_fn!(gemm_bf16_f32, BF16W);
 
 // ---- activation quantizers -------------------------------------------------
 
