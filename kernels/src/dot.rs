@@ -54,6 +54,8 @@ pub fn gemm_fn(isa: Isa, ty: GgmlType) -> Option<GemmFn> {
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, GgmlType::Q6K) => Some(crate::x86::avx2::gemm_q6_k_q8_k),
         #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, GgmlType::Q5K) => Some(crate::x86::avx2::gemm_q5_k_q8_k),
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, GgmlType::F16) => Some(crate::x86::avx2::gemm_f16_f32),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, GgmlType::BF16) => Some(crate::x86::avx2::gemm_bf16_f32),

@@ -597,12 +597,38 @@ pub(crate) unsafe fn tile_q4_k<const RN: usize>(
     x: *const u8,
     xs: usize,
 ) -> [f32; RN] {
+    tile_q45_k::<false, RN>(nb, w, x, xs)
+}
+
+/// [`tile_q4_k`] for Q5_K: the same with the fifth bit of every quant.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn tile_q5_k<const RN: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+) -> [f32; RN] {
+    tile_q45_k::<true, RN>(nb, w, x, xs)
+}
+
+/// Q4_K (`FIVE` false) or Q5_K (true) tile, see [`tile_q4_k`].
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q45_k<const FIVE: bool, const RN: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+) -> [f32; RN] {
+    let bytes = if FIVE { BQ5K } else { BQ4K };
     let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); RN];
     // d * d_y and -dmin * d_y per token, read back as broadcast loads.
     let mut dd = [[0f32; 4]; 2];
     for i in 0..nb {
-        let wb = w.add(i * BQ4K);
+        let wb = w.add(i * bytes);
         let s = unpack_scales_k4(std::slice::from_raw_parts(wb.add(4), 12));
         let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi32(
             0,
@@ -618,11 +644,25 @@ pub(crate) unsafe fn tile_q4_k<const RN: usize>(
             dd[0][j] = yd * wd;
             dd[1][j] = -(yd * wdmin);
         }
-        let q4 = wb.add(16);
+        let (q4, mut hbits) = if FIVE {
+            (wb.add(48), load256(wb.add(16)))
+        } else {
+            (wb.add(16), _mm256_setzero_si256())
+        };
         for k in 0..QK_K / 64 {
             let bits = load256(q4.add(32 * k));
-            let lo = _mm256_and_si256(bits, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            let mut lo = _mm256_and_si256(bits, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            if FIVE {
+                // Bit 2k of each hbits byte is the fifth bit of the low
+                // nibbles of chunk k, bit 2k+1 of the high nibbles.
+                // (`hbits` is shifted right by 2 after each chunk; bits that
+                // cross a byte in the 16-bit shifts are masked off.)
+                let b16 = _mm256_set1_epi8(0x10);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hbits, 4), b16));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hbits, 3), b16));
+                hbits = _mm256_srli_epi16(hbits, 2);
+            }
             let sl = _mm256_shuffle_epi8(sc, i16_lane_mask(2 * k));
             let sh = _mm256_shuffle_epi8(sc, i16_lane_mask(2 * k + 1));
             for j in 0..RN {
@@ -687,6 +727,7 @@ macro_rules! gemm_row_x4 {
 }
 
 gemm_row_x4!(gemm_q4_k_q8_k, tile_q4_k);
+gemm_row_x4!(gemm_q5_k_q8_k, tile_q5_k);
 gemm_row_x4!(gemm_q6_k_q8_k, tile_q6_k);
 
 /// Writes one row's results for RN tokens to `y[t * ys]`.
@@ -700,49 +741,7 @@ unsafe fn store_col<const RN: usize>(v: [f32; RN], y: *mut f32, ys: usize) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK_K * BQ5K && x.len() >= n / QK_K * BQ8K);
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for i in 0..n / QK_K {
-        let (wb, xb) = (wp.add(i * BQ5K), xp.add(i * BQ8K));
-        let yd = f32_at(xb);
-        let d = yd * f16_at(wb);
-        let dmin = -(yd * f16_at(wb.add(2)));
-        let s = unpack_scales_k4(std::slice::from_raw_parts(wb.add(4), 12));
-        let prod_m = mins_dot_bsums([s[2], s[3]], xb.add(4 + QK_K));
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m);
-        let sc: [u8; 8] = std::mem::transmute([s[0], s[1]]);
-        let hbits = load256(wb.add(16));
-        let (q5, q8) = (wb.add(48), xb.add(4));
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..QK_K / 64 {
-            let bits = load256(q5.add(32 * j));
-            let m1 = _mm256_set1_epi8(1 << (2 * j));
-            let m2 = _mm256_set1_epi8(2 << (2 * j));
-            let h1 = _mm256_and_si256(
-                _mm256_cmpeq_epi8(_mm256_and_si256(hbits, m1), m1),
-                _mm256_set1_epi8(0x10),
-            );
-            let h2 = _mm256_and_si256(
-                _mm256_cmpeq_epi8(_mm256_and_si256(hbits, m2), m2),
-                _mm256_set1_epi8(0x10),
-            );
-            let lo = _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi8(0x0F)), h1);
-            let hi = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(bits, 4), _mm256_set1_epi8(0x0F)),
-                h2,
-            );
-            let pl = _mm256_maddubs_epi16(lo, load256(q8.add(64 * j)));
-            let ph = _mm256_maddubs_epi16(hi, load256(q8.add(64 * j + 32)));
-            let pl = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), pl);
-            let ph = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), ph);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    hsum_ps(acc) + _mm_cvtss_f32(m)
+    tile_q5_k::<1>(n / QK_K, w.as_ptr(), x.as_ptr(), 0)[0]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
