@@ -560,16 +560,6 @@ pub(crate) unsafe fn gemm_q8_0_q8_0(
     gemm_q8::<Q8_0W>(n, w, wrb, rows, x, xrb, toks, y, ys)
 }
 
-/// Sum over the 8 sub-blocks of min * (sum of the sub-block's activations).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mins_dot_bsums(mins: [u32; 2], bsums: *const u8) -> __m128i {
-    let m = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, mins[1] as i32, mins[0] as i32));
-    let b = load256(bsums);
-    let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-    _mm_madd_epi16(m, pairs)
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK_K * BQ4K && x.len() >= n / QK_K * BQ8K);
