@@ -583,6 +583,15 @@ fn run(bin: &str, args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, Strin
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(bin);
     cmd.args(args).env("RAYON_NUM_THREADS", "1");
+    // AddressSanitizer builds reserve terabytes of shadow address space: no
+    // limit there (see the README's sanitizer command).
+    if std::env::var_os("MEKI_ASAN").is_some() {
+        let out = cmd.output().expect("spawn");
+        return (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+    }
     // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child
     // between fork and exec.
     unsafe {

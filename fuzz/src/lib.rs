@@ -231,11 +231,16 @@ pub fn tokenizer(data: &[u8]) {
     let _ = dec.finish();
 }
 
+/// The tokenizer chat templates are built with (BOS/EOS text).
+pub fn chat_tokenizer() -> &'static Tokenizer {
+    static TOK: OnceLock<Tokenizer> = OnceLock::new();
+    TOK.get_or_init(fixture_tokenizer)
+}
+
 /// Chat template: the input is the template source (invalid UTF-8
 /// replaced), rendered over a short conversation.
 pub fn chat_template(data: &[u8]) {
-    static TOK: OnceLock<Tokenizer> = OnceLock::new();
-    let tok = TOK.get_or_init(fixture_tokenizer);
+    let tok = chat_tokenizer();
     let src = String::from_utf8_lossy(data);
     let Ok(t) = ChatTemplate::new(&src, tok) else {
         return;
