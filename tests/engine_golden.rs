@@ -82,6 +82,7 @@ fn build_model(name: &str, entry: &serde_json::Value, work: &Path) -> PathBuf {
     let out = work.join(format!("{base}-{quant}.gguf"));
     if !out.exists() {
         meki::quant::quantize_file(&meki::quant::QuantizeOptions {
+            table_type: None,
             input: src.clone(),
             output: out.clone(),
             target: quant.to_string(),

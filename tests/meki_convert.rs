@@ -350,6 +350,55 @@ fn quantized_outputs() {
     );
 }
 
+/// `meki-convert quantize` of a MeKi file: the backbone and projections
+/// follow the target, the table keeps its storage type unless
+/// `table_type` asks for another one (the engine reads f32/f16/q8_0 rows).
+#[test]
+fn quantize_keeps_or_sets_the_table_type() {
+    let dir = scratch("requant");
+    let src = dir.join("f16.gguf");
+    let mut o = opts(&fixture("hf_demo"), &src);
+    o.table_type = "f16".into();
+    convert_checkpoint(&o).unwrap();
+    for (table_type, want) in [
+        (None, GgmlType::F16),
+        (Some(GgmlType::Q8_0), GgmlType::Q8_0),
+    ] {
+        let out = dir.join("q4.gguf");
+        meki::quant::quantize_file_report(
+            &meki::quant::QuantizeOptions {
+                input: src.clone(),
+                output: out.clone(),
+                target: "q4_0".into(),
+                pure: true,
+                threads: 1,
+                table_type,
+            },
+            false,
+        )
+        .unwrap();
+        let f = GgufFile::open(&out).unwrap();
+        assert_eq!(f.tensor(mk::TENSOR_TABLE).unwrap().ggml_type, want);
+        assert_eq!(
+            f.tensor(&mk::gate_name(0)).unwrap().ggml_type,
+            GgmlType::Q4_0
+        );
+        let (_, table) = tensor_f32(&f, mk::TENSOR_TABLE);
+        let (_, orig) = tensor_f32(&GgufFile::open(&src).unwrap(), mk::TENSOR_TABLE);
+        // Kept: the same values; q8_0: within its per-block bound (see above).
+        for (gb, wb) in table.chunks(32).zip(orig.chunks(32)) {
+            let amax = wb.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let bound = match want {
+                GgmlType::F16 => 0.0,
+                _ => amax * (1.0 / 254.0 + 1.0 / 2048.0) + 1e-6,
+            };
+            for (g, w) in gb.iter().zip(wb) {
+                assert!((g - w).abs() <= bound, "{g} vs {w} (block max {amax})");
+            }
+        }
+    }
+}
+
 #[test]
 fn tokenizer_metadata() {
     let dir = scratch("tok");

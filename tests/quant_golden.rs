@@ -150,6 +150,7 @@ fn run_input(prefix: Option<&str>) -> PathBuf {
             Q8.get_or_init(|| {
                 let p = scratch().join("golden_input_q8_0.gguf");
                 let opts = QuantizeOptions {
+                    table_type: None,
                     input: golden_input(),
                     output: p.clone(),
                     target: "q8_0".into(),
@@ -206,6 +207,7 @@ fn quantize_matches_llama_quantize() {
         let out = scratch().join(&file_name);
         let report = quantize_file_report(
             &QuantizeOptions {
+                table_type: None,
                 input: run_input(prefix),
                 output: out.clone(),
                 target: target.to_string(),
@@ -250,6 +252,7 @@ fn quantized_metadata_read_back_by_gguf_py() {
     let out = scratch().join("meta_q4_k_m.gguf");
     quantize_file_report(
         &QuantizeOptions {
+            table_type: None,
             input: input.clone(),
             output: out.clone(),
             target: "q4_k_m".into(),

@@ -37,6 +37,10 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(short = 't', long, default_value_t = 0)]
         threads: usize,
+        /// MeKi table type: f32, f16 or q8_0 (default: keep the input's; the
+        /// table never takes TYPE, it lives in storage).
+        #[arg(long, value_name = "T")]
+        table_type: Option<String>,
     },
     /// Convert a MeKi training checkpoint (HF-style directory, or Megatron
     /// .pt / iter_* dir / dir with latest_checkpointed_iteration.txt) to GGUF,
@@ -86,13 +90,22 @@ fn main() {
             target,
             pure,
             threads,
-        } => meki::quant::quantize_file(&meki::quant::QuantizeOptions {
-            input,
-            output,
-            target,
-            pure,
-            threads,
-        }),
+            table_type,
+        } => match table_type
+            .as_deref()
+            .map(meki::convert::parse_table_type)
+            .transpose()
+        {
+            Ok(table_type) => meki::quant::quantize_file(&meki::quant::QuantizeOptions {
+                input,
+                output,
+                target,
+                pure,
+                threads,
+                table_type,
+            }),
+            Err(e) => Err(e),
+        },
         Command::Checkpoint(a) => {
             meki::convert::convert_checkpoint(&meki::convert::CheckpointOptions {
                 input: a.path,

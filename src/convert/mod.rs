@@ -78,7 +78,8 @@ struct OutTensor {
     permute_heads: Option<usize>,
 }
 
-fn table_type(s: &str) -> Result<GgmlType, String> {
+/// A `--table-type` value: the types the engine gathers MeKi rows from.
+pub fn parse_table_type(s: &str) -> Result<GgmlType, String> {
     match s.to_ascii_lowercase().as_str() {
         "f16" => Ok(GgmlType::F16),
         "q8_0" => Ok(GgmlType::Q8_0),
@@ -132,7 +133,7 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
             LlamaFtype::NAMES
         )
     })?;
-    let table_ty = table_type(&opts.table_type)?;
+    let table_ty = parse_table_type(&opts.table_type)?;
     let ck = Checkpoint::open(&opts.input, opts.meki_dim)?;
     let hp = ck.hp.clone();
     let say = |m: String| {

@@ -41,6 +41,10 @@ pub struct QuantizeOptions {
     pub pure: bool,
     /// Worker threads (0: all cores).
     pub threads: usize,
+    /// Type of the MeKi table (`meki_table.weight`: f32, f16 or q8_0, the
+    /// types the engine gathers rows from); `None` keeps the input's. The
+    /// tables are storage, not RAM, so the backbone's target never applies.
+    pub table_type: Option<GgmlType>,
 }
 
 /// What [`quantize_file`] did to one tensor.
@@ -154,7 +158,12 @@ pub fn quantize_file_report(
         )
     })?;
     let input = GgufFile::open(&opts.input).map_err(|e| e.to_string())?;
-    let types = plan_file(&input, ftype, opts.pure);
+    let mut types = plan_file(&input, ftype, opts.pure);
+    for (t, ty) in input.tensors().iter().zip(types.iter_mut()) {
+        if t.name == crate::meki::TENSOR_TABLE {
+            *ty = opts.table_type.unwrap_or(t.ggml_type);
+        }
+    }
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
