@@ -101,7 +101,7 @@ impl Hparams {
                 ));
             }
         }
-        if self.n_head % self.n_head_kv != 0 {
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
             return Err(format!(
                 "hyperparameter num_key_value_heads = {} does not divide num_attention_heads = {}",
                 self.n_head_kv, self.n_head
