@@ -75,8 +75,8 @@ def main():
     w.add_tensor("meki_table.weight", table)
     proj = {}
     for i in range(n_layer):
-        proj[f"blk.{i}.meki_gate.weight"] = rng.standard_normal((dm, d), dtype=np.float32) / np.sqrt(d)
-        proj[f"blk.{i}.meki_out.weight"] = rng.standard_normal((d, dm), dtype=np.float32) / np.sqrt(dm)
+        proj[f"blk.{i}.meki_gate.weight"] = (rng.standard_normal((dm, d), dtype=np.float32) / np.sqrt(d)).astype(np.float32)
+        proj[f"blk.{i}.meki_out.weight"] = (rng.standard_normal((d, dm), dtype=np.float32) / np.sqrt(dm)).astype(np.float32)
     ptype = a.proj_type
     if ptype == "auto":
         ft = int(r.fields["general.file_type"].contents()) if "general.file_type" in r.fields else 0
@@ -116,7 +116,9 @@ def quantized(tensors, arch, n_layer, ptype):
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        subprocess.run([exe, "quantize", src, dst, ptype], check=True, stderr=subprocess.DEVNULL)
+        p = subprocess.run([exe, "quantize", src, dst, ptype], stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            sys.exit(f"{exe} quantize failed: {p.stderr[-2000:]}")
         out = {}
         for t in gguf.GGUFReader(dst).tensors:
             out[t.name] = (np.array(t.data), t.tensor_type)
