@@ -20,6 +20,11 @@ pub struct Message {
     pub content: String,
 }
 
+/// Instructions one render may execute: real templates take thousands per
+/// message; a hostile one (nested `range(100000)` loops) stops with an error
+/// after about a second instead of running for hours.
+pub const TEMPLATE_FUEL: u64 = 50_000_000;
+
 /// A chat template ready to render.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -30,6 +35,7 @@ pub struct ChatTemplate {
 impl ChatTemplate {
     pub fn new(source: &str, tok: &Tokenizer) -> Result<ChatTemplate, String> {
         let mut env = Environment::new();
+        env.set_fuel(Some(TEMPLATE_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(

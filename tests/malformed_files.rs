@@ -1094,3 +1094,58 @@ fn damaged_torch_checkpoints() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     println!("damaged torch checkpoints: {} cases, no crash", cases.len());
 }
+
+#[test]
+fn hostile_chat_template_is_bounded() {
+    let _s = serial();
+    let v = valid();
+    let f = GgufFile::open(&v.model).unwrap();
+    let tok = meki::tokenizer::Tokenizer::from_gguf(&f).unwrap();
+    let msgs = [meki::chat::Message {
+        role: "user".into(),
+        content: "hi".into(),
+    }];
+    // 10^10 loop iterations: without a bound this renders for hours.
+    let src = "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}";
+    let t = meki::chat::ChatTemplate::new(src, &tok).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = t.render(&msgs).expect_err("an endless template must fail");
+    assert!(e.contains("fuel"), "{e}");
+    assert!(t0.elapsed().as_secs() < 60, "took {:?}", t0.elapsed());
+    // Recursion without end: an error, not a stack overflow.
+    let src = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
+    let t = meki::chat::ChatTemplate::new(src, &tok).unwrap();
+    assert!(t.render(&msgs).is_err());
+    // Every real template of llama.cpp's collection renders within the bound.
+    let dir = std::path::PathBuf::from(std::env::var_os("MEKI_LLAMA_CPP").unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/ext/llama_cpp_python-0.3.36/vendor/llama.cpp")
+            .into()
+    }))
+    .join("models/templates");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        assert!(
+            std::env::var("MEKI_REQUIRE_REFERENCE").as_deref() != Ok("1"),
+            "{}: missing",
+            dir.display()
+        );
+        eprintln!("skipping real templates: {} missing", dir.display());
+        return;
+    };
+    let long: Vec<meki::chat::Message> = (0..200)
+        .map(|i| meki::chat::Message {
+            role: if i % 2 == 0 { "user" } else { "assistant" }.into(),
+            content: format!("message {i} with some words in it"),
+        })
+        .collect();
+    for e in rd {
+        let p = e.unwrap().path();
+        let src = std::fs::read_to_string(&p).unwrap();
+        let Ok(t) = meki::chat::ChatTemplate::new(&src, &tok) else {
+            continue;
+        };
+        if let Err(e) = t.render(&long) {
+            assert!(!e.contains("fuel"), "{}: {e}", p.display());
+        }
+    }
+}
