@@ -15,8 +15,10 @@
 //!
 //! Waiting: a worker spins ~[`SPIN`] on the job word, then calls
 //! `sched_yield` until [`YIELD`] has passed (on an idle core that returns at
-//! once; on a busy one it gives the core to whoever needs it), then parks. The
-//! caller wakes only parked workers (a futex wake each).
+//! once; on a busy one it gives the core to whoever needs it), then parks;
+//! the yield phase halves after each wait that ended parked. The caller
+//! wakes only parked workers (a futex wake each), and itself spins briefly
+//! then parks while it waits for running workers.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -195,7 +197,10 @@ fn wake_parked(s: &Shared) {
     }
 }
 
-/// The caller's wait: spin, then yield, then park until a worker unparks it.
+/// The caller's wait: spin briefly, then park until a worker unparks it. No
+/// yielding phase: the workers it waits for are running (or must be
+/// scheduled), and a caller that keeps its core only delays them when the
+/// machine is oversubscribed.
 fn wait_until(s: &Shared, done: impl Fn() -> bool) {
     let t0 = Instant::now();
     let mut spins = 0u32;
@@ -203,8 +208,6 @@ fn wait_until(s: &Shared, done: impl Fn() -> bool) {
         spins += 1;
         if !spins.is_multiple_of(64) || t0.elapsed() < CALLER_SPIN {
             std::hint::spin_loop();
-        } else if t0.elapsed() < YIELD {
-            std::thread::yield_now();
         } else {
             *s.caller.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
             // SeqCst pairs with the workers' increment of `finished` then load
@@ -222,11 +225,16 @@ fn wait_until(s: &Shared, done: impl Fn() -> bool) {
 fn worker(s: Arc<Shared>, tid: usize) {
     // Generation 0 is the pool's creation.
     let mut seen_gen = 0u64;
+    // Adaptive yield phase: halved after every wait that ended parked (jobs
+    // are far apart, yielding only burns CPU), reset when a job comes while
+    // the worker is still awake.
+    let mut yield_for = YIELD;
     loop {
         // Wait for a new generation.
         let t0 = Instant::now();
         let mut spins = 0u32;
         let mut yielding = false;
+        let mut parked = false;
         let state = loop {
             let st = s.state.load(Ordering::Acquire);
             if st & !(CLOSED | JOINED_MASK) != seen_gen {
@@ -240,15 +248,21 @@ fn worker(s: Arc<Shared>, tid: usize) {
                 }
                 yielding = true;
             }
-            if t0.elapsed() < YIELD {
+            if t0.elapsed() < yield_for {
                 std::thread::yield_now();
                 continue;
             }
+            parked = true;
             s.parked[tid - 1].store(true, Ordering::SeqCst);
             while s.state.load(Ordering::SeqCst) & !(CLOSED | JOINED_MASK) == seen_gen {
                 std::thread::park();
             }
             s.parked[tid - 1].store(false, Ordering::Relaxed);
+        };
+        yield_for = if parked {
+            (yield_for / 2).max(SPIN)
+        } else {
+            YIELD
         };
         if s.shutdown.load(Ordering::Acquire) {
             return;

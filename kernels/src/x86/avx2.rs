@@ -616,7 +616,7 @@ unsafe fn tile_q45_k<const FIVE: bool, const RN: usize>(
     let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); RN];
     // d * d_y and -dmin * d_y per token, read back as broadcast loads.
-    let mut dd = [[0f32; 4]; 2];
+    let mut dd = [[0f32; 8]; 2];
     for i in 0..nb {
         let wb = w.add(i * bytes);
         let s = unpack_scales_k4(std::slice::from_raw_parts(wb.add(4), 12));
@@ -680,9 +680,11 @@ unsafe fn tile_q45_k<const FIVE: bool, const RN: usize>(
 }
 
 /// Defines a [`crate::dot::GemmFn`] from a one-row k-quant tile
-/// (`tile::<RN>(nb, w, x, xs)`): each weight row against 4 tokens at a time.
+/// (`tile::<RN>(nb, w, x, xs)`): each weight row against up to `$rn` (<= 8)
+/// tokens at a time (8 measured ~10% faster than 4 for Q4_K/Q5_K prefill:
+/// the row's decode and scales are shared by more tokens).
 macro_rules! gemm_row_x4 {
-    ($name:ident, $tile:ident) => {
+    ($name:ident, $tile:ident, $rn:literal) => {
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(crate) unsafe fn $name(
@@ -701,9 +703,13 @@ macro_rules! gemm_row_x4 {
                 let wr = w.add(r * wrb);
                 let mut t = 0;
                 while t < toks {
-                    let rn = (toks - t).min(4);
+                    let rn = (toks - t).min($rn);
                     let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
                     match rn {
+                        8 => store_col($tile::<8>(nb, wr, xt, xrb), yt, ys),
+                        7 => store_col($tile::<7>(nb, wr, xt, xrb), yt, ys),
+                        6 => store_col($tile::<6>(nb, wr, xt, xrb), yt, ys),
+                        5 => store_col($tile::<5>(nb, wr, xt, xrb), yt, ys),
                         4 => store_col($tile::<4>(nb, wr, xt, xrb), yt, ys),
                         3 => store_col($tile::<3>(nb, wr, xt, xrb), yt, ys),
                         2 => store_col($tile::<2>(nb, wr, xt, xrb), yt, ys),
@@ -716,9 +722,9 @@ macro_rules! gemm_row_x4 {
     };
 }
 
-gemm_row_x4!(gemm_q4_k_q8_k, tile_q4_k);
-gemm_row_x4!(gemm_q5_k_q8_k, tile_q5_k);
-gemm_row_x4!(gemm_q6_k_q8_k, tile_q6_k);
+gemm_row_x4!(gemm_q4_k_q8_k, tile_q4_k, 8);
+gemm_row_x4!(gemm_q5_k_q8_k, tile_q5_k, 8);
+gemm_row_x4!(gemm_q6_k_q8_k, tile_q6_k, 8);
 
 /// Writes one row's results for RN tokens to `y[t * ys]`.
 #[inline]
@@ -757,7 +763,7 @@ pub(crate) unsafe fn tile_q6_k<const RN: usize>(
     let m2 = _mm256_set1_epi8(0x30);
     let even_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     let mut acc = [_mm256_setzero_ps(); RN];
-    let mut dd = [0f32; 4];
+    let mut dd = [0f32; 8];
     for i in 0..nb {
         let wb = w.add(i * BQ6K);
         let raw = _mm_loadu_si128(wb.add(192) as *const __m128i);
