@@ -468,6 +468,10 @@ unsafe fn store_tile<const RM: usize, const RN: usize>(v: [[f32; RM]; RN], y: *m
     }
 }
 
+/// Tiles of at most this many weight bytes get the next tile prefetched
+/// (decode); longer rows are streamed well by the hardware prefetcher.
+const SHORT_TILE_BYTES: usize = 8192;
+
 /// Products of `rows` weight rows (`w`, `wrb` bytes apart) with `toks` Q8_0
 /// activation rows (`x`, `xrb` bytes apart), `n` elements each, into
 /// `y[t * ys + r]`: 4 x 2 register tiles (4 x 1 for one token), smaller at
@@ -490,6 +494,18 @@ unsafe fn gemm_q8<W: Q8Weights>(
     while r < rows {
         let rm = (rows - r).min(4);
         let wr = w.add(r * wrb);
+        if toks == 1 && 4 * wrb <= SHORT_TILE_BYTES {
+            // Short rows (e.g. the 151936 x 1024 output head): a 4-row tile
+            // reads 4 short interleaved streams that the hardware prefetcher
+            // does not pick up in time (profile: the first load of each row
+            // waits on memory), so fetch the next tile while this one runs.
+            let next = wr.wrapping_add(4 * wrb);
+            let mut o = 0;
+            while o < 4 * wrb {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(o) as *const i8);
+                o += 64;
+            }
+        }
         let mut t = 0;
         while t < toks {
             let rn = (toks - t).min(2);
