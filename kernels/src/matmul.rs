@@ -128,11 +128,9 @@ pub fn matmul_with(
 ) -> Result<(), KernelError> {
     let p = plan(isa, ty, w, rows, cols)?;
     check("activations", n_tokens * cols, xs.len())?;
-    check("outputs", n_tokens * rows, ys.len())?;
     if p.act == GgmlType::F32 {
         let xb: &[u8] = bytemuck::cast_slice(&xs[..n_tokens * cols]);
-        run_tiles(pool, &p, w, rows, cols, n_tokens, xb, ys);
-        return Ok(());
+        return matmul_quantized(isa, pool, w, ty, rows, cols, n_tokens, xb, ys);
     }
     let q = quantize_fn(isa, p.act).ok_or(KernelError::Unsupported(p.act))?;
     let mut xq = vec![0u8; n_tokens * p.act_bytes];
@@ -155,8 +153,7 @@ pub fn matmul_with(
             }
         });
     }
-    run_tiles(pool, &p, w, rows, cols, n_tokens, &xq, ys);
-    Ok(())
+    matmul_quantized(isa, pool, w, ty, rows, cols, n_tokens, &xq, ys)
 }
 
 /// `ys = xs W^T` with activations already quantized with

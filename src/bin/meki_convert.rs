@@ -91,21 +91,20 @@ fn main() {
             pure,
             threads,
             table_type,
-        } => match table_type
+        } => table_type
             .as_deref()
             .map(meki::convert::parse_table_type)
             .transpose()
-        {
-            Ok(table_type) => meki::quant::quantize_file(&meki::quant::QuantizeOptions {
-                input,
-                output,
-                target,
-                pure,
-                threads,
-                table_type,
+            .and_then(|table_type| {
+                meki::quant::quantize_file(&meki::quant::QuantizeOptions {
+                    input,
+                    output,
+                    target,
+                    pure,
+                    threads,
+                    table_type,
+                })
             }),
-            Err(e) => Err(e),
-        },
         Command::Checkpoint(a) => {
             meki::convert::convert_checkpoint(&meki::convert::CheckpointOptions {
                 input: a.path,
