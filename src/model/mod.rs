@@ -3,13 +3,15 @@
 //! Read [`forward::Session::forward`] top to bottom for the whole computation
 //! of one batch of tokens (llama2.c style).
 
+mod attention;
 pub mod config;
 pub mod forward;
 pub mod ops;
 pub mod weights;
 
+pub use attention::KvType;
 pub use config::{Arch, Config, RopeOrder};
-pub use forward::{KvType, Session};
+pub use forward::Session;
 pub use weights::{LayerWeights, ModelWeights, Weight};
 
 use crate::gguf::GgufFile;
