@@ -67,6 +67,7 @@ pub mod dispatch;
 pub mod dot;
 pub mod formats;
 pub mod matmul;
+pub mod multi;
 pub mod peak;
 pub mod pool;
 pub mod scalar;
