@@ -61,6 +61,8 @@ pub fn gemm_fn(isa: Isa, ty: GgmlType) -> Option<GemmFn> {
         (Isa::Avx2, GgmlType::BF16) => Some(crate::x86::avx2::gemm_bf16_f32),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, GgmlType::F32) => Some(crate::x86::avx2::gemm_f32_f32),
+        #[cfg(target_arch = "aarch64")]
+        (Isa::Neon | Isa::NeonNoDotprod, _) => crate::arm::neon::gemm_fn(isa, ty),
         _ => None,
     }
 }
