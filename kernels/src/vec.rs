@@ -1,6 +1,7 @@
 //! Per-token vector kernels: RMSNorm, RoPE, softmax, SiLU·mul (SwiGLU),
 //! sigmoid, add, f16 -> f32 and Q8_0 -> f32 rows (MeKi table rows), and the
-//! attention inner loops over an f16 KV cache.
+//! attention inner loops: per query row over an f16 KV cache, and per tile
+//! of query rows (flash attention: scores, exp, weighted sums).
 //!
 //! Each function uses the active kernel family ([`crate::isa`]); the `_with`
 //! variants take it explicitly. Length mismatches are programming errors and
@@ -259,4 +260,103 @@ pub fn rope_table_with(i: Isa, x: &mut [f32], head_dim: usize, t: &RopeTable) {
     );
     assert!(t.n_rot() <= head_dim, "rope: n_rot larger than head_dim");
     pick!(i, rope_tables(x, head_dim, &t.cos, &t.sin, t.neox))
+}
+
+fn check_tile(what: &str, d: usize, n: usize, rows: &[f32], stride: usize) {
+    assert!(
+        d > 0 && stride >= d,
+        "{what}: stride {stride} shorter than a row of {d}"
+    );
+    assert!(
+        n == 0 || rows.len() >= (n - 1) * stride + d,
+        "{what}: {} values too few for {n} rows of stride {stride}",
+        rows.len()
+    );
+}
+
+/// Scores of a tile of query rows against a block of key rows (flash
+/// attention's `Q K^T`): `s[i * n + j] = q_i . k_j` for the `r = q.len() / d`
+/// query rows `q_i = q[i*d..(i+1)*d]` and the `n = s.len() / r` keys
+/// `k_j = keys[j*stride..j*stride + d]`. Each key is loaded once for several
+/// query rows.
+pub fn attn_tile_scores(q: &[f32], d: usize, keys: &[f32], stride: usize, s: &mut [f32]) {
+    attn_tile_scores_with(isa(), q, d, keys, stride, s)
+}
+
+pub fn attn_tile_scores_with(
+    i: Isa,
+    q: &[f32],
+    d: usize,
+    keys: &[f32],
+    stride: usize,
+    s: &mut [f32],
+) {
+    assert!(
+        d > 0 && q.len().is_multiple_of(d),
+        "attn_tile_scores: q is not whole rows of {d}"
+    );
+    let r = q.len() / d;
+    if r == 0 {
+        return;
+    }
+    assert!(
+        s.len().is_multiple_of(r),
+        "attn_tile_scores: scores are not {r} whole rows"
+    );
+    let n = s.len() / r;
+    check_tile("attn_tile_scores", d, n, keys, stride);
+    if n == 0 {
+        return;
+    }
+    pick!(i, attn_tile_scores(q, d, keys, stride, s, n))
+}
+
+/// Weighted sums of a block of value rows into a tile of accumulators
+/// (flash attention's `O += P V`): `o_i += sum_j p[i * n + j] v_j` for the
+/// `r = o.len() / d` rows `o_i = o[i*d..(i+1)*d]` and the `n = p.len() / r`
+/// values `v_j = values[j*stride..j*stride + d]`. Each value row is loaded
+/// once for several output rows.
+pub fn attn_tile_accumulate(p: &[f32], values: &[f32], stride: usize, d: usize, o: &mut [f32]) {
+    attn_tile_accumulate_with(isa(), p, values, stride, d, o)
+}
+
+pub fn attn_tile_accumulate_with(
+    i: Isa,
+    p: &[f32],
+    values: &[f32],
+    stride: usize,
+    d: usize,
+    o: &mut [f32],
+) {
+    assert!(
+        d > 0 && o.len().is_multiple_of(d),
+        "attn_tile_accumulate: o is not whole rows of {d}"
+    );
+    let r = o.len() / d;
+    if r == 0 {
+        return;
+    }
+    assert!(
+        p.len().is_multiple_of(r),
+        "attn_tile_accumulate: weights are not {r} whole rows"
+    );
+    let n = p.len() / r;
+    check_tile("attn_tile_accumulate", d, n, values, stride);
+    if n == 0 {
+        return;
+    }
+    pick!(i, attn_tile_accumulate(p, values, stride, d, o, n))
+}
+
+/// `x[i] = exp(x[i] - shift)`, returning the sum of the results (the
+/// unnormalized softmax of one row of an online-softmax block).
+pub fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
+    exp_shift_sum_with(isa(), x, shift)
+}
+
+pub fn exp_shift_sum_with(i: Isa, x: &mut [f32], shift: f32) -> f32 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    pick!(i, exp_shift_sum(x, shift))
 }

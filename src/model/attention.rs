@@ -1,7 +1,6 @@
 //! Causal self-attention over the KV cache: the cache's storage (f16 or
 //! f32 rows, position-major) and the attention of a batch of query rows.
 
-use super::ops;
 use crate::kernels::{self, ThreadPool};
 use half::f16;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,45 +50,69 @@ impl KvStore {
         }
     }
 
-    fn key(&self, at: usize, out: &mut [f32]) {
-        let len = out.len();
+    /// `n` cached rows of one KV head as f32 rows, keys or values, from
+    /// element `at` of position 0's row on: in place for an f32 cache
+    /// (stride `kvd`), converted into `buf` for f16 (stride `hd`).
+    #[allow(clippy::too_many_arguments)]
+    fn rows<'a>(
+        &'a self,
+        values: bool,
+        at: usize,
+        n: usize,
+        kvd: usize,
+        hd: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> (&'a [f32], usize) {
         match self {
-            KvStore::F16 { k, .. } => {
-                for (o, h) in out.iter_mut().zip(&k[at..at + len]) {
-                    *o = h.to_f32();
+            KvStore::F16 { k, v } => {
+                let src = if values { v } else { k };
+                buf.resize(n * hd, 0.0);
+                for (j, dst) in buf[..n * hd].chunks_exact_mut(hd).enumerate() {
+                    let row = &src[at + j * kvd..at + j * kvd + hd];
+                    kernels::vec::f16_to_f32(bytemuck::cast_slice(row), dst);
                 }
+                (&buf[..n * hd], hd)
             }
-            KvStore::F32 { k, .. } => out.copy_from_slice(&k[at..at + len]),
-        }
-    }
-
-    fn value_axpy(&self, at: usize, w: f32, out: &mut [f32]) {
-        let len = out.len();
-        match self {
-            KvStore::F16 { v, .. } => {
-                for (o, h) in out.iter_mut().zip(&v[at..at + len]) {
-                    *o += w * h.to_f32();
-                }
-            }
-            KvStore::F32 { v, .. } => {
-                for (o, x) in out.iter_mut().zip(&v[at..at + len]) {
-                    *o += w * x;
-                }
+            KvStore::F32 { k, v } => {
+                let src = if values { v } else { k };
+                (&src[at..at + (n - 1) * kvd + hd], kvd)
             }
         }
     }
 }
 
+/// Query positions per tile: the tile's query rows (tokens x the query heads
+/// of one KV head) share every K/V block loaded.
+const TILE_ROWS: usize = 16;
+/// Cached positions per block: a block's keys and values as f32 (2 x 32 x
+/// head_dim floats) stay in L1/L2 while all rows of the tile use them.
+const BLOCK: usize = 32;
+
+/// Per-thread buffers of [`attention`], kept between calls.
 #[derive(Default)]
 pub(super) struct AttnScratch {
-    scores: Vec<f32>,
-    key: Vec<f32>,
+    /// The tile's query rows, pre-scaled by 1/sqrt(head_dim).
+    q: Vec<f32>,
+    /// Scores, then probabilities, of a block (rows x BLOCK).
+    s: Vec<f32>,
+    /// Running max and sum of each row's softmax.
+    m: Vec<f32>,
+    l: Vec<f32>,
+    /// A block of keys / values converted from f16.
+    kbuf: Vec<f32>,
+    vbuf: Vec<f32>,
+    /// Outputs of the units this thread computed (one unit after the
+    /// other, rows of `unit_len`), copied into `att` after the parallel run.
+    out: Vec<f32>,
+    done: Vec<usize>,
 }
 
 /// Causal attention of the batch's `n` query rows (positions `n_past..`)
-/// over the cache, split over the pool's threads by (token, KV head): each
-/// unit computes the `group` query heads that share one KV head, so its
-/// cached rows are read once and stay in cache for the group.
+/// over the cache, flash-attention style: the queries are cut into tiles of
+/// a few consecutive tokens, and each (tile, KV head) unit runs an online
+/// softmax over the cached positions block by block, so every K/V block is
+/// read once for all the tile's query rows (the `group` query heads of the
+/// KV head at each of its tokens). Units are spread over the pool's threads.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     pool: &ThreadPool,
@@ -101,55 +124,218 @@ pub(super) fn attention(
     att: &mut [f32],
     scratch: &[Mutex<AttnScratch>],
 ) {
-    let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
-    let group = c.n_head / c.n_head_kv;
+    let (qd, kvd, hd, n_kv) = (c.q_dim(), c.kv_dim(), c.head_dim, c.n_head_kv);
+    let group = c.n_head / n_kv;
+    let tile = (TILE_ROWS / group).clamp(1, n);
+    let n_tiles = n.div_ceil(tile);
+    let n_units = n_tiles * n_kv;
+    let unit_len = tile * group * hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    // One output slice per unit; each is locked by the one thread that claims it.
-    let units: Vec<Mutex<&mut [f32]>> = att.chunks_exact_mut(group * hd).map(Mutex::new).collect();
-    let n_units = units.len();
-    debug_assert_eq!(n_units, n * c.n_head_kv);
+    for sc in scratch {
+        sc.lock().unwrap_or_else(|e| e.into_inner()).done.clear();
+    }
     let next = AtomicUsize::new(0);
     pool.run(&|tid, _| {
         let mut mine = scratch[tid].lock().unwrap_or_else(|e| e.into_inner());
-        let AttnScratch { scores, key } = &mut *mine;
+        let sc = &mut *mine;
         loop {
             let u = next.fetch_add(1, Ordering::Relaxed);
             if u >= n_units {
                 break;
             }
-            let (t, g) = (u / c.n_head_kv, u % c.n_head_kv);
-            let len = n_past + t + 1;
-            scores.resize(len.max(scores.len()), 0.0);
-            key.resize(hd, 0.0);
-            let s = &mut scores[..len];
-            let mut out = units[u].lock().unwrap_or_else(|e| e.into_inner());
-            for (j, oh) in out.chunks_exact_mut(hd).enumerate() {
-                let h = g * group + j;
-                let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-                match cache {
-                    // f16 cache: the SIMD kernels read the cached rows in place.
-                    KvStore::F16 { k, v } => {
-                        let at = g * hd;
-                        let row = kvd * 2;
-                        let kb: &[u8] = bytemuck::cast_slice(&k[at..]);
-                        kernels::vec::attn_scores(qh, kb, row, scale, s);
-                        kernels::vec::softmax(s);
-                        let vb: &[u8] = bytemuck::cast_slice(&v[at..]);
-                        kernels::vec::attn_weighted_sum(s, vb, row, oh);
+            let (ti, g) = (u / n_kv, u % n_kv);
+            let t0 = ti * tile;
+            let t1 = (t0 + tile).min(n);
+            let rows = (t1 - t0) * group;
+            let at = sc.out.len();
+            sc.out.resize(at + unit_len, 0.0);
+            sc.done.push(u);
+            sc.q.resize(rows * hd, 0.0);
+            for (t, dst) in (t0..t1).zip(sc.q.chunks_exact_mut(group * hd)) {
+                let src = &q[t * qd + g * group * hd..t * qd + (g + 1) * group * hd];
+                dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s * scale);
+            }
+            let o = &mut sc.out[at..at + rows * hd];
+            o.fill(0.0);
+            sc.m.clear();
+            sc.m.resize(rows, f32::NEG_INFINITY);
+            sc.l.clear();
+            sc.l.resize(rows, 0.0);
+            sc.s.resize(rows * BLOCK, 0.0);
+            // Keys visible to row i (token t0 + i / group): n_past + t + 1.
+            let visible = |i: usize| n_past + t0 + i / group + 1;
+            let end = visible(rows - 1);
+            let mut j0 = 0;
+            while j0 < end {
+                let nb = BLOCK.min(end - j0);
+                // Rows that see none of the block (tokens before its first
+                // position) come first; they skip it.
+                let r0 = (0..rows).find(|&i| visible(i) > j0).unwrap_or(rows);
+                let (keys, ks) = cache.rows(false, j0 * kvd + g * hd, nb, kvd, hd, &mut sc.kbuf);
+                let s = &mut sc.s[r0 * nb..rows * nb];
+                kernels::vec::attn_tile_scores(&sc.q[r0 * hd..], hd, keys, ks, s);
+                for (i, srow) in (r0..rows).zip(s.chunks_exact_mut(nb)) {
+                    let seen = (visible(i) - j0).min(nb);
+                    let live = &mut srow[..seen];
+                    let mb = live.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let m_new = sc.m[i].max(mb);
+                    if m_new > sc.m[i] {
+                        // New running max: rescale what was accumulated.
+                        let f = (sc.m[i] - m_new).exp();
+                        sc.l[i] *= f;
+                        o[i * hd..(i + 1) * hd].iter_mut().for_each(|x| *x *= f);
+                        sc.m[i] = m_new;
                     }
-                    KvStore::F32 { .. } => {
-                        for (jj, sj) in s.iter_mut().enumerate() {
-                            cache.key(jj * kvd + g * hd, key);
-                            *sj = ops::dot(qh, key) * scale;
-                        }
-                        kernels::vec::softmax(s);
-                        oh.fill(0.0);
-                        for (jj, &p) in s.iter().enumerate() {
-                            cache.value_axpy(jj * kvd + g * hd, p, oh);
+                    sc.l[i] += kernels::vec::exp_shift_sum(live, m_new);
+                    srow[seen..].fill(0.0);
+                }
+                let (values, vs) = cache.rows(true, j0 * kvd + g * hd, nb, kvd, hd, &mut sc.vbuf);
+                kernels::vec::attn_tile_accumulate(s, values, vs, hd, &mut o[r0 * hd..]);
+                j0 += nb;
+            }
+            for (orow, &l) in o.chunks_exact_mut(hd).zip(&sc.l) {
+                let inv = 1.0 / l;
+                orow.iter_mut().for_each(|x| *x *= inv);
+            }
+        }
+    });
+    // Scatter the units' rows to att's layout (token-major, all heads).
+    let gw = group * hd;
+    for sc in scratch {
+        let mut mine = sc.lock().unwrap_or_else(|e| e.into_inner());
+        let AttnScratch { out, done, .. } = &mut *mine;
+        for (k, &u) in done.iter().enumerate() {
+            let (ti, g) = (u / n_kv, u % n_kv);
+            let t0 = ti * tile;
+            let t1 = (t0 + tile).min(n);
+            let src = &out[k * unit_len..];
+            for (t, rows) in (t0..t1).zip(src.chunks_exact(gw)) {
+                att[t * qd + g * gw..t * qd + (g + 1) * gw].copy_from_slice(rows);
+            }
+        }
+        out.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The tiled online-softmax attention against a plain f64 softmax
+    //! attention over the same cached values.
+    use super::*;
+    use crate::model::config::{Arch, Config, RopeOrder};
+
+    struct Rng(u64);
+    impl Rng {
+        /// Uniform in [-1, 1).
+        fn f32(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+    }
+
+    fn config(n_head: usize, n_head_kv: usize, head_dim: usize) -> Config {
+        Config {
+            arch: Arch::Qwen3,
+            n_layer: 1,
+            n_embd: n_head * head_dim,
+            n_ff: 1,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_vocab: 1,
+            n_ctx_train: 4096,
+            rms_eps: 1e-6,
+            rope_base: 10000.0,
+            rope_freq_scale: 1.0,
+            n_rot: head_dim,
+            rope_order: RopeOrder::Neox,
+        }
+    }
+
+    /// Cached element `i` (key or value) as the cache holds it.
+    fn cached(cache: &KvStore, values: bool, i: usize) -> f64 {
+        match cache {
+            KvStore::F16 { k, v } => (if values { v } else { k })[i].to_f64(),
+            KvStore::F32 { k, v } => (if values { v } else { k })[i] as f64,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reference(c: &Config, cache: &KvStore, n_past: usize, n: usize, q: &[f32]) -> Vec<f64> {
+        let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
+        let group = c.n_head / c.n_head_kv;
+        let mut out = vec![0f64; n * qd];
+        for t in 0..n {
+            for h in 0..c.n_head {
+                let g = h / group;
+                let len = n_past + t + 1;
+                let scores: Vec<f64> = (0..len)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|i| {
+                                q[t * qd + h * hd + i] as f64
+                                    * cached(cache, false, j * kvd + g * hd + i)
+                            })
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for i in 0..hd {
+                    out[t * qd + h * hd + i] = (0..len)
+                        .map(|j| e[j] / sum * cached(cache, true, j * kvd + g * hd + i))
+                        .sum();
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn tiled_attention_matches_f64_softmax() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        // (heads, KV heads, head_dim): GQA 2 (Qwen3), GQA 8 (tile of 2
+        // tokens), MHA with a head size the SIMD tiles do not cover.
+        for (nh, nkv, hd) in [(4, 2, 64), (8, 1, 32), (3, 3, 12)] {
+            let c = config(nh, nkv, hd);
+            let (qd, kvd) = (c.q_dim(), c.kv_dim());
+            for ty in [KvType::F16, KvType::F32] {
+                for (n_past, n) in [(0, 1), (0, 7), (5, 1), (3, 37), (70, 1), (70, 19), (0, 40)] {
+                    let total = n_past + n;
+                    let mut cache = KvStore::new(ty, (total + 3) * kvd);
+                    // Keys scaled up so that the softmax is far from uniform.
+                    for p in 0..total {
+                        let kr: Vec<f32> = (0..kvd).map(|_| 4.0 * rng.f32()).collect();
+                        let vr: Vec<f32> = (0..kvd).map(|_| rng.f32()).collect();
+                        cache.store(p * kvd, &kr, &vr);
+                    }
+                    let q: Vec<f32> = (0..n * qd).map(|_| rng.f32()).collect();
+                    let want = reference(&c, &cache, n_past, n, &q);
+                    for threads in [1, 3] {
+                        let pool = ThreadPool::new(threads);
+                        let scratch: Vec<Mutex<AttnScratch>> =
+                            (0..threads).map(|_| Default::default()).collect();
+                        let mut att = vec![f32::NAN; n * qd];
+                        // Twice: the second call reuses the scratch.
+                        for _ in 0..2 {
+                            attention(&pool, &c, &cache, n_past, n, &q, &mut att, &scratch);
+                            for (i, (&got, &w)) in att.iter().zip(&want).enumerate() {
+                                // Outputs are convex combinations of values in
+                                // [-1, 1]; f32 sums over <= 80 positions.
+                                assert!(
+                                    (got as f64 - w).abs() <= 2e-6,
+                                    "{ty:?} heads {nh}/{nkv} hd {hd} n_past {n_past} n {n} \
+                                     threads {threads}: out[{i}] = {got}, want {w}"
+                                );
+                            }
                         }
                     }
                 }
             }
         }
-    });
+    }
 }

@@ -255,3 +255,87 @@ pub(crate) unsafe fn rope_tables(
         }
     }
 }
+
+pub(crate) unsafe fn attn_tile_scores(
+    q: &[f32],
+    d: usize,
+    keys: &[f32],
+    stride: usize,
+    s: &mut [f32],
+    n: usize,
+) {
+    if !d.is_multiple_of(4) {
+        return crate::scalar::vec::attn_tile_scores(q, d, keys, stride, s, n);
+    }
+    let kp = keys.as_ptr();
+    for (qi, si) in q.chunks_exact(d).zip(s.chunks_exact_mut(n)) {
+        let qp = qi.as_ptr();
+        // Two keys per pass: two independent FMA chains per query load.
+        let mut j = 0;
+        while j + 2 <= n {
+            let (k0, k1) = (kp.add(j * stride), kp.add((j + 1) * stride));
+            let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+            let mut i = 0;
+            while i < d {
+                let qv = vld1q_f32(qp.add(i));
+                a0 = vfmaq_f32(a0, qv, vld1q_f32(k0.add(i)));
+                a1 = vfmaq_f32(a1, qv, vld1q_f32(k1.add(i)));
+                i += 4;
+            }
+            si[j] = vaddvq_f32(a0);
+            si[j + 1] = vaddvq_f32(a1);
+            j += 2;
+        }
+        if j < n {
+            let kj = kp.add(j * stride);
+            let mut a = vdupq_n_f32(0.0);
+            let mut i = 0;
+            while i < d {
+                a = vfmaq_f32(a, vld1q_f32(qp.add(i)), vld1q_f32(kj.add(i)));
+                i += 4;
+            }
+            si[j] = vaddvq_f32(a);
+        }
+    }
+}
+
+pub(crate) unsafe fn attn_tile_accumulate(
+    p: &[f32],
+    values: &[f32],
+    stride: usize,
+    d: usize,
+    o: &mut [f32],
+    n: usize,
+) {
+    if !d.is_multiple_of(4) {
+        return crate::scalar::vec::attn_tile_accumulate(p, values, stride, d, o, n);
+    }
+    let vp = values.as_ptr();
+    for (pi, oi) in p.chunks_exact(n).zip(o.chunks_exact_mut(d)) {
+        let op = oi.as_mut_ptr();
+        // Four columns per pass, the accumulator in a register over all rows.
+        let mut c = 0;
+        while c < d {
+            let mut a = vld1q_f32(op.add(c));
+            for (j, &w) in pi.iter().enumerate() {
+                a = vfmaq_n_f32(a, vld1q_f32(vp.add(j * stride + c)), w);
+            }
+            vst1q_f32(op.add(c), a);
+            c += 4;
+        }
+    }
+}
+
+pub(crate) unsafe fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
+    let vs = vdupq_n_f32(shift);
+    map4(x, f32::NEG_INFINITY, |v| exp_f32x4(vsubq_f32(v, vs)));
+    let n = x.len();
+    let p = x.as_ptr();
+    let mut acc = vdupq_n_f32(0.0);
+    let mut i = 0;
+    while i + 4 <= n {
+        acc = vaddq_f32(acc, vld1q_f32(p.add(i)));
+        i += 4;
+    }
+    vaddvq_f32(acc) + x[i..].iter().sum::<f32>()
+}

@@ -111,3 +111,48 @@ pub fn rope_tables(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], neo
         }
     }
 }
+
+/// `s[i*n + j] = q_i . k_j` (f64 sums) for `r` query rows of `d` and `n` keys.
+pub fn attn_tile_scores(q: &[f32], d: usize, keys: &[f32], stride: usize, s: &mut [f32], n: usize) {
+    for (qi, si) in q.chunks_exact(d).zip(s.chunks_exact_mut(n)) {
+        for (j, o) in si.iter_mut().enumerate() {
+            let k = &keys[j * stride..j * stride + d];
+            *o = qi
+                .iter()
+                .zip(k)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>() as f32;
+        }
+    }
+}
+
+/// `o_i += sum_j p[i*n + j] v_j` (f64 sums) for `r` rows of `d` and `n` values.
+pub fn attn_tile_accumulate(
+    p: &[f32],
+    values: &[f32],
+    stride: usize,
+    d: usize,
+    o: &mut [f32],
+    n: usize,
+) {
+    for (pi, oi) in p.chunks_exact(n).zip(o.chunks_exact_mut(d)) {
+        for (k, ok) in oi.iter_mut().enumerate() {
+            let sum: f64 = pi
+                .iter()
+                .enumerate()
+                .map(|(j, &w)| w as f64 * values[j * stride + k] as f64)
+                .sum();
+            *ok = (*ok as f64 + sum) as f32;
+        }
+    }
+}
+
+/// `x[i] = exp(x[i] - shift)`, returning their sum.
+pub fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = (*v - shift).exp();
+        sum += *v as f64;
+    }
+    sum as f32
+}

@@ -340,3 +340,202 @@ pub(crate) unsafe fn rope_tables(
         }
     }
 }
+
+/// Scores of `R` (1 or 2) query rows at `qp` against the `n` keys at `kp`,
+/// four keys per pass: 4R independent FMA chains, each key and query vector
+/// loaded once per step, the four sums of a row folded by two `hadd`s.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_scores_rows<const R: usize>(
+    qp: *const f32,
+    d: usize,
+    kp: *const f32,
+    stride: usize,
+    sp: *mut f32,
+    n: usize,
+) {
+    let mut j = 0;
+    while j + 4 <= n {
+        let k = |r: usize| kp.add((j + r) * stride);
+        let (k0, k1, k2, k3) = (k(0), k(1), k(2), k(3));
+        let mut acc = [[_mm256_setzero_ps(); 4]; R];
+        let mut i = 0;
+        while i < d {
+            let kv = [
+                _mm256_loadu_ps(k0.add(i)),
+                _mm256_loadu_ps(k1.add(i)),
+                _mm256_loadu_ps(k2.add(i)),
+                _mm256_loadu_ps(k3.add(i)),
+            ];
+            for (r, a) in acc.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(qp.add(r * d + i));
+                for (ac, &kk) in a.iter_mut().zip(&kv) {
+                    *ac = _mm256_fmadd_ps(qv, kk, *ac);
+                }
+            }
+            i += 8;
+        }
+        for (r, a) in acc.iter().enumerate() {
+            let h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+            let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            _mm_storeu_ps(sp.add(r * n + j), s);
+        }
+        j += 4;
+    }
+    while j < n {
+        let kj = kp.add(j * stride);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut i = 0;
+        while i < d {
+            let kv = _mm256_loadu_ps(kj.add(i));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(r * d + i)), kv, *a);
+            }
+            i += 8;
+        }
+        for (r, a) in acc.iter().enumerate() {
+            *sp.add(r * n + j) = hsum_ps(*a);
+        }
+        j += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_tile_scores(
+    q: &[f32],
+    d: usize,
+    keys: &[f32],
+    stride: usize,
+    s: &mut [f32],
+    n: usize,
+) {
+    if !d.is_multiple_of(8) {
+        return crate::scalar::vec::attn_tile_scores(q, d, keys, stride, s, n);
+    }
+    let r = q.len() / d;
+    let (qp, kp, sp) = (q.as_ptr(), keys.as_ptr(), s.as_mut_ptr());
+    let mut i = 0;
+    while i + 2 <= r {
+        tile_scores_rows::<2>(qp.add(i * d), d, kp, stride, sp.add(i * n), n);
+        i += 2;
+    }
+    if i < r {
+        tile_scores_rows::<1>(qp.add(i * d), d, kp, stride, sp.add(i * n), n);
+    }
+}
+
+/// `o_r += sum_j p[r*n + j] v_j` for `R` rows on `W` vectors of 8 columns
+/// from column `c`: the R x W accumulators stay in registers over all `n`
+/// value rows, each value vector loaded once for the R rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_accumulate_rows<const R: usize, const W: usize>(
+    pp: *const f32,
+    n: usize,
+    vp: *const f32,
+    stride: usize,
+    d: usize,
+    op: *mut f32,
+    c: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); W]; R];
+    for (r, a) in acc.iter_mut().enumerate() {
+        for (w, ac) in a.iter_mut().enumerate() {
+            *ac = _mm256_loadu_ps(op.add(r * d + c + 8 * w));
+        }
+    }
+    for j in 0..n {
+        let vj = vp.add(j * stride + c);
+        let mut vv = [_mm256_setzero_ps(); W];
+        for (w, v) in vv.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(vj.add(8 * w));
+        }
+        for (r, a) in acc.iter_mut().enumerate() {
+            let pw = _mm256_broadcast_ss(&*pp.add(r * n + j));
+            for (ac, &v) in a.iter_mut().zip(&vv) {
+                *ac = _mm256_fmadd_ps(pw, v, *ac);
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for (w, ac) in a.iter().enumerate() {
+            _mm256_storeu_ps(op.add(r * d + c + 8 * w), *ac);
+        }
+    }
+}
+
+/// Rows `R` (1 to 4) of the weighted sum over all columns: 16 at a time,
+/// then 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_accumulate_block<const R: usize>(
+    pp: *const f32,
+    n: usize,
+    vp: *const f32,
+    stride: usize,
+    d: usize,
+    op: *mut f32,
+) {
+    let mut c = 0;
+    while c + 16 <= d {
+        tile_accumulate_rows::<R, 2>(pp, n, vp, stride, d, op, c);
+        c += 16;
+    }
+    if c < d {
+        tile_accumulate_rows::<R, 1>(pp, n, vp, stride, d, op, c);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_tile_accumulate(
+    p: &[f32],
+    values: &[f32],
+    stride: usize,
+    d: usize,
+    o: &mut [f32],
+    n: usize,
+) {
+    if !d.is_multiple_of(8) {
+        return crate::scalar::vec::attn_tile_accumulate(p, values, stride, d, o, n);
+    }
+    let r = o.len() / d;
+    let (pp, vp, op) = (p.as_ptr(), values.as_ptr(), o.as_mut_ptr());
+    let mut i = 0;
+    while i + 4 <= r {
+        tile_accumulate_block::<4>(pp.add(i * n), n, vp, stride, d, op.add(i * d));
+        i += 4;
+    }
+    let (pp, op) = (pp.add(i * n), op.add(i * d));
+    match r - i {
+        3 => tile_accumulate_block::<3>(pp, n, vp, stride, d, op),
+        2 => tile_accumulate_block::<2>(pp, n, vp, stride, d, op),
+        1 => tile_accumulate_block::<1>(pp, n, vp, stride, d, op),
+        _ => {}
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
+    let n = x.len();
+    let p = x.as_mut_ptr();
+    let vs = _mm256_set1_ps(shift);
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vs));
+        _mm256_storeu_ps(p.add(i), e);
+        acc = _mm256_add_ps(acc, e);
+        i += 8;
+    }
+    let mut sum = hsum_ps(acc);
+    if i < n {
+        let mut t = [f32::NEG_INFINITY; 8];
+        t[..n - i].copy_from_slice(&x[i..]);
+        let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(t.as_ptr()), vs));
+        _mm256_storeu_ps(t.as_mut_ptr(), e);
+        x[i..].copy_from_slice(&t[..n - i]);
+        sum += t[..n - i].iter().sum::<f32>();
+    }
+    sum
+}
