@@ -186,6 +186,16 @@ fn engine_logits(path: &Path, ids: &[u32]) -> Vec<f32> {
     s.forward(ids, meki::model::forward::Logits::All).unwrap()
 }
 
+/// The same logits from decode steps: one token per forward call (the
+/// engine's grouped single-token path).
+fn engine_logits_decode(path: &Path, ids: &[u32]) -> Vec<f32> {
+    let model = meki::model::Model::open(path).unwrap();
+    let mut s = meki::model::Session::new(&model, 64, meki::model::KvType::F32);
+    ids.iter()
+        .flat_map(|&t| s.forward(&[t], meki::model::forward::Logits::Last).unwrap())
+        .collect()
+}
+
 #[test]
 fn backbone_logits_match_reference() {
     for name in FIXTURES {
@@ -213,6 +223,9 @@ fn meki_logits_match_reference() {
         let want = read_f32(&fixture(name).join("expected_logits.f32"));
         let (e, i) = max_err(&got, &want, 1e-4, 1e-5);
         eprintln!("{name}: MeKi logits max |diff| {e:e} at {i}");
+        let got = engine_logits_decode(&out, &ref_ids(name));
+        let (e, i) = max_err(&got, &want, 1e-4, 1e-5);
+        eprintln!("{name}: MeKi logits, token by token, max |diff| {e:e} at {i}");
         // And the same through the sidecar.
         let out2 = dir.join("split.gguf");
         let mut o = opts(&fixture(name), &out2);

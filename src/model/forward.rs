@@ -3,6 +3,7 @@
 //! are fed, and `rewind` drops cached positions.
 
 use super::attention::{attention, AttnScratch, KvStore, KvType};
+use super::group::{matvec_group, Product, QuantizedInput};
 use super::ops::{self, linear, linear_once, SharedActs};
 use super::weights::Weight;
 use super::Model;
@@ -33,6 +34,9 @@ struct Scratch {
     angles: Vec<(f32, f32)>,
     /// Activations quantized once for several matrices of the same input.
     acts: SharedActs,
+    /// Decode: the quantized inputs of a product group (two inputs at most).
+    in_a: QuantizedInput,
+    in_b: QuantizedInput,
     /// Per-thread attention rows (scores, a head copy).
     attn: Vec<Mutex<AttnScratch>>,
 }
@@ -161,6 +165,7 @@ impl<'m> Session<'m> {
         s.attn.resize_with(pool.n_threads(), Default::default);
         let attn_scratch = &s.attn[..];
         let (meki_g, meki_y, meki_e) = (&mut s.meki_g, &mut s.meki_y, &mut s.meki_e);
+        let (in_a, in_b) = (&mut s.in_a, &mut s.in_b);
 
         for (l, lw) in w.layers.iter().enumerate() {
             // Attention block: x += Wo attn(norm(x)).
@@ -168,10 +173,40 @@ impl<'m> Session<'m> {
             for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
                 kernels::vec::rms_norm(xr, attn_norm, c.rms_eps, nr);
             }
-            acts.reset();
-            linear(pool, file, &lw.wq, xn, n, acts, q);
-            linear(pool, file, &lw.wk, xn, n, acts, k);
-            linear(pool, file, &lw.wv, xn, n, acts, v);
+            if n == 1 {
+                in_a.reset();
+                let (wq, wk, wv) = (&lw.wq, &lw.wk, &lw.wv);
+                matvec_group(
+                    pool,
+                    &[xn],
+                    &mut [&mut *in_a],
+                    [
+                        Product {
+                            file,
+                            w: wq,
+                            input: 0,
+                            y: &mut *q,
+                        },
+                        Product {
+                            file,
+                            w: wk,
+                            input: 0,
+                            y: &mut *k,
+                        },
+                        Product {
+                            file,
+                            w: wv,
+                            input: 0,
+                            y: &mut *v,
+                        },
+                    ],
+                );
+            } else {
+                acts.reset();
+                linear(pool, file, &lw.wq, xn, n, acts, q);
+                linear(pool, file, &lw.wk, xn, n, acts, k);
+                linear(pool, file, &lw.wv, xn, n, acts, v);
+            }
             for (out, b, width) in [
                 (&mut *q, &lw.bq, qd),
                 (&mut *k, &lw.bk, kvd),
@@ -216,38 +251,113 @@ impl<'m> Session<'m> {
             for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
                 kernels::vec::rms_norm(xr, ffn_norm, c.rms_eps, nr);
             }
-            acts.reset();
             // MeKi branch, parallel to the FFN: y = RMSNorm_post(W_out (T_l[x_t] + sigmoid(W_gate u))),
             // with u = h (demo form) or the residual x (Megatron form). Added after the FFN.
-            if let Some(mem) = &model.meki {
-                let ml = &mem.layers[l];
-                let dm = mem.d_mem;
-                let mfile = mem.file(file);
-                let g = resize(meki_g, n * dm);
-                let y = resize(meki_y, n * d);
-                let e = resize(meki_e, dm);
-                match mem.gate_input {
-                    GateInput::FfnNorm => linear(pool, mfile, &ml.gate, xn, n, acts, g),
-                    GateInput::Residual => linear_once(pool, mfile, &ml.gate, x, n, g),
+            let meki = model
+                .meki
+                .as_ref()
+                .map(|mem| (mem, &mem.layers[l], mem.file(file)));
+            let dm = meki.map_or(0, |(mem, _, _)| mem.d_mem);
+            let mg = resize(meki_g, n * dm);
+            let my = resize(meki_y, if meki.is_some() { n * d } else { 0 });
+            let me = resize(meki_e, dm);
+
+            // 1. The products that read the block's input.
+            if n == 1 {
+                in_a.reset();
+                in_b.reset();
+                let (wg, wu) = (&lw.ffn_gate, &lw.ffn_up);
+                let ffn_gate = Product {
+                    file,
+                    w: wg,
+                    input: 0,
+                    y: &mut *gate,
+                };
+                let ffn_up = Product {
+                    file,
+                    w: wu,
+                    input: 0,
+                    y: &mut *up,
+                };
+                let inputs: [&[f32]; 2] = [xn, x];
+                let quant = &mut [&mut *in_a, &mut *in_b];
+                match meki {
+                    Some((mem, ml, mfile)) => {
+                        let input = match mem.gate_input {
+                            GateInput::FfnNorm => 0,
+                            GateInput::Residual => 1,
+                        };
+                        let meki_gate = Product {
+                            file: mfile,
+                            w: &ml.gate,
+                            input,
+                            y: &mut *mg,
+                        };
+                        matvec_group(pool, &inputs, quant, [ffn_gate, ffn_up, meki_gate]);
+                    }
+                    None => matvec_group(pool, &inputs, quant, [ffn_gate, ffn_up]),
                 }
-                kernels::vec::sigmoid(g);
-                for (t, &tok) in tokens.iter().enumerate() {
-                    mem.gather(file, tok, l, e);
-                    kernels::vec::add(&mut g[t * dm..(t + 1) * dm], e);
-                }
-                linear_once(pool, mfile, &ml.out, g, n, y);
-                let post: &[f32] = bytemuck::cast_slice(ml.post_norm.bytes(mfile));
-                for row in y.chunks_exact_mut(d) {
-                    ops::rms_norm_inplace(row, post, c.rms_eps);
+            } else {
+                acts.reset();
+                linear(pool, file, &lw.ffn_gate, xn, n, acts, gate);
+                linear(pool, file, &lw.ffn_up, xn, n, acts, up);
+                if let Some((mem, ml, mfile)) = meki {
+                    match mem.gate_input {
+                        GateInput::FfnNorm => linear(pool, mfile, &ml.gate, xn, n, acts, mg),
+                        GateInput::Residual => linear_once(pool, mfile, &ml.gate, x, n, mg),
+                    }
                 }
             }
-            linear(pool, file, &lw.ffn_gate, xn, n, acts, gate);
-            linear(pool, file, &lw.ffn_up, xn, n, acts, up);
+
+            // 2. Element-wise: SwiGLU; MeKi v = T_l[x_t] + sigmoid(W_gate u).
             kernels::vec::silu_mul(gate, up, ffh);
-            linear_once(pool, file, &lw.ffn_down, ffh, n, proj);
+            if let Some((mem, _, _)) = meki {
+                kernels::vec::sigmoid(mg);
+                for (t, &tok) in tokens.iter().enumerate() {
+                    mem.gather(file, tok, l, me);
+                    kernels::vec::add(&mut mg[t * dm..(t + 1) * dm], me);
+                }
+            }
+
+            // 3. The output products: W_down, MeKi W_out.
+            if n == 1 {
+                in_a.reset();
+                in_b.reset();
+                let down = Product {
+                    file,
+                    w: &lw.ffn_down,
+                    input: 0,
+                    y: &mut *proj,
+                };
+                let inputs: [&[f32]; 2] = [ffh, mg];
+                let quant = &mut [&mut *in_a, &mut *in_b];
+                match meki {
+                    Some((_, ml, mfile)) => {
+                        let out = Product {
+                            file: mfile,
+                            w: &ml.out,
+                            input: 1,
+                            y: &mut *my,
+                        };
+                        matvec_group(pool, &inputs, quant, [down, out]);
+                    }
+                    None => matvec_group(pool, &inputs, quant, [down]),
+                }
+            } else {
+                linear_once(pool, file, &lw.ffn_down, ffh, n, proj);
+                if let Some((_, ml, mfile)) = meki {
+                    linear_once(pool, mfile, &ml.out, mg, n, my);
+                }
+            }
+
+            // 4. x += FFN + RMSNorm_post(MeKi).
             kernels::vec::add(x, proj);
-            if model.meki.is_some() {
-                kernels::vec::add(x, &meki_y[..n * d]);
+            if let Some((_, ml, mfile)) = meki {
+                let post: &[f32] = bytemuck::cast_slice(ml.post_norm.bytes(mfile));
+                for row in my.chunks_exact_mut(d) {
+                    ops::rms_norm_inplace(row, post, c.rms_eps);
+                }
+                kernels::vec::add(x, my);
             }
         }
         self.n_past += n;

@@ -4,6 +4,7 @@
 //! of one batch of tokens (llama2.c style).
 
 mod attention;
+mod group;
 pub mod config;
 pub mod forward;
 pub mod ops;
