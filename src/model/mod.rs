@@ -4,9 +4,9 @@
 //! of one batch of tokens (llama2.c style).
 
 mod attention;
-mod group;
 pub mod config;
 pub mod forward;
+mod group;
 pub mod ops;
 pub mod weights;
 
