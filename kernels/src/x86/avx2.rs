@@ -120,7 +120,7 @@ unsafe fn load256(p: *const u8) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK * BQ4_0 && x.len() >= n / QK * BQ8_0);
-    tile_q4_0::<1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+    tile_q4_0::<1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -142,7 +142,7 @@ pub(crate) unsafe fn dot_q4_1_q8_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK * BQ5_0 && x.len() >= n / QK * BQ8_0);
-    tile_q8::<Q5_0W, 1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+    tile_q8::<Q5_0W, 1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -166,7 +166,7 @@ pub(crate) unsafe fn dot_q5_1_q8_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK * BQ8_0 && x.len() >= n / QK * BQ8_0);
-    tile_q8::<Q8_0W, 1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+    tile_q8::<Q8_0W, 1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
 }
 
 // ---- register tiles: RM weight rows x RN activation rows -------------------
@@ -192,11 +192,12 @@ pub(crate) trait Q8Weights {
         ws: usize,
         x: *const u8,
         xs: usize,
+        pf: *const u8,
     ) -> [[f32; RM]; RN]
     where
         Self: Sized,
     {
-        tile_q8::<Self, RM, RN>(nb, w, ws, x, xs)
+        tile_q8::<Self, RM, RN>(nb, w, ws, x, xs, pf)
     }
 }
 
@@ -220,8 +221,9 @@ impl Q8Weights for Q4_0W {
         ws: usize,
         x: *const u8,
         xs: usize,
+        pf: *const u8,
     ) -> [[f32; RM]; RN] {
-        tile_q4_0::<RM, RN>(nb, w, ws, x, xs)
+        tile_q4_0::<RM, RN>(nb, w, ws, x, xs, pf)
     }
 }
 
@@ -290,12 +292,16 @@ pub(crate) unsafe fn tile_q8<W: Q8Weights, const RM: usize, const RN: usize>(
     ws: usize,
     x: *const u8,
     xs: usize,
+    pf: *const u8,
 ) -> [[f32; RM]; RN] {
     let mut acc = [[_mm256_setzero_ps(); RM]; RN];
     // The RM x RN block scales, read back as broadcast loads.
     let mut dd = [[0f32; 4]; RN];
     let ones = _mm256_set1_epi16(1);
     for l in 0..nb {
+        if !pf.is_null() {
+            prefetch_span(pf.wrapping_add(l * RM * W::BYTES), RM * W::BYTES);
+        }
         let wb = w.add(l * W::BYTES);
         let dw = scales_f16::<RM>(wb, ws);
         let mut ys = [_mm256_setzero_si256(); RN];
@@ -328,6 +334,19 @@ pub(crate) unsafe fn tile_q8<W: Q8Weights, const RM: usize, const RN: usize>(
         }
     }
     hsum_tile(&acc)
+}
+
+/// Prefetches the cache lines of `bytes` bytes from `p` (all but possibly the
+/// last line, which the next span's first prefetch covers when spans are
+/// consecutive). Prefetches never fault, so `p` may be past the data.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prefetch_span(p: *const u8, bytes: usize) {
+    let mut o = 0;
+    while o < bytes {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o) as *const i8);
+        o += 64;
+    }
 }
 
 /// Lane `i` (< 4) of each 128-bit half, broadcast over that half.
@@ -432,10 +451,14 @@ pub(crate) unsafe fn tile_q4_0<const RM: usize, const RN: usize>(
     ws: usize,
     x: *const u8,
     xs: usize,
+    pf: *const u8,
 ) -> [[f32; RM]; RN] {
     let mut acc = [[_mm256_setzero_ps(); RM]; RN];
     let mut l = 0;
     while l + 2 <= nb {
+        if !pf.is_null() {
+            prefetch_span(pf.wrapping_add(l * RM * BQ4_0), 2 * RM * BQ4_0);
+        }
         q4_0_step::<RM, RN, true>(l, w, ws, x, xs, &mut acc);
         l += 2;
     }
@@ -494,25 +517,23 @@ unsafe fn gemm_q8<W: Q8Weights>(
     while r < rows {
         let rm = (rows - r).min(4);
         let wr = w.add(r * wrb);
-        if toks == 1 && 4 * wrb <= SHORT_TILE_BYTES {
-            // Short rows (e.g. the 151936 x 1024 output head): a 4-row tile
-            // reads 4 short interleaved streams that the hardware prefetcher
-            // does not pick up in time (profile: the first load of each row
-            // waits on memory), so fetch the next tile while this one runs.
-            let next = wr.wrapping_add(4 * wrb);
-            let mut o = 0;
-            while o < 4 * wrb {
-                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(o) as *const i8);
-                o += 64;
-            }
-        }
+        // Short rows (e.g. the 151936 x 1024 output head): a 4-row tile
+        // reads 4 short interleaved streams that the hardware prefetcher
+        // does not pick up in time, so the tile prefetches the next tile (the
+        // rows are consecutive), spread over its block loop so that few
+        // misses are outstanding at a time.
+        let pf = if toks == 1 && rm == 4 && 4 * wrb <= SHORT_TILE_BYTES && wrb == nb * W::BYTES {
+            wr.wrapping_add(4 * wrb)
+        } else {
+            std::ptr::null()
+        };
         let mut t = 0;
         while t < toks {
             let rn = (toks - t).min(2);
             let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
             macro_rules! go {
                 ($m:literal, $n:literal) => {
-                    store_tile(W::tile::<$m, $n>(nb, wr, wrb, xt, xrb), yt, ys)
+                    store_tile(W::tile::<$m, $n>(nb, wr, wrb, xt, xrb, pf), yt, ys)
                 };
             }
             match (rm, rn) {
