@@ -12,7 +12,7 @@
 //! unaligned-safe (`ld1` has no alignment requirement).
 
 use crate::dispatch::Isa;
-use crate::dot::GemmFn;
+use crate::dot::{DotFn, GemmFn};
 use crate::formats::*;
 use crate::scalar::dot::unpack_scales_k4;
 use std::arch::aarch64::*;
@@ -36,6 +36,9 @@ pub(crate) trait I8Dot {
     /// `Sdot` needs the `dotprod` extension.
     unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t;
 
+    /// Whether this is `sdot` (index into [`KWeights::ROW`]).
+    const DOTPROD: bool;
+
     /// `dot(dot(0, a0, b0), a1, b1)`: the same exact lanes, in fewer
     /// instructions where the implementation can share them.
     #[inline(always)]
@@ -48,6 +51,7 @@ pub(crate) struct Sdot;
 pub(crate) struct Widen;
 
 impl I8Dot for Sdot {
+    const DOTPROD: bool = true;
     #[inline(always)]
     unsafe fn dot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
         // SAFETY: only instantiated inside `#[target_feature(enable = "dotprod")]` functions.
@@ -58,6 +62,7 @@ impl I8Dot for Sdot {
 }
 
 impl I8Dot for Widen {
+    const DOTPROD: bool = false;
     #[inline(always)]
     unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
         let p0 = vmull_s8(vget_low_s8(a), vget_low_s8(b));
@@ -179,14 +184,18 @@ unsafe fn q5_1<D: I8Dot>(n: usize, w: &[u8], x: &[u8]) -> f32 {
 // dot product, which is the 1 x 1 tile, so every [`crate::dot::GemmFn`]
 // result is bit-identical to the [`crate::dot::DotFn`] of its type.
 //
-// Shapes come from the 32 x 128-bit register file and from which work a tile
-// shares (details in each driver's comment):
-// - Q4_0/Q5_0/Q8_0: 4 x 3 (4 x 1 for one token): 12 f32 accumulators, the
-//   quants of one row (2) and of 3 tokens (6), 3 token scale vectors and the
-//   dot temporaries: ~27 live registers with `sdot`, ~30 without.
-// - Q4_K/Q5_K/Q6_K: 1 x 8: the per-pair work (`sdot` + `mla` per 16 quants)
-//   cannot be shared, so the tile shares the weight decode (the larger part
-//   of the one-row kernel's vector instructions) between 8 tokens.
+// Shapes come from the 32 x 128-bit register file, from which work a tile
+// can share, and from the compiled code (no stack spills in the inner loops;
+// executed instructions counted under `qemu-aarch64 -singlestep`, see the
+// `instruction_count_workload` test):
+// - Q4_0/Q5_0/Q8_0: 4 x 2 (4 x 1 for one token): 8 f32 accumulators, the
+//   quants of one row (2) and of 2 tokens (4), 2 scale vectors and the dot
+//   temporaries. 4 x 3 fits on paper (~27 registers) but LLVM schedules all
+//   its loads early and spills 14 registers per block, for no fewer
+//   instructions per pair than 4 x 2.
+// - Q4_K/Q5_K/Q6_K: 1 x 8 (the one-row kernel for one token): the per-pair
+//   work (`sdot` + `mla` per 16 quants) cannot be shared, so the tile shares
+//   the weight decode between 8 tokens.
 // - F32/F16/BF16: the one-row kernel has 4 accumulators (16 elements per
 //   step, for FMA latency), so a tile holds 4 per pair: 2 x 2 (4 x 1 for one
 //   token), 16 accumulators.
@@ -324,13 +333,13 @@ unsafe fn store_col<const RN: usize>(v: [f32; RN], y: *mut f32, ys: usize) {
 /// `rows` weight rows (`w`, `wrb` bytes apart) times `toks` Q8_0 activation
 /// rows (`x`, `xrb` bytes apart), `n` elements each, into `y[t * ys + r]`.
 ///
-/// Tiles of 4 rows x 3 tokens (4 x 1 for one token), smaller at the edges.
-/// Per block, the one-row kernel spends 4 vector instructions per pair
-/// (2 `sdot`, `scvtf`, `fmla`) that no tile can share, plus the weight decode
-/// (Q4_0: load, `and`, `ushr`, 2 `sub`), the scale conversions and the
-/// activation loads, which a tile shares: 4 x 3 leaves ~7.5 instructions
-/// per pair and block (one-row: ~16). 4 x 4 would need 34 live registers
-/// (spills); the gain from 4 x 3 to 4 x 4 would be ~0.5 instruction.
+/// Tiles of 4 rows x 2 tokens (4 x 1 for one token), smaller at the edges.
+/// Per block the one-row kernel spends 5 instructions per pair that no tile
+/// can share (2 `sdot`, the zeroed accumulator, `scvtf`, `fmla`), plus the
+/// weight decode (Q4_0: load, `and`, `usra`, `add`), the scale loads and
+/// conversions and the activation loads, which a tile shares. Executed
+/// instructions per pair and Q4_0 block: one-row 21.3, 4 x 2 10.7, 4 x 1
+/// 15.0 (without `dotprod`: 27.3, 18.4, 21.0).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_q8<W: Q8Weights, D: I8Dot>(
@@ -345,7 +354,7 @@ unsafe fn gemm_q8<W: Q8Weights, D: I8Dot>(
     ys: usize,
 ) {
     let nb = n / QK;
-    let rn_max = if toks == 1 { 1 } else { 3 };
+    let rn_max = if toks == 1 { 1 } else { 2 };
     let mut r = 0;
     while r < rows {
         let rm = (rows - r).min(4);
@@ -360,16 +369,12 @@ unsafe fn gemm_q8<W: Q8Weights, D: I8Dot>(
                 };
             }
             match (rm, rn) {
-                (4, 3) => go!(4, 3),
                 (4, 2) => go!(4, 2),
                 (4, _) => go!(4, 1),
-                (3, 3) => go!(3, 3),
                 (3, 2) => go!(3, 2),
                 (3, _) => go!(3, 1),
-                (2, 3) => go!(2, 3),
                 (2, 2) => go!(2, 2),
                 (2, _) => go!(2, 1),
-                (_, 3) => go!(1, 3),
                 (_, 2) => go!(1, 2),
                 _ => go!(1, 1),
             }
@@ -405,6 +410,10 @@ unsafe fn mins_dot_bsums(m: int16x8_t, pairs: int16x8_t) -> i32 {
 /// A k-quant weight format with a one-row x RN-token tile against Q8_K rows
 /// (`x + j * xs`), `nb` super-blocks.
 pub(crate) trait KWeights {
+    /// Bytes per super-block.
+    const BYTES: usize;
+    /// The one-row kernels, without and with `dotprod`.
+    const ROW: [DotFn; 2];
     unsafe fn tile<D: I8Dot, const RN: usize>(
         nb: usize,
         w: *const u8,
@@ -418,6 +427,8 @@ pub(crate) struct Q5KW;
 pub(crate) struct Q6KW;
 
 impl KWeights for Q4KW {
+    const BYTES: usize = BQ4K;
+    const ROW: [DotFn; 2] = [dot_q4_k_q8_k, dot_q4_k_q8_k_dp];
     #[inline(always)]
     unsafe fn tile<D: I8Dot, const RN: usize>(
         nb: usize,
@@ -430,6 +441,8 @@ impl KWeights for Q4KW {
 }
 
 impl KWeights for Q5KW {
+    const BYTES: usize = BQ5K;
+    const ROW: [DotFn; 2] = [dot_q5_k_q8_k, dot_q5_k_q8_k_dp];
     #[inline(always)]
     unsafe fn tile<D: I8Dot, const RN: usize>(
         nb: usize,
@@ -442,6 +455,8 @@ impl KWeights for Q5KW {
 }
 
 impl KWeights for Q6KW {
+    const BYTES: usize = BQ6K;
+    const ROW: [DotFn; 2] = [dot_q6_k_q8_k, dot_q6_k_q8_k_dp];
     #[inline(always)]
     unsafe fn tile<D: I8Dot, const RN: usize>(
         nb: usize,
@@ -540,6 +555,10 @@ unsafe fn tile_q6_k<D: I8Dot, const RN: usize>(
         for h in 0..2 {
             let ql = wb.add(64 * h);
             let qh = wb.add(128 + 32 * h);
+            // All 128 quants of the half first (8 registers), then the
+            // groups in activation order: each token's loads are sequential
+            // and each pair of 16-byte loads is used at once (no spills).
+            let mut v = [[vdupq_n_s8(0); 2]; 4];
             for k in 0..2 {
                 let a = vld1q_u8(ql.add(16 * k));
                 let b = vld1q_u8(ql.add(32 + 16 * k));
@@ -551,11 +570,15 @@ unsafe fn tile_q6_k<D: I8Dot, const RN: usize>(
                     vorrq_u8(vshrq_n_u8::<4>(b), vandq_u8(vshrq_n_u8::<2>(hb), m3)),
                 ];
                 for (g, qg) in q.into_iter().enumerate() {
-                    let v = vsubq_s8(vreinterpretq_s8_u8(qg), s32);
+                    v[g][k] = vsubq_s8(vreinterpretq_s8_u8(qg), s32);
+                }
+            }
+            for g in 0..4 {
+                for k in 0..2 {
                     let s = sc[8 * h + 2 * g + k] as i32;
                     for j in 0..RN {
                         let y = x.add(j * xs + i * BQ8K + 4 + 128 * h + 32 * g + 16 * k);
-                        let p = D::dot(vdupq_n_s32(0), v, ld_s8(y));
+                        let p = D::dot(vdupq_n_s32(0), v[g][k], ld_s8(y));
                         isum[j] = vmlaq_n_s32(isum[j], p, s);
                     }
                 }
@@ -573,14 +596,14 @@ unsafe fn tile_q6_k<D: I8Dot, const RN: usize>(
 /// `rows` k-quant weight rows times `toks` Q8_K rows (layout as
 /// [`gemm_q8`]): each row against up to 8 tokens at a time.
 ///
-/// Per 64 quants the one-row Q4_K kernel spends 6 vector instructions per
-/// pair (4 `sdot`, 2 `mla`) and 4 on the weight decode; Q6_K per 256 quants
-/// 32 per pair and ~70 on the decode (5-6 per 16 quants). Only the decode
-/// can be shared, and only between tokens, so the tile is one row x 8 tokens:
-/// Q4_K ~6.5 vector instructions per pair and 64 quants (one-row: 10), Q6_K
-/// ~41 per super-block (one-row: ~100). The 8 i32 accumulators, the 4
-/// decoded vectors and the masks take ~20 registers. Several rows per tile
-/// would only share the activation loads, which go to the load pipes.
+/// Per 64 quants the one-row Q4_K kernel spends 8 instructions per pair
+/// (4 `sdot`, 2 zeroed accumulators, 2 `mla`) besides the weight decode and
+/// the scales; Q6_K per 16 quants 3 (`sdot`, zero, `mla`) besides ~5 of
+/// decode. Only the decode can be shared, and only between tokens, so the
+/// tile is one row x 8 tokens (8 i32 accumulators, 4 to 8 decoded vectors,
+/// the masks: ~24 registers). Executed instructions per pair and
+/// super-block, one-row -> 1 x 8: Q4_K 129 -> 74, Q5_K 168 -> 83, Q6_K
+/// 177 -> 104 (without `dotprod`: 177 -> 149, 289 -> 159, 247 -> 153).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_k<K: KWeights, D: I8Dot>(
@@ -595,6 +618,21 @@ unsafe fn gemm_k<K: KWeights, D: I8Dot>(
     ys: usize,
 ) {
     let nb = n / QK_K;
+    if toks == 1 {
+        // Decode: nothing to share, so the one-row kernel itself (the 1 x 1
+        // tile inlined in this large function counted ~10% more executed
+        // instructions under qemu).
+        let dot = K::ROW[D::DOTPROD as usize];
+        let xr = std::slice::from_raw_parts(x, nb * BQ8K);
+        for r in 0..rows {
+            *y.add(r) = dot(
+                n,
+                std::slice::from_raw_parts(w.add(r * wrb), nb * K::BYTES),
+                xr,
+            );
+        }
+        return;
+    }
     for r in 0..rows {
         let wr = w.add(r * wrb);
         let mut t = 0;
@@ -856,8 +894,9 @@ unsafe fn tile_float<W: FloatWeights, const RM: usize, const RN: usize>(
 /// [`crate::dot::GemmFn`] for float weights and f32 activations: 2 x 2 tiles
 /// (4 x 1 for one token), 16 accumulators either way. Per 16 elements and
 /// pair the one-row F16 kernel issues 4 `fmla`, 4 `fcvtl` and 6 loads; 2 x 2
-/// shares the conversions and loads between 2 pairs (4 + 2 + 3), leaving 28
-/// live registers (16 accumulators, 8 weight, 4 activation).
+/// shares the conversions and loads between 2 pairs, with 28 live registers
+/// (16 accumulators, 8 weight, 4 activation). Executed instructions per pair
+/// and 16 F16 elements: one-row 16.3, 2 x 2 9.0, 4 x 1 11.4.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_float<W: FloatWeights>(

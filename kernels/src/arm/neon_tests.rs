@@ -546,3 +546,64 @@ fn q8_0_extremes_equal_row_kernels() {
         assert_eq!(y, [want; 2], "{isa}");
     }
 }
+
+/// A fixed workload for counting executed instructions under
+/// `qemu-aarch64 -singlestep -d exec,nochain` (not a check): every tiled
+/// type, both families, `KNEON_TOKS` tokens (default 8) x 8 rows through the
+/// tiles, then the same pairs through the one-row dots.
+#[test]
+#[ignore]
+fn instruction_count_workload() {
+    let toks: usize = std::env::var("KNEON_TOKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let rows = 8;
+    let mut rng = Rng(12345);
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+        GgmlType::F16,
+    ] {
+        let n = 1024;
+        let rb = ty.row_bytes(n as u64).unwrap() as usize;
+        let ab = act_row_bytes(ty, n).unwrap();
+        let w: Vec<u8> = (0..rows)
+            .flat_map(|_| weight_row(&mut rng, ty, n))
+            .collect();
+        let x: Vec<u8> = (0..toks).flat_map(|_| act_row(&mut rng, ty, n)).collect();
+        for isa in [Isa::Neon, Isa::NeonNoDotprod]
+            .into_iter()
+            .filter(|i| i.is_available())
+        {
+            let (dot, gemm) = (dot_fn(isa, ty).unwrap(), gemm_fn(isa, ty).unwrap());
+            let mut y = vec![0f32; rows * toks];
+            // SAFETY: `rows` weight rows and `toks` activation rows of `n`
+            // elements, `y` holds all outputs.
+            unsafe {
+                gemm(
+                    n,
+                    w.as_ptr(),
+                    rb,
+                    rows,
+                    x.as_ptr(),
+                    ab,
+                    toks,
+                    y.as_mut_ptr(),
+                    rows,
+                )
+            };
+            for t in 0..toks {
+                for r in 0..rows {
+                    // SAFETY: as above, one row each.
+                    let d = unsafe { dot(n, &w[r * rb..(r + 1) * rb], &x[t * ab..(t + 1) * ab]) };
+                    assert_eq!(d.to_bits(), y[t * rows + r].to_bits());
+                }
+            }
+        }
+    }
+}
