@@ -70,6 +70,7 @@ pub mod matmul;
 pub mod multi;
 pub mod peak;
 pub mod pool;
+pub mod repack;
 pub mod scalar;
 pub mod vec;
 

@@ -7,21 +7,83 @@
 use super::weights::Weight;
 use crate::gguf::GgufFile;
 use crate::kernels::formats::{self, GgmlType};
+use crate::kernels::repack::{self, Packed};
 use crate::kernels::{self, ThreadPool};
+use std::cell::RefCell;
 
 /// One token's activations quantized to a weight type's activation type
 /// ([`kernels::vec_dot_type`]), kept for the next matrix that reads the same
 /// input (Q, K and V; FFN gate, up and the MeKi gate): quantized once, not
 /// once per matrix. [`SharedActs::reset`] when the input changes.
+/// Repacked matrices share the input's prepared rows
+/// ([`repack::prepare_acts`]) the same way, for any number of tokens.
 #[derive(Default)]
 pub struct SharedActs {
     act: Option<GgmlType>,
     bytes: Vec<u8>,
+    /// Tokens and columns of the prepared rows in `packed`, if ready.
+    packed_for: Option<(usize, usize)>,
+    packed: PackedActs,
 }
 
 impl SharedActs {
     pub fn reset(&mut self) {
         self.act = None;
+        self.packed_for = None;
+    }
+}
+
+/// Buffers of a repacked product's input: the Q8_0 rows, then the prepared
+/// rows built from them.
+#[derive(Default)]
+struct PackedActs {
+    q8: Vec<u8>,
+    prepared: Vec<u8>,
+}
+
+impl PackedActs {
+    /// Quantizes `n` rows of `cols` (`x`) to Q8_0 and prepares them.
+    fn prepare(&mut self, pool: &ThreadPool, x: &[f32], n: usize, cols: usize) {
+        let isa = kernels::isa();
+        let rb = GgmlType::Q8_0
+            .row_bytes(cols as u64)
+            .expect("shape checked at load") as usize;
+        self.q8.resize(n * rb, 0);
+        if n == 1 {
+            kernels::quantize_activations(isa, GgmlType::Q8_0, &x[..cols], &mut self.q8)
+                .unwrap_or_else(|e| panic!("quantizing activations: {e}"));
+        } else {
+            // Rows split over the pool: disjoint output rows per item.
+            let rows: Vec<std::sync::Mutex<&mut [u8]>> = self
+                .q8
+                .chunks_exact_mut(rb)
+                .map(std::sync::Mutex::new)
+                .collect();
+            pool.run_chunks(n, &|t| {
+                let mut row = rows[t].lock().unwrap_or_else(|e| e.into_inner());
+                kernels::quantize_activations(
+                    isa,
+                    GgmlType::Q8_0,
+                    &x[t * cols..(t + 1) * cols],
+                    &mut row,
+                )
+                .unwrap_or_else(|e| panic!("quantizing activations: {e}"));
+            });
+        }
+        repack::prepare_acts(&self.q8, n, cols, &mut self.prepared)
+            .unwrap_or_else(|e| panic!("preparing activations: {e}"));
+    }
+}
+
+thread_local! {
+    /// Input buffers of repacked products that share nothing (`linear_once`).
+    static ONCE_ACTS: RefCell<PackedActs> = RefCell::default();
+}
+
+/// `y = W x` for `n` tokens on a repacked matrix, with prepared rows.
+fn linear_packed(pool: &ThreadPool, w: &Weight, p: &Packed, acts: &[u8], n: usize, y: &mut [f32]) {
+    if let Err(e) = repack::matmul(kernels::isa(), pool, p, n, acts, y) {
+        panic!("linear {}: {e}", w.name);
     }
 }
 
@@ -36,6 +98,13 @@ pub fn linear(
     acts: &mut SharedActs,
     y: &mut [f32],
 ) {
+    if let Some(p) = &w.packed {
+        if acts.packed_for != Some((n, w.cols)) {
+            acts.packed.prepare(pool, x, n, w.cols);
+            acts.packed_for = Some((n, w.cols));
+        }
+        return linear_packed(pool, w, p, &acts.packed.prepared, n, y);
+    }
     let act = kernels::vec_dot_type(w.ty);
     let act = match act {
         Some(a) if n == 1 && a != GgmlType::F32 => a,
@@ -75,6 +144,13 @@ pub fn linear_once(
     n: usize,
     y: &mut [f32],
 ) {
+    if let Some(p) = &w.packed {
+        return ONCE_ACTS.with(|a| {
+            let mut a = a.borrow_mut();
+            a.prepare(pool, x, n, w.cols);
+            linear_packed(pool, w, p, &a.prepared, n, y);
+        });
+    }
     let bytes = w.bytes(file);
     // Shapes and types were checked at load, so a kernel error is a bug here.
     let r = if n == 1 {

@@ -1,3 +1,4 @@
 //! x86-64 kernels.
 pub(crate) mod avx2;
+pub(crate) mod avx2_repack;
 pub(crate) mod avx2_vec;

@@ -1,0 +1,311 @@
+//! Weight matrices repacked once at load into interleaved row groups, for
+//! products that keep one f32 lane per weight row (llama.cpp's CPU backend
+//! does the same: its `CPU_REPACK` buffer holds Q4_0 as `q4_0_8x8`).
+//!
+//! # Layout (Q4_0, [`GROUP`] = 8 rows)
+//!
+//! Rows `8g..8g+8` form group `g`; a group is `nb = cols / 32` packed blocks
+//! of [`Q4_0X8_BLOCK`] bytes, groups one after the other. Packed block `b` of
+//! a group holds block `b` of each of its 8 rows:
+//! - bytes 0..16: the 8 rows' f16 scales `d`, row order;
+//! - bytes 16..144: for `c` in 0..4, for row `i` in 0..8: bytes `4c..4c+4` of
+//!   row `i`'s 16 quant bytes (low nibble: element `j`, high: `j + 16`).
+//!
+//! So one 32-byte load gives 4 quant bytes of every row, and a product with
+//! 4 activation quants broadcast to all rows puts row `i`'s sum in lane `i`:
+//! no horizontal sums, one float scale and add per 8 rows (the kernel is in
+//! `x86/avx2_repack.rs`). The packed matrix has exactly the size of the
+//! original.
+//!
+//! # Activations
+//!
+//! [`prepare_acts`] turns Q8_0 activation rows (the quantized input every
+//! Q4_0 product uses) into [`ACT_BLOCK`]-byte blocks: `d` as f32, `8 *
+//! sum(q)` as i32 (the nibble offset, folded in once per block), the 32
+//! quants. Prepared once per input, shared by the matrices that read it.
+//!
+//! Results equal the scalar reference `dot_q4_0_q8_0` on the original rows
+//! bit for bit (same integer sums, same float operations in the same order).
+
+use crate::dispatch::Isa;
+use crate::dot::KernelError;
+use crate::formats::{GgmlType, QK};
+use crate::pool::ThreadPool;
+use half::f16;
+
+/// Weight rows per interleaved group.
+pub const GROUP: usize = 8;
+/// Bytes of one packed Q4_0 block (8 rows x 18 bytes).
+pub const Q4_0X8_BLOCK: usize = GROUP * 18;
+/// Bytes of one prepared activation block: f32 d, i32 8*sum(q), 32 x i8.
+pub const ACT_BLOCK: usize = 40;
+
+/// Weight bytes per unit of work at least (as in `matmul`).
+const MIN_CHUNK_BYTES: usize = 32 << 10;
+/// Work units per thread at least, for balance.
+const CHUNKS_PER_THREAD: usize = 4;
+/// Prepared activation bytes per token tile (kept in L2 while a chunk of
+/// groups runs over them).
+const TOKEN_TILE_BYTES: usize = 192 << 10;
+
+/// A weight matrix in an interleaved layout (see the module docs).
+pub struct Packed {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Packed({} {}x{})", self.ty, self.rows, self.cols)
+    }
+}
+
+impl Packed {
+    /// Whether `isa` has a packed kernel for this type and shape (the engine
+    /// repacks only then; [`Packed::new`] and [`matmul`] work on any family).
+    pub fn supported(isa: Isa, ty: GgmlType, rows: usize, cols: usize) -> bool {
+        isa == Isa::Avx2
+            && isa.is_available()
+            && ty == GgmlType::Q4_0
+            && rows > 0
+            && rows.is_multiple_of(GROUP)
+            && cols > 0
+            && cols.is_multiple_of(QK)
+    }
+
+    /// Repacks `rows` rows of `cols` elements of `ty` (raw GGUF bytes).
+    pub fn new(ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Packed, KernelError> {
+        if ty != GgmlType::Q4_0 {
+            return Err(KernelError::Unsupported(ty));
+        }
+        if cols == 0 || !cols.is_multiple_of(QK) || !rows.is_multiple_of(GROUP) {
+            return Err(KernelError::BadLength { ty, n: cols });
+        }
+        let nb = cols / QK;
+        let rb = nb * 18;
+        let need = rows
+            .checked_mul(rb)
+            .ok_or(KernelError::BadLength { ty, n: cols })?;
+        if w.len() < need {
+            return Err(KernelError::BufferTooSmall {
+                what: "weight matrix",
+                need,
+                have: w.len(),
+            });
+        }
+        let mut data = vec![0u8; need];
+        for (g, out) in data.chunks_exact_mut(nb * Q4_0X8_BLOCK).enumerate() {
+            for (b, pb) in out.chunks_exact_mut(Q4_0X8_BLOCK).enumerate() {
+                for i in 0..GROUP {
+                    let src = &w[(GROUP * g + i) * rb + 18 * b..][..18];
+                    pb[2 * i..2 * i + 2].copy_from_slice(&src[..2]);
+                    for c in 0..4 {
+                        let dst = 16 + 32 * c + 4 * i;
+                        pb[dst..dst + 4].copy_from_slice(&src[2 + 4 * c..6 + 4 * c]);
+                    }
+                }
+            }
+        }
+        Ok(Packed {
+            ty,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Bytes held (the same as the original matrix).
+    pub fn n_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Row `r` in its original GGUF layout (tests, debugging).
+    pub fn row(&self, r: usize) -> Vec<u8> {
+        let nb = self.cols / QK;
+        let (g, i) = (r / GROUP, r % GROUP);
+        let mut out = vec![0u8; nb * 18];
+        for (b, ob) in out.chunks_exact_mut(18).enumerate() {
+            let pb = &self.data[(g * nb + b) * Q4_0X8_BLOCK..][..Q4_0X8_BLOCK];
+            ob[..2].copy_from_slice(&pb[2 * i..2 * i + 2]);
+            for c in 0..4 {
+                let s = 16 + 32 * c + 4 * i;
+                ob[2 + 4 * c..6 + 4 * c].copy_from_slice(&pb[s..s + 4]);
+            }
+        }
+        out
+    }
+}
+
+/// Bytes of one prepared activation row of `cols` elements.
+pub fn act_row_bytes(cols: usize) -> usize {
+    cols / QK * ACT_BLOCK
+}
+
+/// Converts `n_tokens` Q8_0 rows of `cols` elements (`xq`) into prepared
+/// activation rows in `out` (resized).
+pub fn prepare_acts(
+    xq: &[u8],
+    n_tokens: usize,
+    cols: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), KernelError> {
+    let ty = GgmlType::Q8_0;
+    if !cols.is_multiple_of(QK) {
+        return Err(KernelError::BadLength { ty, n: cols });
+    }
+    let nb = cols / QK;
+    let need = n_tokens * nb * 34;
+    if xq.len() < need {
+        return Err(KernelError::BufferTooSmall {
+            what: "quantized activations",
+            need,
+            have: xq.len(),
+        });
+    }
+    out.resize(n_tokens * nb * ACT_BLOCK, 0);
+    for (src, dst) in xq[..need]
+        .chunks_exact(34)
+        .zip(out.chunks_exact_mut(ACT_BLOCK))
+    {
+        let d = f16::from_le_bytes([src[0], src[1]]).to_f32();
+        let sum: i32 = src[2..].iter().map(|&q| q as i8 as i32).sum();
+        dst[..4].copy_from_slice(&d.to_le_bytes());
+        dst[4..8].copy_from_slice(&(8 * sum).to_le_bytes());
+        dst[8..].copy_from_slice(&src[2..]);
+    }
+    Ok(())
+}
+
+/// A shared output pointer; each chunk of groups is written by one thread.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: threads write disjoint elements (distinct row groups), see `matmul`.
+unsafe impl Send for SyncPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SyncPtr {}
+
+/// `ys[t][r] = w[r] . x[t]` for `n_tokens` prepared activation rows `acts`
+/// ([`prepare_acts`]); `ys` is `n_tokens x rows`. Split over the pool's
+/// threads by chunks of row groups.
+pub fn matmul(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: &Packed,
+    n_tokens: usize,
+    acts: &[u8],
+    ys: &mut [f32],
+) -> Result<(), KernelError> {
+    if !isa.is_available() {
+        return Err(KernelError::IsaUnavailable(isa));
+    }
+    let (rows, cols) = (w.rows, w.cols);
+    let ab = act_row_bytes(cols);
+    let need = n_tokens * ab;
+    if acts.len() < need {
+        return Err(KernelError::BufferTooSmall {
+            what: "prepared activations",
+            need,
+            have: acts.len(),
+        });
+    }
+    if ys.len() < n_tokens * rows {
+        return Err(KernelError::BufferTooSmall {
+            what: "outputs",
+            need: n_tokens * rows,
+            have: ys.len(),
+        });
+    }
+    let nb = cols / QK;
+    let groups = rows / GROUP;
+    let group_bytes = nb * Q4_0X8_BLOCK;
+    let by_bytes = MIN_CHUNK_BYTES.div_ceil(group_bytes.max(1));
+    let by_balance = groups.div_ceil(pool.n_threads() * CHUNKS_PER_THREAD);
+    let chunk = by_bytes.min(by_balance).max(1);
+    let n_chunks = groups.div_ceil(chunk);
+    let token_tile = (TOKEN_TILE_BYTES / ab.max(1)).clamp(4, 64) / 4 * 4;
+    let out = SyncPtr(ys.as_mut_ptr());
+    let data = &w.data;
+    pool.run_chunks(n_chunks, &|c| {
+        let (g0, g1) = (c * chunk, ((c + 1) * chunk).min(groups));
+        let dst = out;
+        for t0 in (0..n_tokens).step_by(token_tile) {
+            let toks = (t0 + token_tile).min(n_tokens) - t0;
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => {
+                    // SAFETY: `isa` is available (checked above); `data` holds
+                    // `groups * nb` packed blocks (built by `Packed::new`),
+                    // `acts` `n_tokens` rows of `nb` blocks and `ys`
+                    // `n_tokens x rows` outputs (checked above). Groups
+                    // g0..g1 belong to chunk `c`, run by this thread alone,
+                    // so its writes (rows 8*g0..8*g1) are disjoint.
+                    unsafe {
+                        crate::x86::avx2_repack::gemm_q4_0x8(
+                            nb,
+                            data.as_ptr().add(g0 * group_bytes),
+                            g1 - g0,
+                            acts.as_ptr().add(t0 * ab),
+                            ab,
+                            toks,
+                            dst.0.add(t0 * rows + GROUP * g0),
+                            rows,
+                        )
+                    }
+                }
+                _ => {
+                    for t in t0..t0 + toks {
+                        let x = &acts[t * ab..(t + 1) * ab];
+                        for g in g0..g1 {
+                            let v = group_dot(&data[g * group_bytes..(g + 1) * group_bytes], x);
+                            for (i, &e) in v.iter().enumerate() {
+                                // SAFETY: element (t, 8g + i) lies inside `ys`
+                                // (checked above) and belongs to chunk `c`,
+                                // run by this thread alone.
+                                unsafe { *dst.0.add(t * rows + GROUP * g + i) = e };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The 8 rows of one packed group times one prepared activation row, in
+/// plain code: the scalar reference's operations and order.
+fn group_dot(group: &[u8], x: &[u8]) -> [f32; GROUP] {
+    let mut out = [0f32; GROUP];
+    for (pb, xb) in group
+        .chunks_exact(Q4_0X8_BLOCK)
+        .zip(x.chunks_exact(ACT_BLOCK))
+    {
+        let dy = f32::from_le_bytes([xb[0], xb[1], xb[2], xb[3]]);
+        let y = &xb[8..];
+        for (i, o) in out.iter_mut().enumerate() {
+            let dw = f16::from_le_bytes([pb[2 * i], pb[2 * i + 1]]).to_f32();
+            let mut isum = 0i32;
+            for c in 0..4 {
+                for k in 0..4 {
+                    let q = pb[16 + 32 * c + 4 * i + k];
+                    let (j, l) = (4 * c + k, 4 * c + k + 16);
+                    isum += ((q & 0x0F) as i32 - 8) * (y[j] as i8 as i32);
+                    isum += ((q >> 4) as i32 - 8) * (y[l] as i8 as i32);
+                }
+            }
+            *o += isum as f32 * (dw * dy);
+        }
+    }
+    out
+}

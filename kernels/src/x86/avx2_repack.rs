@@ -1,0 +1,109 @@
+//! AVX2 products of repacked Q4_0 weights ([`crate::repack`]: 8 rows per
+//! group, one f32 lane per row) with prepared Q8_0 activations.
+//!
+//! Per group, block and token: 8 `maddubs` of the unsigned nibbles (4 quants
+//! of each of the 8 rows per register) with 4 activation quants broadcast to
+//! every row, summed in i16 (exact, see [`tile_q4_0x8`]), one `madd` to i32
+//! lanes (one per row), minus `8 * sum(y)` (the nibble offset), then
+//! `acc += isum * (d_w * d_y)` with a separate multiply and add: the same
+//! float operations in the same order as the scalar reference
+//! `dot_q4_0_q8_0`, so every result equals it bit for bit.
+//!
+//! Callers must have checked [`crate::Isa::Avx2`] is available and pass
+//! buffers holding the shapes they state (see [`gemm_q4_0x8`]).
+
+use crate::repack::{ACT_BLOCK, GROUP, Q4_0X8_BLOCK};
+use std::arch::x86_64::*;
+
+/// 8 rows (lanes) x RN tokens of one group over `nb` blocks: `w` is the
+/// group's first block, `x + j * xs` token `j`'s prepared activation row.
+///
+/// i16 sums: a `maddubs` lane is `u0 * y0 + u1 * y1` with nibbles `u` in
+/// 0..=15 and `|y| <= 128`, so at most 3840 in magnitude; 8 of them (the 32
+/// quants of a block) stay within 30720 < 2^15. `madd` with ones then gives
+/// each row's exact `sum u * y` in its i32 lane.
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q4_0x8<const RN: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+) -> [__m256; RN] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); RN];
+    for b in 0..nb {
+        let wb = w.add(b * Q4_0X8_BLOCK);
+        let mut p16 = [_mm256_setzero_si256(); RN];
+        for c in 0..4 {
+            let raw = _mm256_loadu_si256(wb.add(16 + 32 * c) as *const __m256i);
+            let lo = _mm256_and_si256(raw, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            for j in 0..RN {
+                let q = x.add(j * xs + b * ACT_BLOCK + 8);
+                let ylo = _mm256_set1_epi32((q.add(4 * c) as *const i32).read_unaligned());
+                let yhi = _mm256_set1_epi32((q.add(16 + 4 * c) as *const i32).read_unaligned());
+                let s =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi));
+                p16[j] = _mm256_add_epi16(p16[j], s);
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb as *const __m128i));
+        for j in 0..RN {
+            let xb = x.add(j * xs + b * ACT_BLOCK);
+            let off = _mm256_set1_epi32((xb.add(4) as *const i32).read_unaligned());
+            let isum = _mm256_sub_epi32(_mm256_madd_epi16(p16[j], ones), off);
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps((xb as *const f32).read_unaligned()));
+            acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(_mm256_cvtepi32_ps(isum), d));
+        }
+    }
+    acc
+}
+
+/// `y[t * ys + 8 * g + i] = row (8g + i) . token t` for `groups` groups of
+/// repacked Q4_0 weights (`w`, `nb` blocks per row, groups contiguous) and
+/// `toks` prepared activation rows (`x`, `xs` bytes apart): tiles of 8 rows x
+/// 4 tokens (fewer at the end).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` must hold `groups * nb`
+/// repacked blocks, `x` `toks` rows of `nb` prepared blocks, and `y` must be
+/// writable at every index named above.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q4_0x8(
+    nb: usize,
+    w: *const u8,
+    groups: usize,
+    x: *const u8,
+    xs: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
+    for g in 0..groups {
+        let wg = w.add(g * nb * Q4_0X8_BLOCK);
+        let mut t = 0;
+        while t < toks {
+            let rn = (toks - t).min(4);
+            let (xt, yt) = (x.add(t * xs), y.add(t * ys + g * GROUP));
+            macro_rules! go {
+                ($n:literal) => {{
+                    let acc = tile_q4_0x8::<$n>(nb, wg, xt, xs);
+                    for (j, a) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(yt.add(j * ys), *a);
+                    }
+                }};
+            }
+            match rn {
+                4 => go!(4),
+                3 => go!(3),
+                2 => go!(2),
+                _ => go!(1),
+            }
+            t += rn;
+        }
+    }
+}
