@@ -140,30 +140,7 @@ fn load_checkpoint(path: &Path) {
     };
     let mut parts = vec![Part::Embd, Part::OutNorm, Part::Output];
     for l in 0..ck.hp.n_layer.min(MAX_LAYERS_LOADED) {
-        parts.extend([
-            Part::AttnNorm(l),
-            Part::Q(l),
-            Part::K(l),
-            Part::V(l),
-            Part::QNorm(l),
-            Part::KNorm(l),
-            Part::O(l),
-            Part::FfnNorm(l),
-            Part::Gate(l),
-            Part::Up(l),
-            Part::Down(l),
-            Part::MekiStatic(l),
-            Part::MekiGNorm(l),
-            Part::MekiGGate(l),
-            Part::MekiGUp(l),
-            Part::MekiGDown(l),
-            Part::MekiMix(l),
-            Part::MekiAlpha(l),
-            Part::MekiBeta(l),
-            Part::MekiGateProj(l),
-            Part::MekiOut(l),
-            Part::MekiPostNorm(l),
-        ]);
+        parts.extend(Part::of_layer(l));
     }
     for p in parts {
         if ck.has(p).unwrap_or(false) {

@@ -161,6 +161,34 @@ pub enum Part {
 }
 
 impl Part {
+    /// Every per-layer part of layer `l` (backbone and MeKi), in checkpoint order.
+    pub fn of_layer(l: usize) -> [Part; 22] {
+        [
+            Part::AttnNorm(l),
+            Part::Q(l),
+            Part::K(l),
+            Part::V(l),
+            Part::QNorm(l),
+            Part::KNorm(l),
+            Part::O(l),
+            Part::FfnNorm(l),
+            Part::Gate(l),
+            Part::Up(l),
+            Part::Down(l),
+            Part::MekiStatic(l),
+            Part::MekiGNorm(l),
+            Part::MekiGGate(l),
+            Part::MekiGUp(l),
+            Part::MekiGDown(l),
+            Part::MekiMix(l),
+            Part::MekiAlpha(l),
+            Part::MekiBeta(l),
+            Part::MekiGateProj(l),
+            Part::MekiOut(l),
+            Part::MekiPostNorm(l),
+        ]
+    }
+
     pub fn is_norm(self) -> bool {
         matches!(
             self,
