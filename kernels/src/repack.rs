@@ -11,6 +11,10 @@
 //! - bytes 16..144: for `c` in 0..4, for row `i` in 0..8: bytes `4c..4c+4` of
 //!   row `i`'s 16 quant bytes (low nibble: element `j`, high: `j + 16`).
 //!
+//! Q8_0 is laid out the same way with 32 quant bytes per row: bytes
+//! 16..272 hold, for `c` in 0..8, bytes `4c..4c+4` of each row's quants
+//! ([`Q8_0X8_BLOCK`] bytes per packed block).
+//!
 //! So one 32-byte load gives 4 quant bytes of every row, and a product with
 //! 4 activation quants broadcast to all rows puts row `i`'s sum in lane `i`:
 //! no horizontal sums, one float scale and add per 8 rows (the kernel is in
@@ -24,8 +28,8 @@
 //! sum(q)` as i32 (the nibble offset, folded in once per block), the 32
 //! quants. Prepared once per input, shared by the matrices that read it.
 //!
-//! Results equal the scalar reference `dot_q4_0_q8_0` on the original rows
-//! bit for bit (same integer sums, same float operations in the same order).
+//! Results equal the scalar references `dot_q4_0_q8_0` / `dot_q8_0_q8_0`
+//! on the original rows bit for bit (same integer sums, same float operations in the same order).
 
 use crate::dispatch::Isa;
 use crate::dot::KernelError;
@@ -37,6 +41,17 @@ use half::f16;
 pub const GROUP: usize = 8;
 /// Bytes of one packed Q4_0 block (8 rows x 18 bytes).
 pub const Q4_0X8_BLOCK: usize = GROUP * 18;
+/// Bytes of one packed Q8_0 block (8 rows x 34 bytes).
+pub const Q8_0X8_BLOCK: usize = GROUP * 34;
+
+/// Bytes of one original block of a packable type and of its quants.
+fn block_bytes(ty: GgmlType) -> Option<(usize, usize)> {
+    match ty {
+        GgmlType::Q4_0 => Some((18, 16)),
+        GgmlType::Q8_0 => Some((34, 32)),
+        _ => None,
+    }
+}
 /// Bytes of one prepared activation block: f32 d, i32 8*sum(q), 32 x i8.
 pub const ACT_BLOCK: usize = 40;
 
@@ -68,7 +83,7 @@ impl Packed {
     pub fn supported(isa: Isa, ty: GgmlType, rows: usize, cols: usize) -> bool {
         isa == Isa::Avx2
             && isa.is_available()
-            && ty == GgmlType::Q4_0
+            && block_bytes(ty).is_some()
             && rows > 0
             && rows.is_multiple_of(GROUP)
             && cols > 0
@@ -77,14 +92,12 @@ impl Packed {
 
     /// Repacks `rows` rows of `cols` elements of `ty` (raw GGUF bytes).
     pub fn new(ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Packed, KernelError> {
-        if ty != GgmlType::Q4_0 {
-            return Err(KernelError::Unsupported(ty));
-        }
+        let (bs, qb) = block_bytes(ty).ok_or(KernelError::Unsupported(ty))?;
         if cols == 0 || !cols.is_multiple_of(QK) || !rows.is_multiple_of(GROUP) {
             return Err(KernelError::BadLength { ty, n: cols });
         }
         let nb = cols / QK;
-        let rb = nb * 18;
+        let rb = nb * bs;
         let need = rows
             .checked_mul(rb)
             .ok_or(KernelError::BadLength { ty, n: cols })?;
@@ -96,12 +109,13 @@ impl Packed {
             });
         }
         let mut data = vec![0u8; need];
-        for (g, out) in data.chunks_exact_mut(nb * Q4_0X8_BLOCK).enumerate() {
-            for (b, pb) in out.chunks_exact_mut(Q4_0X8_BLOCK).enumerate() {
+        let pbs = GROUP * bs;
+        for (g, out) in data.chunks_exact_mut(nb * pbs).enumerate() {
+            for (b, pb) in out.chunks_exact_mut(pbs).enumerate() {
                 for i in 0..GROUP {
-                    let src = &w[(GROUP * g + i) * rb + 18 * b..][..18];
+                    let src = &w[(GROUP * g + i) * rb + bs * b..][..bs];
                     pb[2 * i..2 * i + 2].copy_from_slice(&src[..2]);
-                    for c in 0..4 {
+                    for c in 0..qb / 4 {
                         let dst = 16 + 32 * c + 4 * i;
                         pb[dst..dst + 4].copy_from_slice(&src[2 + 4 * c..6 + 4 * c]);
                     }
@@ -132,13 +146,15 @@ impl Packed {
 
     /// Row `r` in its original GGUF layout (tests, debugging).
     pub fn row(&self, r: usize) -> Vec<u8> {
+        let (bs, qb) = block_bytes(self.ty).expect("packed types only");
         let nb = self.cols / QK;
         let (g, i) = (r / GROUP, r % GROUP);
-        let mut out = vec![0u8; nb * 18];
-        for (b, ob) in out.chunks_exact_mut(18).enumerate() {
-            let pb = &self.data[(g * nb + b) * Q4_0X8_BLOCK..][..Q4_0X8_BLOCK];
+        let pbs = GROUP * bs;
+        let mut out = vec![0u8; nb * bs];
+        for (b, ob) in out.chunks_exact_mut(bs).enumerate() {
+            let pb = &self.data[(g * nb + b) * pbs..][..pbs];
             ob[..2].copy_from_slice(&pb[2 * i..2 * i + 2]);
-            for c in 0..4 {
+            for c in 0..qb / 4 {
                 let s = 16 + 32 * c + 4 * i;
                 ob[2 + 4 * c..6 + 4 * c].copy_from_slice(&pb[s..s + 4]);
             }
@@ -228,7 +244,8 @@ pub fn matmul(
     }
     let nb = cols / QK;
     let groups = rows / GROUP;
-    let group_bytes = nb * Q4_0X8_BLOCK;
+    let q4 = w.ty == GgmlType::Q4_0;
+    let group_bytes = nb * GROUP * block_bytes(w.ty).expect("packed types only").0;
     let by_bytes = MIN_CHUNK_BYTES.div_ceil(group_bytes.max(1));
     let by_balance = groups.div_ceil(pool.n_threads() * CHUNKS_PER_THREAD);
     let chunk = by_bytes.min(by_balance).max(1);
@@ -251,7 +268,12 @@ pub fn matmul(
                     // g0..g1 belong to chunk `c`, run by this thread alone,
                     // so its writes (rows 8*g0..8*g1) are disjoint.
                     unsafe {
-                        crate::x86::avx2_repack::gemm_q4_0x8(
+                        let gemm = if q4 {
+                            crate::x86::avx2_repack::gemm_q4_0x8
+                        } else {
+                            crate::x86::avx2_repack::gemm_q8_0x8
+                        };
+                        gemm(
                             nb,
                             data.as_ptr().add(g0 * group_bytes),
                             g1 - g0,
@@ -267,7 +289,7 @@ pub fn matmul(
                     for t in t0..t0 + toks {
                         let x = &acts[t * ab..(t + 1) * ab];
                         for g in g0..g1 {
-                            let v = group_dot(&data[g * group_bytes..(g + 1) * group_bytes], x);
+                            let v = group_dot(q4, &data[g * group_bytes..(g + 1) * group_bytes], x);
                             for (i, &e) in v.iter().enumerate() {
                                 // SAFETY: element (t, 8g + i) lies inside `ys`
                                 // (checked above) and belongs to chunk `c`,
@@ -283,25 +305,29 @@ pub fn matmul(
     Ok(())
 }
 
-/// The 8 rows of one packed group times one prepared activation row, in
-/// plain code: the scalar reference's operations and order.
-fn group_dot(group: &[u8], x: &[u8]) -> [f32; GROUP] {
+/// The 8 rows of one packed group (Q4_0 if `q4`, else Q8_0) times one
+/// prepared activation row, in plain code: the scalar reference's
+/// operations and order.
+fn group_dot(q4: bool, group: &[u8], x: &[u8]) -> [f32; GROUP] {
     let mut out = [0f32; GROUP];
-    for (pb, xb) in group
-        .chunks_exact(Q4_0X8_BLOCK)
-        .zip(x.chunks_exact(ACT_BLOCK))
-    {
+    let pbs = if q4 { Q4_0X8_BLOCK } else { Q8_0X8_BLOCK };
+    for (pb, xb) in group.chunks_exact(pbs).zip(x.chunks_exact(ACT_BLOCK)) {
         let dy = f32::from_le_bytes([xb[0], xb[1], xb[2], xb[3]]);
-        let y = &xb[8..];
+        let y = |k: usize| xb[8 + k] as i8 as i32;
         for (i, o) in out.iter_mut().enumerate() {
             let dw = f16::from_le_bytes([pb[2 * i], pb[2 * i + 1]]).to_f32();
+            // Byte k of row i's 4-byte run c.
+            let q = |c: usize, k: usize| pb[16 + 32 * c + 4 * i + k];
             let mut isum = 0i32;
-            for c in 0..4 {
+            for c in 0..if q4 { 4 } else { 8 } {
                 for k in 0..4 {
-                    let q = pb[16 + 32 * c + 4 * i + k];
-                    let (j, l) = (4 * c + k, 4 * c + k + 16);
-                    isum += ((q & 0x0F) as i32 - 8) * (y[j] as i8 as i32);
-                    isum += ((q >> 4) as i32 - 8) * (y[l] as i8 as i32);
+                    let e = 4 * c + k;
+                    if q4 {
+                        isum += ((q(c, k) & 0x0F) as i32 - 8) * y(e);
+                        isum += ((q(c, k) >> 4) as i32 - 8) * y(e + 16);
+                    } else {
+                        isum += q(c, k) as i8 as i32 * y(e);
+                    }
                 }
             }
             *o += isum as f32 * (dw * dy);

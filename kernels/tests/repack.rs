@@ -1,7 +1,8 @@
-//! Repacked Q4_0 (8-row groups): the layout round-trips, and every product
-//! (AVX2 kernel and the plain fallback, 1..3 threads, token counts that do
-//! not fill a 4-token tile, odd block counts, one group and many) equals the
-//! scalar reference `dot_q4_0_q8_0` on the original rows bit for bit.
+//! Repacked Q4_0 and Q8_0 (8-row groups): the layout round-trips, and every
+//! product (AVX2 kernel and the plain fallback, 1..3 threads, token counts
+//! that do not fill a 4-token tile, odd block counts, one group and many)
+//! equals the scalar reference (`dot_q4_0_q8_0` / `dot_q8_0_q8_0`) on the
+//! original rows bit for bit.
 #![allow(clippy::needless_range_loop)]
 
 mod common;
@@ -12,15 +13,15 @@ use meki_kernels::{quantize_activations, vec_dot, Isa, ThreadPool};
 
 /// Scalar reference: every (token, row) as the scalar single-row dot of the
 /// original rows with the Q8_0 activations.
-fn reference(w: &[u8], rows: usize, cols: usize, xq: &[u8], n: usize) -> Vec<f32> {
-    let rb = cols / QK * 18;
+fn reference(ty: GgmlType, w: &[u8], rows: usize, cols: usize, xq: &[u8], n: usize) -> Vec<f32> {
+    let rb = cols / QK * ty.type_size();
     let ab = cols / QK * 34;
     let mut y = vec![0f32; n * rows];
     for t in 0..n {
         for r in 0..rows {
             y[t * rows + r] = vec_dot(
                 Isa::Scalar,
-                GgmlType::Q4_0,
+                ty,
                 cols,
                 &w[r * rb..(r + 1) * rb],
                 &xq[t * ab..(t + 1) * ab],
@@ -31,21 +32,35 @@ fn reference(w: &[u8], rows: usize, cols: usize, xq: &[u8], n: usize) -> Vec<f32
     y
 }
 
-fn random_matrix(rng: &mut Rng, rows: usize, nb: usize) -> Vec<u8> {
-    (0..rows)
-        .flat_map(|_| random_weights(rng, GgmlType::Q4_0, nb))
-        .collect()
+/// Random rows; Q8_0 quants include -128 and 127 (extremes of the
+/// unsigned/sign trick).
+fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, nb: usize) -> Vec<u8> {
+    let mut w: Vec<u8> = (0..rows)
+        .flat_map(|_| random_weights(rng, ty, nb))
+        .collect();
+    if ty == GgmlType::Q8_0 {
+        for (k, blk) in w.chunks_exact_mut(34).enumerate() {
+            blk[2 + k % 32] = 0x80;
+            blk[2 + (k + 7) % 32] = 0x7f;
+        }
+    }
+    w
 }
+
+const TYPES: [GgmlType; 2] = [GgmlType::Q4_0, GgmlType::Q8_0];
 
 #[test]
 fn layout_round_trips() {
     let mut rng = Rng::new(5);
-    for (rows, nb) in [(8, 1), (16, 3), (24, 7), (64, 32)] {
-        let w = random_matrix(&mut rng, rows, nb);
-        let p = Packed::new(GgmlType::Q4_0, &w, rows, nb * QK).unwrap();
-        assert_eq!(p.n_bytes(), w.len());
-        for r in 0..rows {
-            assert_eq!(p.row(r), &w[r * nb * 18..(r + 1) * nb * 18], "row {r}");
+    for ty in TYPES {
+        let bs = ty.type_size();
+        for (rows, nb) in [(8, 1), (16, 3), (24, 7), (64, 32)] {
+            let w = random_matrix(&mut rng, ty, rows, nb);
+            let p = Packed::new(ty, &w, rows, nb * QK).unwrap();
+            assert_eq!(p.n_bytes(), w.len());
+            for r in 0..rows {
+                assert_eq!(p.row(r), &w[r * nb * bs..(r + 1) * nb * bs], "{ty} row {r}");
+            }
         }
     }
 }
@@ -55,7 +70,7 @@ fn bad_shapes_are_errors() {
     let w = vec![0u8; 9 * 18];
     assert!(Packed::new(GgmlType::Q4_0, &w, 9, 32).is_err(), "rows % 8");
     assert!(Packed::new(GgmlType::Q4_0, &w, 8, 33).is_err(), "cols % 32");
-    assert!(Packed::new(GgmlType::Q8_0, &w, 8, 32).is_err(), "type");
+    assert!(Packed::new(GgmlType::Q4K, &w, 8, 256).is_err(), "type");
     assert!(
         Packed::new(GgmlType::Q4_0, &w[..100], 8, 32).is_err(),
         "short"
@@ -87,18 +102,23 @@ fn products_equal_scalar_reference() {
         (256, 4, 70),
         (1024, 2, 1),
     ];
-    for &(rows, nb, n) in &cases {
+    for (ty, &(rows, nb, n)) in TYPES
+        .iter()
+        .flat_map(|&ty| cases.iter().map(move |c| (ty, c)))
+    {
         let cols = nb * QK;
-        let w = random_matrix(&mut rng, rows, nb);
+        let w = random_matrix(&mut rng, ty, rows, nb);
         // Activations through the Q8_0 quantizer, plus a row of extreme
-        // quants (-128 included: the i16 sums must still be exact).
+        // quants (for Q4_0 -128 included: the i16 sums must still be exact;
+        // the quantizer never writes -128, which Q8_0's sign trick needs).
         let mut xq = Vec::new();
         for t in 0..n {
             if t == 1 {
                 let mut b = random_q8(&mut rng, GgmlType::Q8_0, nb);
                 for blk in b.chunks_exact_mut(34) {
                     for (k, q) in blk[2..].iter_mut().enumerate() {
-                        *q = if k % 3 == 0 { 0x80 } else { 0x7f };
+                        let lowest = if ty == GgmlType::Q4_0 { 0x80 } else { 0x81 };
+                        *q = if k % 3 == 0 { lowest } else { 0x7f };
                     }
                 }
                 xq.extend(b);
@@ -109,8 +129,8 @@ fn products_equal_scalar_reference() {
             quantize_activations(Isa::Scalar, GgmlType::Q8_0, &x, &mut q).unwrap();
             xq.extend(q);
         }
-        let want = reference(&w, rows, cols, &xq, n);
-        let p = Packed::new(GgmlType::Q4_0, &w, rows, cols).unwrap();
+        let want = reference(ty, &w, rows, cols, &xq, n);
+        let p = Packed::new(ty, &w, rows, cols).unwrap();
         let mut acts = Vec::new();
         repack::prepare_acts(&xq, n, cols, &mut acts).unwrap();
         for &isa in &isas {
@@ -121,7 +141,7 @@ fn products_equal_scalar_reference() {
                     assert_eq!(
                         y[i].to_bits(),
                         want[i].to_bits(),
-                        "{isa} {} threads, {rows}x{cols}, {n} tokens: token {} row {}: {} vs {}",
+                        "{ty} {isa} {} threads, {rows}x{cols}, {n} tokens: token {} row {}: {} vs {}",
                         pool.n_threads(),
                         i / rows,
                         i % rows,
@@ -138,7 +158,7 @@ fn products_equal_scalar_reference() {
 #[test]
 fn short_buffers_are_errors() {
     let mut rng = Rng::new(3);
-    let w = random_matrix(&mut rng, 8, 2);
+    let w = random_matrix(&mut rng, GgmlType::Q4_0, 8, 2);
     let p = Packed::new(GgmlType::Q4_0, &w, 8, 64).unwrap();
     let pool = ThreadPool::new(1);
     let acts = vec![0u8; repack::act_row_bytes(64) * 2];

@@ -1,5 +1,5 @@
-//! AVX2 products of repacked Q4_0 weights ([`crate::repack`]: 8 rows per
-//! group, one f32 lane per row) with prepared Q8_0 activations.
+//! AVX2 products of repacked Q4_0 and Q8_0 weights ([`crate::repack`]: 8
+//! rows per group, one f32 lane per row) with prepared Q8_0 activations.
 //!
 //! Per group, block and token: 8 `maddubs` of the unsigned nibbles (4 quants
 //! of each of the 8 rows per register) with 4 activation quants broadcast to
@@ -9,10 +9,14 @@
 //! float operations in the same order as the scalar reference
 //! `dot_q4_0_q8_0`, so every result equals it bit for bit.
 //!
+//! Q8_0 is the same with signed quants: `maddubs(|w|, sign(y, w))` per 4
+//! quants of every row, summed in i32 (a pair of products can reach 32512,
+//! so i16 sums of more than one `maddubs` could overflow).
+//!
 //! Callers must have checked [`crate::Isa::Avx2`] is available and pass
 //! buffers holding the shapes they state (see [`gemm_q4_0x8`]).
 
-use crate::repack::{ACT_BLOCK, GROUP, Q4_0X8_BLOCK};
+use crate::repack::{ACT_BLOCK, GROUP, Q4_0X8_BLOCK, Q8_0X8_BLOCK};
 use std::arch::x86_64::*;
 
 /// 8 rows (lanes) x RN tokens of one group over `nb` blocks: `w` is the
@@ -62,48 +66,93 @@ unsafe fn tile_q4_0x8<const RN: usize>(
     acc
 }
 
-/// `y[t * ys + 8 * g + i] = row (8g + i) . token t` for `groups` groups of
-/// repacked Q4_0 weights (`w`, `nb` blocks per row, groups contiguous) and
-/// `toks` prepared activation rows (`x`, `xs` bytes apart): tiles of 8 rows x
-/// 4 tokens (fewer at the end).
+/// 8 rows (lanes) x RN tokens of one Q8_0 group over `nb` blocks (see
+/// [`tile_q4_0x8`]). Exact: `|w| <= 128` and `|y| <= 127` (activations from
+/// the Q8_0 quantizer never hold -128), so a `maddubs` pair is at most
+/// 32512 and is widened to i32 at once.
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q8_0x8<const RN: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+) -> [__m256; RN] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); RN];
+    for b in 0..nb {
+        let wb = w.add(b * Q8_0X8_BLOCK);
+        let mut s32 = [_mm256_setzero_si256(); RN];
+        for c in 0..8 {
+            let q = _mm256_loadu_si256(wb.add(16 + 32 * c) as *const __m256i);
+            let aq = _mm256_sign_epi8(q, q);
+            for j in 0..RN {
+                let yp = x.add(j * xs + b * ACT_BLOCK + 8 + 4 * c);
+                let y = _mm256_set1_epi32((yp as *const i32).read_unaligned());
+                let p = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(y, q));
+                s32[j] = _mm256_add_epi32(s32[j], _mm256_madd_epi16(p, ones));
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb as *const __m128i));
+        for j in 0..RN {
+            let xb = x.add(j * xs + b * ACT_BLOCK);
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps((xb as *const f32).read_unaligned()));
+            acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(_mm256_cvtepi32_ps(s32[j]), d));
+        }
+    }
+    acc
+}
+
+/// Defines the product of `groups` repacked groups (`w`, `nb` blocks of
+/// `$bytes` per row group, groups contiguous) with `toks` prepared
+/// activation rows (`x`, `xs` bytes apart) into `y[t * ys + 8 * g + i]`:
+/// tiles of 8 rows x 4 tokens (fewer at the end).
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be available; `w` must hold `groups * nb`
 /// repacked blocks, `x` `toks` rows of `nb` prepared blocks, and `y` must be
 /// writable at every index named above.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q4_0x8(
-    nb: usize,
-    w: *const u8,
-    groups: usize,
-    x: *const u8,
-    xs: usize,
-    toks: usize,
-    y: *mut f32,
-    ys: usize,
-) {
-    for g in 0..groups {
-        let wg = w.add(g * nb * Q4_0X8_BLOCK);
-        let mut t = 0;
-        while t < toks {
-            let rn = (toks - t).min(4);
-            let (xt, yt) = (x.add(t * xs), y.add(t * ys + g * GROUP));
-            macro_rules! go {
-                ($n:literal) => {{
-                    let acc = tile_q4_0x8::<$n>(nb, wg, xt, xs);
-                    for (j, a) in acc.iter().enumerate() {
-                        _mm256_storeu_ps(yt.add(j * ys), *a);
+macro_rules! gemm_x8 {
+    ($name:ident, $tile:ident, $bytes:expr) => {
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(crate) unsafe fn $name(
+            nb: usize,
+            w: *const u8,
+            groups: usize,
+            x: *const u8,
+            xs: usize,
+            toks: usize,
+            y: *mut f32,
+            ys: usize,
+        ) {
+            for g in 0..groups {
+                let wg = w.add(g * nb * $bytes);
+                let mut t = 0;
+                while t < toks {
+                    let rn = (toks - t).min(4);
+                    let (xt, yt) = (x.add(t * xs), y.add(t * ys + g * GROUP));
+                    macro_rules! go {
+                        ($n:literal) => {{
+                            let acc = $tile::<$n>(nb, wg, xt, xs);
+                            for (j, a) in acc.iter().enumerate() {
+                                _mm256_storeu_ps(yt.add(j * ys), *a);
+                            }
+                        }};
                     }
-                }};
+                    match rn {
+                        4 => go!(4),
+                        3 => go!(3),
+                        2 => go!(2),
+                        _ => go!(1),
+                    }
+                    t += rn;
+                }
             }
-            match rn {
-                4 => go!(4),
-                3 => go!(3),
-                2 => go!(2),
-                _ => go!(1),
-            }
-            t += rn;
         }
-    }
+    };
 }
+
+gemm_x8!(gemm_q4_0x8, tile_q4_0x8, Q4_0X8_BLOCK);
+gemm_x8!(gemm_q8_0x8, tile_q8_0x8, Q8_0X8_BLOCK);
