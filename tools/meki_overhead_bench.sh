@@ -16,11 +16,20 @@ tg() { "$MEKI_RUN" -m "$1" "${@:2}" -p "In the beginning" -n "$TG" --temp 0 --ig
 drop() { python3 -c "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)" "$1"; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 A=(); B=(); C=(); D=()
-for _ in $(seq "$ROUNDS"); do
-  A+=("$(tg "$meki")"); B+=("$(tg "$meki" --no-meki)"); C+=("$(tg "$dense")")
+for r in $(seq "$ROUNDS"); do
+  # Alternate the order so that neither side always runs first.
+  if [ $((r % 2)) = 1 ]; then
+    A+=("$(tg "$meki")"); B+=("$(tg "$meki" --no-meki)"); C+=("$(tg "$dense")")
+  else
+    C+=("$(tg "$dense")"); B+=("$(tg "$meki" --no-meki)"); A+=("$(tg "$meki")")
+  fi
   drop "$meki"; D+=("$(tg "$meki")")
 done
 a=$(printf '%s\n' "${A[@]}" | median); b=$(printf '%s\n' "${B[@]}" | median)
 c=$(printf '%s\n' "${C[@]}" | median); d=$(printf '%s\n' "${D[@]}" | median)
+# Per-round ratios (the runs of a round are seconds apart, so a slow phase of the
+# machine hits both sides): median [min-max] over rounds.
+ratio() { local -n num=$1 den=$2; for i in "${!num[@]}"; do echo "${num[$i]} ${den[$i]}" | awk '{printf "%.4f\n", $1/$2}'; done \
+  | sort -g | awk '{r[NR]=$1} END {printf "%.3f [%.3f-%.3f]", r[int((NR+1)/2)], r[1], r[NR]}'; }
 echo "tg$TG tok/s (median of $ROUNDS, $THREADS threads): MeKi $a | --no-meki $b | dense twin $c | MeKi, page cache dropped $d"
-echo "ratios: MeKi/--no-meki $(echo "$a $b" | awk '{printf "%.3f", $1/$2}')  MeKi/dense $(echo "$a $c" | awk '{printf "%.3f", $1/$2}')  cold/warm $(echo "$d $a" | awk '{printf "%.3f", $1/$2}')"
+echo "per-round ratios, median [min-max]: MeKi/--no-meki $(ratio A B)  MeKi/dense $(ratio A C)  cold/warm $(ratio D A)"

@@ -4,8 +4,11 @@
 //!   shape against the machine's measured memory bandwidth and FMA peak, the
 //!   thread-pool dispatch overhead (ours vs rayon), and a side-by-side run of
 //!   llama.cpp's `test-backend-ops perf -o MUL_MAT`.
+//! - [`twin`]: decode speed of a MeKi model against its dense twin and
+//!   itself with `--no-meki`, alternating in one process.
 
 pub mod kernels;
+pub mod twin;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
 //! `meki-bench`: kernel and end-to-end benchmarks (logic lives in `meki::bench`).
 use clap::{Parser, Subcommand};
 use meki::bench::kernels::{self, Options};
+use meki::bench::twin;
 use meki::kernels::Isa;
 
 #[derive(Parser)]
@@ -44,6 +45,26 @@ enum Cmd {
         /// Alternating llama.cpp / meki rounds of `--vs-llama` (best of each side).
         #[arg(long, default_value_t = 3)]
         vs_llama_rounds: usize,
+    },
+    /// Decode speed of a MeKi model vs its dense twin and vs itself with
+    /// --no-meki, in one process, alternating blocks of tokens (ratios per round).
+    Twin {
+        /// The MeKi model (single file, or with its sidecar beside it).
+        meki: std::path::PathBuf,
+        /// Its dense twin (no MeKi tensors).
+        dense: std::path::PathBuf,
+        /// Threads (the caller included).
+        #[arg(short = 't', long, default_value_t = 1)]
+        threads: usize,
+        /// Timed decode steps per model per round.
+        #[arg(long, default_value_t = 256)]
+        tokens: usize,
+        /// Timed steps in one model's turn before the next model runs.
+        #[arg(long, default_value_t = 16)]
+        block: usize,
+        /// Rounds (each with fresh KV caches); the ratio is reported per round.
+        #[arg(long, default_value_t = 9)]
+        rounds: usize,
     },
 }
 
@@ -97,6 +118,21 @@ fn main() {
                 vs_llama_rounds,
             })
         })(),
+        Cmd::Twin {
+            meki,
+            dense,
+            threads,
+            tokens,
+            block,
+            rounds,
+        } => twin::run(&twin::TwinOptions {
+            meki,
+            dense,
+            threads,
+            tokens,
+            block,
+            rounds,
+        }),
     };
     if let Err(e) = result {
         eprintln!("meki-bench: {e}");

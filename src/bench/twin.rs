@@ -1,0 +1,132 @@
+//! `meki-bench twin`: decode speed of a MeKi model against its dense twin
+//! (and against itself with `--no-meki`), measured in one process.
+//!
+//! Separate `meki-run` processes on a shared or virtual machine see the
+//! machine change between runs (other tenants, frequency); a 2% question
+//! drowns in that. Here the three models decode the same token sequence in
+//! alternating blocks of a few tokens, so every slow phase of the machine
+//! hits all of them, and each round's ratio compares time spent side by
+//! side. Each block starts with one untimed step (it wakes the model's
+//! thread pool, which parks while the other models run).
+
+use crate::model::forward::Logits;
+use crate::model::{KvType, MekiSource, Model, Session};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub struct TwinOptions {
+    pub meki: PathBuf,
+    pub dense: PathBuf,
+    pub threads: usize,
+    /// Timed decode steps per model per round.
+    pub tokens: usize,
+    /// Timed steps per block (a model's turn).
+    pub block: usize,
+    pub rounds: usize,
+}
+
+/// Median and range of a list.
+fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+pub fn run(o: &TwinOptions) -> Result<(), String> {
+    if o.tokens == 0 || o.block == 0 || o.rounds == 0 {
+        return Err("--tokens, --block and --rounds must be positive".into());
+    }
+    let models = [
+        ("meki", Model::open_with(&o.meki, &MekiSource::Auto, o.threads)?),
+        ("no-meki", Model::open_with(&o.meki, &MekiSource::Disabled, o.threads)?),
+        ("dense", Model::open_with(&o.dense, &MekiSource::Auto, o.threads)?),
+    ];
+    if models[0].1.meki.is_none() {
+        return Err(format!("{} has no MeKi memory", o.meki.display()));
+    }
+    if models[2].1.meki.is_some() {
+        return Err(format!("{} is not dense (it has MeKi memory)", o.dense.display()));
+    }
+    let n_vocab = models.iter().map(|(_, m)| m.config.n_vocab).min().unwrap_or(1);
+    let blocks = o.tokens.div_ceil(o.block);
+    let steps = blocks * (o.block + 1);
+    let n_ctx = steps + 1;
+    for (name, m) in &models {
+        if m.config.n_ctx_train > 0 && n_ctx > m.config.n_ctx_train {
+            eprintln!(
+                "note: {name}: {n_ctx} positions exceed the trained context {} (speed only)",
+                m.config.n_ctx_train
+            );
+        }
+    }
+    // The same pseudo-random token sequence for every model and round.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let ids: Vec<u32> = (0..steps + 1)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n_vocab as u64) as u32
+        })
+        .collect();
+    println!(
+        "twin decode: {} timed steps per model per round in blocks of {}, {} rounds, {} threads",
+        blocks * o.block,
+        o.block,
+        o.rounds,
+        o.threads
+    );
+    let mut per_model: [Vec<f64>; 3] = Default::default();
+    let (mut r_dense, mut r_nomeki) = (Vec::new(), Vec::new());
+    for round in 0..o.rounds {
+        let mut sessions: Vec<Session> = models
+            .iter()
+            .map(|(_, m)| Session::new(m, n_ctx, KvType::F16))
+            .collect();
+        for s in sessions.iter_mut() {
+            s.forward(&ids[..1], Logits::Last)?;
+        }
+        let mut spent = [Duration::ZERO; 3];
+        let mut pos = 1;
+        for b in 0..blocks {
+            // Rotate which model goes first.
+            for k in 0..3 {
+                let i = (b + round + k) % 3;
+                let s = &mut sessions[i];
+                s.forward(&ids[pos..pos + 1], Logits::Last)?;
+                let t0 = Instant::now();
+                for j in 0..o.block {
+                    s.forward(&ids[pos + 1 + j..pos + 2 + j], Logits::Last)?;
+                }
+                spent[i] += t0.elapsed();
+            }
+            pos += o.block + 1;
+        }
+        let tps: Vec<f64> = spent
+            .iter()
+            .map(|d| (blocks * o.block) as f64 / d.as_secs_f64())
+            .collect();
+        for i in 0..3 {
+            per_model[i].push(tps[i]);
+        }
+        r_dense.push(tps[0] / tps[2]);
+        r_nomeki.push(tps[0] / tps[1]);
+        println!(
+            "round {:>2}: tok/s meki {:.1} no-meki {:.1} dense {:.1} | meki/dense {:.4} meki/no-meki {:.4}",
+            round + 1,
+            tps[0],
+            tps[1],
+            tps[2],
+            tps[0] / tps[2],
+            tps[0] / tps[1]
+        );
+    }
+    for (i, (name, _)) in models.iter().enumerate() {
+        let (m, lo, hi) = summary(per_model[i].clone());
+        println!("{name}: {m:.1} tok/s median [{lo:.1}-{hi:.1}]");
+    }
+    let (m, lo, hi) = summary(r_dense);
+    println!("ratio meki/dense: {m:.4} median [{lo:.4}-{hi:.4}]");
+    let (m, lo, hi) = summary(r_nomeki);
+    println!("ratio meki/no-meki: {m:.4} median [{lo:.4}-{hi:.4}]");
+    Ok(())
+}
