@@ -96,6 +96,49 @@ fn matmul_equals_row_dots() {
     }
 }
 
+/// Decode (one token) of matrices large enough for several row chunks per
+/// thread, with rows whose tiles prefetch the next tile / row while they run
+/// (Q4_0/Q5_0/Q8_0 4-row tiles up to 16 KB, k-quant rows), row counts that
+/// leave a partial last tile, and an unaligned buffer: bit-identical to the
+/// row dots.
+#[test]
+fn decode_prefetching_tiles_equal_row_dots() {
+    let mut rng = Rng::new(23);
+    let pools: Vec<ThreadPool> = [1, 2, 3].into_iter().map(ThreadPool::new).collect();
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ];
+    for ty in types {
+        for (rows, cols) in [(203usize, 1024usize), (61, 3072), (13, 4352)] {
+            let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+            let w = random_weights(&mut rng, ty, rows * rb / ty.type_size());
+            let (wbuf, wr) = at_offset(&w, 3);
+            let xs = random_f32(&mut rng, cols, 2.0);
+            for i in Isa::available() {
+                let want = expected(i, ty, &w, rows, cols, &xs, 1);
+                for pool in &pools {
+                    let mut y = vec![f32::NAN; rows];
+                    matmul_with(i, pool, &wbuf[wr.clone()], ty, rows, cols, 1, &xs, &mut y)
+                        .unwrap();
+                    for (k, (a, b)) in y.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{ty} {i} rows={rows} cols={cols} threads={} at {k}: {a} vs {b}",
+                            pool.n_threads()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matvec_quantized_and_shape_errors() {
     let mut rng = Rng::new(4);
