@@ -92,15 +92,8 @@ impl Packed {
 
     /// Repacks `rows` rows of `cols` elements of `ty` (raw GGUF bytes).
     pub fn new(ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Packed, KernelError> {
-        let (bs, qb) = block_bytes(ty).ok_or(KernelError::Unsupported(ty))?;
-        if cols == 0 || !cols.is_multiple_of(QK) || !rows.is_multiple_of(GROUP) {
-            return Err(KernelError::BadLength { ty, n: cols });
-        }
-        let nb = cols / QK;
-        let rb = nb * bs;
-        let need = rows
-            .checked_mul(rb)
-            .ok_or(KernelError::BadLength { ty, n: cols })?;
+        let mut p = Packed::zeroed(ty, rows, cols)?;
+        let need = p.data.len();
         if w.len() < need {
             return Err(KernelError::BufferTooSmall {
                 what: "weight matrix",
@@ -108,26 +101,62 @@ impl Packed {
                 have: w.len(),
             });
         }
-        let mut data = vec![0u8; need];
-        let pbs = GROUP * bs;
-        for (g, out) in data.chunks_exact_mut(nb * pbs).enumerate() {
-            for (b, pb) in out.chunks_exact_mut(pbs).enumerate() {
-                for i in 0..GROUP {
-                    let src = &w[(GROUP * g + i) * rb + bs * b..][..bs];
-                    pb[2 * i..2 * i + 2].copy_from_slice(&src[..2]);
-                    for c in 0..qb / 4 {
-                        let dst = 16 + 32 * c + 4 * i;
-                        pb[dst..dst + 4].copy_from_slice(&src[2 + 4 * c..6 + 4 * c]);
-                    }
-                }
-            }
+        p.fill(0, &w[..need])?;
+        Ok(p)
+    }
+
+    /// An all-zero packed matrix of this type and shape, to [`Packed::fill`]
+    /// piece by piece (the source then never has to be in memory at once).
+    pub fn zeroed(ty: GgmlType, rows: usize, cols: usize) -> Result<Packed, KernelError> {
+        let (bs, _) = block_bytes(ty).ok_or(KernelError::Unsupported(ty))?;
+        if cols == 0 || !cols.is_multiple_of(QK) || !rows.is_multiple_of(GROUP) {
+            return Err(KernelError::BadLength { ty, n: cols });
         }
+        let need = rows
+            .checked_mul(cols / QK * bs)
+            .ok_or(KernelError::BadLength { ty, n: cols })?;
         Ok(Packed {
             ty,
             rows,
             cols,
-            data,
+            data: vec![0u8; need],
         })
+    }
+
+    /// Packs the original rows `src` (whole groups: a multiple of 8 rows of
+    /// raw GGUF bytes) as rows `first_row..` of the matrix.
+    pub fn fill(&mut self, first_row: usize, src: &[u8]) -> Result<(), KernelError> {
+        let ty = self.ty;
+        let (bs, qb) = block_bytes(ty).ok_or(KernelError::Unsupported(ty))?;
+        let nb = self.cols / QK;
+        let rb = nb * bs;
+        let n_rows = src.len() / rb;
+        if !first_row.is_multiple_of(GROUP)
+            || src.len() != n_rows * rb
+            || !n_rows.is_multiple_of(GROUP)
+            || first_row + n_rows > self.rows
+        {
+            return Err(KernelError::BufferTooSmall {
+                what: "rows to pack (whole 8-row groups inside the matrix)",
+                need: n_rows.next_multiple_of(GROUP) * rb,
+                have: src.len(),
+            });
+        }
+        let pbs = GROUP * bs;
+        let out = &mut self.data[first_row * rb..(first_row + n_rows) * rb];
+        for (g, out) in out.chunks_exact_mut(nb * pbs).enumerate() {
+            for (b, pb) in out.chunks_exact_mut(pbs).enumerate() {
+                for i in 0..GROUP {
+                    let s = &src[(GROUP * g + i) * rb + bs * b..][..bs];
+                    pb[2 * i..2 * i + 2].copy_from_slice(&s[..2]);
+                    for c in 0..qb / 4 {
+                        let dst = 16 + 32 * c + 4 * i;
+                        pb[dst..dst + 4].copy_from_slice(&s[2 + 4 * c..6 + 4 * c]);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn ty(&self) -> GgmlType {

@@ -66,6 +66,29 @@ fn layout_round_trips() {
 }
 
 #[test]
+fn piecewise_fill_equals_whole() {
+    let mut rng = Rng::new(9);
+    for ty in TYPES {
+        let (rows, nb) = (40, 5);
+        let rb = nb * ty.type_size();
+        let w = random_matrix(&mut rng, ty, rows, nb);
+        let whole = Packed::new(ty, &w, rows, nb * QK).unwrap();
+        let mut p = Packed::zeroed(ty, rows, nb * QK).unwrap();
+        for (r0, r1) in [(16, 40), (0, 8), (8, 16)] {
+            p.fill(r0, &w[r0 * rb..r1 * rb]).unwrap();
+        }
+        for r in 0..rows {
+            assert_eq!(p.row(r), whole.row(r), "{ty} row {r}");
+        }
+        // Not whole groups, past the end, a partial row: errors.
+        assert!(p.fill(4, &w[..8 * rb]).is_err());
+        assert!(p.fill(0, &w[..4 * rb]).is_err());
+        assert!(p.fill(40, &w[..8 * rb]).is_err());
+        assert!(p.fill(0, &w[..8 * rb - 1]).is_err());
+    }
+}
+
+#[test]
 fn bad_shapes_are_errors() {
     let w = vec![0u8; 9 * 18];
     assert!(Packed::new(GgmlType::Q4_0, &w, 9, 32).is_err(), "rows % 8");

@@ -81,6 +81,14 @@ pub fn matvec_group<const N: usize>(
     products: [Product<'_>; N],
 ) {
     const { assert!(N <= MAX_JOBS) };
+    // Repacked matrices run on their own kernel (`ops`), which reads the
+    // packed copy: the map's pages of those matrices are never touched.
+    if products.iter().any(|p| p.w.packed.is_some()) {
+        for p in products {
+            super::ops::linear_once(pool, p.file, p.w, inputs[p.input], 1, p.y);
+        }
+        return;
+    }
     for p in &products {
         quant[p.input].prepare(p.w.ty, &inputs[p.input][..p.w.cols]);
     }

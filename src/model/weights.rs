@@ -54,36 +54,56 @@ impl Weight {
         if !Packed::supported(crate::kernels::isa(), self.ty, self.rows, self.cols) {
             return Ok(());
         }
-        let src = read_range(file, self.range.clone());
-        let bytes = src.as_deref().unwrap_or_else(|| self.bytes(file));
-        let p = Packed::new(self.ty, bytes, self.rows, self.cols)
-            .map_err(|e| format!("repacking tensor '{}': {e}", self.name))?;
+        let name = &self.name;
+        let err = |e: crate::kernels::KernelError| format!("repacking tensor '{name}': {e}");
+        let mut p = Packed::zeroed(self.ty, self.rows, self.cols).map_err(err)?;
+        let rb = self.row_bytes();
+        // Rows read in pieces of whole 8-row groups (~256 KiB).
+        let step = ((256 << 10) / (8 * rb).max(1)).max(1) * 8;
+        let reader = SourceReader::open(file);
+        let mut buf = Vec::new();
+        for r0 in (0..self.rows).step_by(step) {
+            let r1 = (r0 + step).min(self.rows);
+            let range = self.range.start + r0 * rb..self.range.start + r1 * rb;
+            let src = match reader
+                .as_ref()
+                .and_then(|f| f.read(range.clone(), &mut buf))
+            {
+                Some(b) => b,
+                None => &file.as_bytes()[range],
+            };
+            p.fill(r0, src).map_err(err)?;
+        }
         self.packed = Some(Arc::new(p));
         Ok(())
     }
 }
 
-/// The bytes `range` of the file, read with `pread` rather than through the
-/// map: a repacked matrix's source pages then never enter this process's
-/// resident set (the packed copy replaces them; llama.cpp's resident set
-/// holds both). `None` (use the map) if the file cannot be read or is no
-/// longer the size it was mapped at.
-fn read_range(file: &GgufFile, range: Range<usize>) -> Option<Vec<u8>> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
+/// The model file opened for `pread`: a repacked matrix's source bytes are
+/// read through it rather than through the map, so their pages never enter
+/// this process's resident set (the packed copy replaces them; llama.cpp's
+/// resident set holds both). Reads fall back to the map (`None`) if the file
+/// cannot be read or is no longer the size it was mapped at.
+struct SourceReader(std::fs::File);
+
+impl SourceReader {
+    fn open(file: &GgufFile) -> Option<SourceReader> {
         let f = std::fs::File::open(file.path()).ok()?;
-        if f.metadata().ok()?.len() != file.as_bytes().len() as u64 {
-            return None;
-        }
-        let mut buf = vec![0u8; range.len()];
-        f.read_exact_at(&mut buf, range.start as u64).ok()?;
-        Some(buf)
+        (f.metadata().ok()?.len() == file.as_bytes().len() as u64).then_some(SourceReader(f))
     }
-    #[cfg(not(unix))]
-    {
-        let _ = (file, range);
-        None
+
+    fn read<'b>(&self, range: Range<usize>, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+        buf.resize(range.len(), 0);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            self.0.read_exact_at(buf, range.start as u64).ok()?;
+            Some(buf)
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
     }
 }
 
