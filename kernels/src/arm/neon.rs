@@ -4,7 +4,9 @@
 //! Each quantized kernel exists twice: with the `dotprod` extension (`sdot`,
 //! emitted with inline asm because `vdotq_s32` is unstable in Rust) and
 //! without it (widening `smull` + pairwise adds). Both compute the same exact
-//! i32 lanes, so their results are bit-identical.
+//! i32 values (the same lanes where lanes are converted to f32, as in Q8_0;
+//! the same sums where only a sum is, as in the k-quants), so their results
+//! are bit-identical.
 //!
 //! All functions are `unsafe`: callers pass slices holding `n` elements of
 //! their format (`n` a multiple of the block size) and, for the `_dp`
@@ -45,6 +47,26 @@ pub(crate) trait I8Dot {
     unsafe fn dot2(a0: int8x16_t, b0: int8x16_t, a1: int8x16_t, b1: int8x16_t) -> int32x4_t {
         Self::dot(Self::dot(vdupq_n_s32(0), a0, b0), a1, b1)
     }
+
+    /// `acc + s * (a0 . b0 + a1 . b1)` in some exact grouping of the lanes
+    /// (k-quants add all lanes at the end). Needs |a| <= 32 (6-bit quants).
+    #[inline(always)]
+    unsafe fn dot2_scaled(
+        acc: int32x4_t,
+        a0: int8x16_t,
+        b0: int8x16_t,
+        a1: int8x16_t,
+        b1: int8x16_t,
+        s: i16,
+    ) -> int32x4_t {
+        vmlaq_n_s32(acc, Self::dot2(a0, b0, a1, b1), s as i32)
+    }
+
+    /// `acc + s * (a . b)`, as [`I8Dot::dot2_scaled`] for 16 quants.
+    #[inline(always)]
+    unsafe fn dot_scaled(acc: int32x4_t, a: int8x16_t, b: int8x16_t, s: i16) -> int32x4_t {
+        vmlaq_n_s32(acc, Self::dot(vdupq_n_s32(0), a, b), s as i32)
+    }
 }
 
 pub(crate) struct Sdot;
@@ -82,6 +104,28 @@ impl I8Dot for Widen {
         );
         let hi = vpadalq_s16(vpaddlq_s16(vmull_high_s8(a0, b0)), vmull_high_s8(a1, b1));
         vpaddq_s32(lo, hi)
+    }
+
+    #[inline(always)]
+    unsafe fn dot2_scaled(
+        acc: int32x4_t,
+        a0: int8x16_t,
+        b0: int8x16_t,
+        a1: int8x16_t,
+        b1: int8x16_t,
+        s: i16,
+    ) -> int32x4_t {
+        // 4 products per i16 lane (|sum| <= 4 * 32 * 128 = 2^14), then the
+        // scale widening into i32: 6 instructions instead of 10.
+        let p = vmlal_high_s8(vmull_s8(vget_low_s8(a0), vget_low_s8(b0)), a0, b0);
+        let p = vmlal_high_s8(vmlal_s8(p, vget_low_s8(a1), vget_low_s8(b1)), a1, b1);
+        vmlal_high_n_s16(vmlal_n_s16(acc, vget_low_s16(p), s), p, s)
+    }
+
+    #[inline(always)]
+    unsafe fn dot_scaled(acc: int32x4_t, a: int8x16_t, b: int8x16_t, s: i16) -> int32x4_t {
+        let p = vmlal_high_s8(vmull_s8(vget_low_s8(a), vget_low_s8(b)), a, b);
+        vmlal_high_n_s16(vmlal_n_s16(acc, vget_low_s16(p), s), p, s)
     }
 }
 
@@ -193,9 +237,10 @@ unsafe fn q5_1<D: I8Dot>(n: usize, w: &[u8], x: &[u8]) -> f32 {
 //   temporaries. 4 x 3 fits on paper (~27 registers) but LLVM schedules all
 //   its loads early and spills 14 registers per block, for no fewer
 //   instructions per pair than 4 x 2.
-// - Q4_K/Q5_K/Q6_K: 1 x 8 (the one-row kernel for one token): the per-pair
-//   work (`sdot` + `mla` per 16 quants) cannot be shared, so the tile shares
-//   the weight decode between 8 tokens.
+// - Q4_K/Q5_K/Q6_K: 1 x 8 (1 x 4 for Q4_K/Q5_K without `dotprod`; the
+//   one-row kernel for one token): the per-pair work (`sdot` + `mla` per 16
+//   quants) cannot be shared, so the tile shares the weight decode between
+//   tokens.
 // - F32/F16/BF16: the one-row kernel has 4 accumulators (16 elements per
 //   step, for FMA latency), so a tile holds 4 per pair: 2 x 2 (4 x 1 for one
 //   token), 16 accumulators.
@@ -414,6 +459,8 @@ pub(crate) trait KWeights {
     const BYTES: usize;
     /// The one-row kernels, without and with `dotprod`.
     const ROW: [DotFn; 2];
+    /// Tokens per tile (at most 8), without and with `dotprod`.
+    const TOKENS: [usize; 2];
     unsafe fn tile<D: I8Dot, const RN: usize>(
         nb: usize,
         w: *const u8,
@@ -429,6 +476,7 @@ pub(crate) struct Q6KW;
 impl KWeights for Q4KW {
     const BYTES: usize = BQ4K;
     const ROW: [DotFn; 2] = [dot_q4_k_q8_k, dot_q4_k_q8_k_dp];
+    const TOKENS: [usize; 2] = [4, 8];
     #[inline(always)]
     unsafe fn tile<D: I8Dot, const RN: usize>(
         nb: usize,
@@ -443,6 +491,7 @@ impl KWeights for Q4KW {
 impl KWeights for Q5KW {
     const BYTES: usize = BQ5K;
     const ROW: [DotFn; 2] = [dot_q5_k_q8_k, dot_q5_k_q8_k_dp];
+    const TOKENS: [usize; 2] = [4, 8];
     #[inline(always)]
     unsafe fn tile<D: I8Dot, const RN: usize>(
         nb: usize,
@@ -457,6 +506,7 @@ impl KWeights for Q5KW {
 impl KWeights for Q6KW {
     const BYTES: usize = BQ6K;
     const ROW: [DotFn; 2] = [dot_q6_k_q8_k, dot_q6_k_q8_k_dp];
+    const TOKENS: [usize; 2] = [8, 8];
     #[inline(always)]
     unsafe fn tile<D: I8Dot, const RN: usize>(
         nb: usize,
@@ -511,14 +561,12 @@ unsafe fn tile_q45_k<const FIVE: bool, D: I8Dot, const RN: usize>(
             }
             let (l0, l1) = (vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1));
             let (h0, h1) = (vreinterpretq_s8_u8(h0), vreinterpretq_s8_u8(h1));
-            let sl = sc[k / 2][(2 * k) % 4] as i32;
-            let sh = sc[k / 2][(2 * k + 1) % 4] as i32;
+            let sl = sc[k / 2][(2 * k) % 4] as i16;
+            let sh = sc[k / 2][(2 * k + 1) % 4] as i16;
             for j in 0..RN {
                 let y = x.add(j * xs + i * BQ8K + 4 + 64 * k);
-                let lo = D::dot2(l0, ld_s8(y), l1, ld_s8(y.add(16)));
-                let hi = D::dot2(h0, ld_s8(y.add(32)), h1, ld_s8(y.add(48)));
-                isum[j] = vmlaq_n_s32(isum[j], lo, sl);
-                isum[j] = vmlaq_n_s32(isum[j], hi, sh);
+                isum[j] = D::dot2_scaled(isum[j], l0, ld_s8(y), l1, ld_s8(y.add(16)), sl);
+                isum[j] = D::dot2_scaled(isum[j], h0, ld_s8(y.add(32)), h1, ld_s8(y.add(48)), sh);
             }
         }
         let (wd, wdmin) = (f16_at(wb), f16_at(wb.add(2)));
@@ -575,11 +623,10 @@ unsafe fn tile_q6_k<D: I8Dot, const RN: usize>(
             }
             for g in 0..4 {
                 for k in 0..2 {
-                    let s = sc[8 * h + 2 * g + k] as i32;
+                    let s = sc[8 * h + 2 * g + k] as i16;
                     for j in 0..RN {
                         let y = x.add(j * xs + i * BQ8K + 4 + 128 * h + 32 * g + 16 * k);
-                        let p = D::dot(vdupq_n_s32(0), v[g][k], ld_s8(y));
-                        isum[j] = vmlaq_n_s32(isum[j], p, s);
+                        isum[j] = D::dot_scaled(isum[j], v[g][k], ld_s8(y), s);
                     }
                 }
             }
@@ -597,13 +644,14 @@ unsafe fn tile_q6_k<D: I8Dot, const RN: usize>(
 /// [`gemm_q8`]): each row against up to 8 tokens at a time.
 ///
 /// Per 64 quants the one-row Q4_K kernel spends 8 instructions per pair
-/// (4 `sdot`, 2 zeroed accumulators, 2 `mla`) besides the weight decode and
-/// the scales; Q6_K per 16 quants 3 (`sdot`, zero, `mla`) besides ~5 of
-/// decode. Only the decode can be shared, and only between tokens, so the
-/// tile is one row x 8 tokens (8 i32 accumulators, 4 to 8 decoded vectors,
-/// the masks: ~24 registers). Executed instructions per pair and
-/// super-block, one-row -> 1 x 8: Q4_K 129 -> 74, Q5_K 168 -> 83, Q6_K
-/// 177 -> 104 (without `dotprod`: 177 -> 149, 289 -> 159, 247 -> 153).
+/// with `sdot` (4 `sdot`, 2 zeroed accumulators, 2 `mla`) besides the weight
+/// decode and the scales; Q6_K per 16 quants 3 (`sdot`, zero, `mla`) besides
+/// ~5 of decode. Only the decode can be shared, and only between tokens, so
+/// the tile is one row x 8 tokens (8 i32 accumulators, 4 to 8 decoded
+/// vectors, the masks: ~24 registers); without `dotprod` Q4_K/Q5_K take 4
+/// tokens (8 spill). Executed instructions per pair and super-block,
+/// one-row -> tile: Q4_K 129 -> 74, Q5_K 168 -> 84, Q6_K 177 -> 104;
+/// without `dotprod` 145 -> 107, 253 -> 125, 215 -> 120.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_k<K: KWeights, D: I8Dot>(
@@ -633,11 +681,12 @@ unsafe fn gemm_k<K: KWeights, D: I8Dot>(
         }
         return;
     }
+    let tokens = K::TOKENS[D::DOTPROD as usize];
     for r in 0..rows {
         let wr = w.add(r * wrb);
         let mut t = 0;
         while t < toks {
-            let rn = (toks - t).min(8);
+            let rn = (toks - t).min(tokens);
             let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
             macro_rules! go {
                 ($n:literal) => {
