@@ -23,6 +23,10 @@
 #   tg rows also print the roofline: weight bytes read per generated token divided
 #   by the memory read bandwidth (meki-bench's probe, run before the rows), i.e.
 #   the tok/s a purely bandwidth-bound engine would reach, and meki's share of it.
+#   Each (model, threads) also gets a peak resident memory row (MiB, from
+#   /usr/bin/time -f %M over meki-run's pp run and llama-bench's pp+tg run;
+#   contexts PP+8 and PP+TG), ratio meki / llama.cpp (target: <= 1).
+#   meki-run repacks Q4_0/Q8_0 matrices at load (MEKI_REPACK=0 to compare).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 THREADS=${THREADS:-1 2}
@@ -66,6 +70,12 @@ fi
 stats() { sort -g | awk '{a[NR]=$1} END {printf "%s %s %s", a[int((NR+1)/2)], a[1], a[NR]}'; }
 # tok/s of the prompt / of the generation in meki-run's summary
 mrate() { sed -n "s/^$1 time.*(\([0-9.]*\) tokens per second)/\1/p"; }
+# peak RSS in MiB from a `/usr/bin/time -f 'maxrss %M'` line
+mrss() { sed -n 's/^maxrss \([0-9]*\)$/\1/p' | awk '{printf "%.1f", $1/1024}'; }
+TIME=/usr/bin/time
+[ -x "$TIME" ] || TIME=""
+rss_file=$(mktemp)
+trap 'rm -f "$rss_file"' EXIT
 
 # A prompt of N tokens (or 1-2 fewer: a word may be several tokens) for this model
 # (the GPL excerpt, repeated as needed). Rates are per token, so the few missing
@@ -147,10 +157,16 @@ for model in "$@"; do
   deep_prompt=""
   [ -z "$DEPTH" ] || deep_prompt=$(prompt_of "$model" "$DEPTH")
   for t in $THREADS; do
-    declare -A M=() L=() T=()
+    declare -A M=() L=() T=() R=()
     for _ in $(seq "$ROUNDS"); do
       run() { "$MEKI_RUN" -m "$1" -p "$2" -n "$3" --temp 0 --ignore-eos -t "$t" -c "$4" 2>&1 >/dev/null; }
-      out=$(run "$model" "$pp_prompt" 1 $((PP + 8)));  M[pp]+=" $(echo "$out" | mrate 'prompt eval')"
+      if [ -n "$TIME" ]; then
+        out=$($TIME -f 'maxrss %M' "$MEKI_RUN" -m "$model" -p "$pp_prompt" -n 1 --temp 0 --ignore-eos -t "$t" -c $((PP + 8)) 2>&1 >/dev/null)
+        R[meki]+=" $(echo "$out" | mrss)"
+      else
+        out=$(run "$model" "$pp_prompt" 1 $((PP + 8)))
+      fi
+      M[pp]+=" $(echo "$out" | mrate 'prompt eval')"
       out=$(run "$model" "The" "$TG" $((TG + 8)));     M[tg]+=" $(echo "$out" | mrate eval)"
       if [ -n "$DEPTH" ]; then
         out=$(run "$model" "$deep_prompt" "$TG" $((DEPTH + TG + 8))); M[deep]+=" $(echo "$out" | mrate eval)"
@@ -160,7 +176,12 @@ for model in "$@"; do
         out=$(run "$twin" "The" "$TG" $((TG + 8)));    T[tg]+=" $(echo "$out" | mrate eval)"
       fi
       if [ -z "${SKIP_LLAMA:-}" ]; then
-        lb=$("$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null)
+        if [ -n "$TIME" ]; then
+          lb=$($TIME -o "$rss_file" -f 'maxrss %M' "$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null)
+          R[llama]+=" $(mrss < "$rss_file")"
+        else
+          lb=$("$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null)
+        fi
         L[pp]+=" $(echo "$lb" | lrate "$PP" 0)"; L[tg]+=" $(echo "$lb" | lrate 0 "$TG")"
         if [ -n "$DEPTH" ]; then
           lb=$("$LLAMA_BIN/llama-bench" -m "$model" -p 0 -n "$TG" -d "$DEPTH" -t "$t" -r 1 -o csv 2>/dev/null)
@@ -176,10 +197,13 @@ for model in "$@"; do
     row "$name tg$TG t$t" "${M[tg]}" "${L[tg]}"
     printf '  roofline %s tok/s (%.0f MB/token), meki at %s of it\n' "$roof" "$(echo "$bpt" | awk '{print $1/1e6}')" "$share"
     if [ -n "$DEPTH" ]; then row "$name tg$TG@d$DEPTH t$t" "${M[deep]}" "${L[deep]}"; echo; fi
+    if [ -n "${R[meki]:-}" ] && [ -n "${R[llama]:-}" ]; then
+      row "$name peak RSS MiB t$t" "${R[meki]}" "${R[llama]}"; echo
+    fi
     if [ -n "$twin" ]; then
       row "  MeKi vs dense twin pp$PP t$t (twin in llama col)" "${M[pp]}" "${T[pp]}"; echo
       row "  MeKi vs dense twin tg$TG t$t (twin in llama col)" "${M[tg]}" "${T[tg]}"; echo
     fi
-    unset M L T
+    unset M L T R
   done
 done

@@ -102,6 +102,11 @@ fn bad_shapes_are_errors() {
     assert!(repack::prepare_acts(&[0u8; 33], 1, 32, &mut acts).is_err());
     assert!(!Packed::supported(Isa::Avx2, GgmlType::Q4_0, 12, 64));
     assert!(!Packed::supported(Isa::Scalar, GgmlType::Q4_0, 16, 64));
+    if Isa::Avx2.is_available() {
+        assert!(Packed::preferred(Isa::Avx2, GgmlType::Q4_0, 16, 64));
+        assert!(Packed::supported(Isa::Avx2, GgmlType::Q8_0, 16, 64));
+        assert!(!Packed::preferred(Isa::Avx2, GgmlType::Q8_0, 16, 64));
+    }
 }
 
 #[test]

@@ -5,11 +5,12 @@
 //! Every shape is checked against the hyper-parameters at load, so the
 //! kernels never see a row that is shorter than they expect.
 //!
-//! Matrices that have an interleaved kernel ([`Packed::supported`]: Q4_0
-//! and Q8_0 on AVX2) are copied once at load into that layout
-//! ([`Weight::packed`]), as llama.cpp's CPU backend does for Q4_0
-//! (`CPU_REPACK`); their products run ~2x faster (prefill and in-cache
-//! decode). `MEKI_REPACK=0` keeps every matrix in the map.
+//! Matrices for which repacking pays ([`Packed::preferred`]: Q4_0 on AVX2)
+//! are copied once at load into an interleaved layout ([`Weight::packed`]),
+//! as llama.cpp's CPU backend does (`CPU_REPACK`); prefill runs ~2x faster.
+//! `MEKI_REPACK=0` keeps every matrix in the map; `MEKI_REPACK=all` also
+//! repacks the other types that have a kernel ([`Packed::supported`]:
+//! Q8_0, faster prefill, slower decode).
 
 use super::config::{Arch, Config};
 use crate::gguf::GgufFile;
@@ -50,8 +51,14 @@ impl Weight {
 
     /// Copies the matrix into its interleaved layout when the active kernel
     /// family has one for its type and shape.
-    fn repack(&mut self, file: &GgufFile) -> Result<(), String> {
-        if !Packed::supported(crate::kernels::isa(), self.ty, self.rows, self.cols) {
+    fn repack(&mut self, file: &GgufFile, all: bool) -> Result<(), String> {
+        let isa = crate::kernels::isa();
+        let wanted = if all {
+            Packed::supported(isa, self.ty, self.rows, self.cols)
+        } else {
+            Packed::preferred(isa, self.ty, self.rows, self.cols)
+        };
+        if !wanted {
             return Ok(());
         }
         let name = &self.name;
@@ -274,7 +281,9 @@ impl ModelWeights {
                 ffn_down: l.get(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
             });
         }
-        if std::env::var("MEKI_REPACK").ok().as_deref().map(str::trim) != Some("0") {
+        let mode = std::env::var("MEKI_REPACK").unwrap_or_default();
+        if mode.trim() != "0" {
+            let all = mode.trim() == "all";
             layers.par_iter_mut().try_for_each(|lw| {
                 for w in [
                     &mut lw.wq,
@@ -285,7 +294,7 @@ impl ModelWeights {
                     &mut lw.ffn_up,
                     &mut lw.ffn_down,
                 ] {
-                    w.repack(file)?;
+                    w.repack(file, all)?;
                 }
                 Ok::<(), String>(())
             })?;

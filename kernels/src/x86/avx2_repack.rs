@@ -34,12 +34,14 @@ unsafe fn tile_q4_0x8<const RN: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    pf: usize,
 ) -> [__m256; RN] {
     let m4 = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); RN];
     for b in 0..nb {
         let wb = w.add(b * Q4_0X8_BLOCK);
+        prefetch_block::<Q4_0X8_BLOCK>(wb, pf);
         let mut p16 = [_mm256_setzero_si256(); RN];
         for c in 0..4 {
             let raw = _mm256_loadu_si256(wb.add(16 + 32 * c) as *const __m256i);
@@ -78,11 +80,13 @@ unsafe fn tile_q8_0x8<const RN: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    pf: usize,
 ) -> [__m256; RN] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); RN];
     for b in 0..nb {
         let wb = w.add(b * Q8_0X8_BLOCK);
+        prefetch_block::<Q8_0X8_BLOCK>(wb, pf);
         let mut s32 = [_mm256_setzero_si256(); RN];
         for c in 0..8 {
             let q = _mm256_loadu_si256(wb.add(16 + 32 * c) as *const __m256i);
@@ -104,10 +108,28 @@ unsafe fn tile_q8_0x8<const RN: usize>(
     acc
 }
 
+/// Prefetches the `BYTES` bytes at `wb + pf` (the same block of the next
+/// group) unless `pf` is 0. Decode reads each weight once: the next group
+/// is fetched while this one is computed (hardware prefetchers ramp up
+/// too late on the short per-chunk streams).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prefetch_block<const BYTES: usize>(wb: *const u8, pf: usize) {
+    if pf != 0 {
+        let p = wb.wrapping_add(pf);
+        let mut o = 0;
+        while o < BYTES {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o) as *const i8);
+            o += 64;
+        }
+    }
+}
+
 /// Defines the product of `groups` repacked groups (`w`, `nb` blocks of
 /// `$bytes` per row group, groups contiguous) with `toks` prepared
 /// activation rows (`x`, `xs` bytes apart) into `y[t * ys + 8 * g + i]`:
-/// tiles of 8 rows x 4 tokens (fewer at the end).
+/// tiles of 8 rows x 4 tokens (fewer at the end). With one token
+/// (decode) each tile prefetches the next group.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be available; `w` must hold `groups * nb`
@@ -127,6 +149,7 @@ macro_rules! gemm_x8 {
             y: *mut f32,
             ys: usize,
         ) {
+            let pf = if toks == 1 { nb * $bytes } else { 0 };
             for g in 0..groups {
                 let wg = w.add(g * nb * $bytes);
                 let mut t = 0;
@@ -135,7 +158,7 @@ macro_rules! gemm_x8 {
                     let (xt, yt) = (x.add(t * xs), y.add(t * ys + g * GROUP));
                     macro_rules! go {
                         ($n:literal) => {{
-                            let acc = $tile::<$n>(nb, wg, xt, xs);
+                            let acc = $tile::<$n>(nb, wg, xt, xs, pf);
                             for (j, a) in acc.iter().enumerate() {
                                 _mm256_storeu_ps(yt.add(j * ys), *a);
                             }
