@@ -354,10 +354,10 @@ impl<'m> Session<'m> {
             kernels::vec::add(x, proj);
             if let Some((_, ml, mfile)) = meki {
                 let post: &[f32] = bytemuck::cast_slice(ml.post_norm.bytes(mfile));
-                for row in my.chunks_exact_mut(d) {
-                    ops::rms_norm_inplace(row, post, c.rms_eps);
+                for (yr, pr) in my.chunks_exact(d).zip(proj.chunks_exact_mut(d)) {
+                    kernels::vec::rms_norm(yr, post, c.rms_eps, pr);
                 }
-                kernels::vec::add(x, my);
+                kernels::vec::add(x, proj);
             }
         }
         self.n_past += n;
