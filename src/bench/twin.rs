@@ -14,6 +14,16 @@ use crate::model::{KvType, MekiSource, Model, Session};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The six orders of three models.
+const ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+    [1, 0, 2],
+    [0, 2, 1],
+];
+
 pub struct TwinOptions {
     pub meki: PathBuf,
     pub dense: PathBuf,
@@ -36,17 +46,33 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
         return Err("--tokens, --block and --rounds must be positive".into());
     }
     let models = [
-        ("meki", Model::open_with(&o.meki, &MekiSource::Auto, o.threads)?),
-        ("no-meki", Model::open_with(&o.meki, &MekiSource::Disabled, o.threads)?),
-        ("dense", Model::open_with(&o.dense, &MekiSource::Auto, o.threads)?),
+        (
+            "meki",
+            Model::open_with(&o.meki, &MekiSource::Auto, o.threads)?,
+        ),
+        (
+            "no-meki",
+            Model::open_with(&o.meki, &MekiSource::Disabled, o.threads)?,
+        ),
+        (
+            "dense",
+            Model::open_with(&o.dense, &MekiSource::Auto, o.threads)?,
+        ),
     ];
     if models[0].1.meki.is_none() {
         return Err(format!("{} has no MeKi memory", o.meki.display()));
     }
     if models[2].1.meki.is_some() {
-        return Err(format!("{} is not dense (it has MeKi memory)", o.dense.display()));
+        return Err(format!(
+            "{} is not dense (it has MeKi memory)",
+            o.dense.display()
+        ));
     }
-    let n_vocab = models.iter().map(|(_, m)| m.config.n_vocab).min().unwrap_or(1);
+    let n_vocab = models
+        .iter()
+        .map(|(_, m)| m.config.n_vocab)
+        .min()
+        .unwrap_or(1);
     let blocks = o.tokens.div_ceil(o.block);
     let steps = blocks * (o.block + 1);
     let n_ctx = steps + 1;
@@ -88,9 +114,9 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
         let mut spent = [Duration::ZERO; 3];
         let mut pos = 1;
         for b in 0..blocks {
-            // Rotate which model goes first.
-            for k in 0..3 {
-                let i = (b + round + k) % 3;
+            // Every order of the three in turn: which model goes first, and
+            // which one ran just before (it leaves the caches), both vary.
+            for &i in &ORDERS[(b + round) % ORDERS.len()] {
                 let s = &mut sessions[i];
                 s.forward(&ids[pos..pos + 1], Logits::Last)?;
                 let t0 = Instant::now();
