@@ -360,3 +360,91 @@ pub fn exp_shift_sum_with(i: Isa, x: &mut [f32], shift: f32) -> f32 {
     }
     pick!(i, exp_shift_sum(x, shift))
 }
+
+/// [`attn_tile_scores`] reading the keys from an f16 cache in place: key
+/// `j` at byte offset `j * stride` of `keys`.
+pub fn attn_tile_scores_f16(q: &[f32], d: usize, keys: &[u8], stride: usize, s: &mut [f32]) {
+    attn_tile_scores_f16_with(isa(), q, d, keys, stride, s)
+}
+
+pub fn attn_tile_scores_f16_with(
+    i: Isa,
+    q: &[f32],
+    d: usize,
+    keys: &[u8],
+    stride: usize,
+    s: &mut [f32],
+) {
+    assert!(
+        d > 0 && q.len().is_multiple_of(d),
+        "attn_tile_scores_f16: q is not whole rows of {d}"
+    );
+    let r = q.len() / d;
+    if r == 0 {
+        return;
+    }
+    assert!(
+        s.len().is_multiple_of(r),
+        "attn_tile_scores_f16: scores are not {r} whole rows"
+    );
+    let n = s.len() / r;
+    check_rows("attn_tile_scores_f16", keys, stride, n, d);
+    if n == 0 {
+        return;
+    }
+    pick!(i, attn_tile_scores_f16(q, d, keys, stride, s, n))
+}
+
+/// [`attn_tile_accumulate`] reading the values from an f16 cache in place:
+/// value `j` at byte offset `j * stride` of `values`.
+pub fn attn_tile_accumulate_f16(p: &[f32], values: &[u8], stride: usize, d: usize, o: &mut [f32]) {
+    attn_tile_accumulate_f16_with(isa(), p, values, stride, d, o)
+}
+
+pub fn attn_tile_accumulate_f16_with(
+    i: Isa,
+    p: &[f32],
+    values: &[u8],
+    stride: usize,
+    d: usize,
+    o: &mut [f32],
+) {
+    assert!(
+        d > 0 && o.len().is_multiple_of(d),
+        "attn_tile_accumulate_f16: o is not whole rows of {d}"
+    );
+    let r = o.len() / d;
+    if r == 0 {
+        return;
+    }
+    assert!(
+        p.len().is_multiple_of(r),
+        "attn_tile_accumulate_f16: weights are not {r} whole rows"
+    );
+    let n = p.len() / r;
+    check_rows("attn_tile_accumulate_f16", values, stride, n, d);
+    if n == 0 {
+        return;
+    }
+    pick!(i, attn_tile_accumulate_f16(p, values, stride, d, o, n))
+}
+
+/// Hints the CPU to start loading `n` cached rows of `len` bytes, row `j`
+/// at byte offset `j * stride` of `rows` (the next block of one KV head:
+/// its rows are strided, which the hardware prefetcher follows late). A
+/// no-op where the family has no prefetch instruction wrapper.
+pub fn prefetch_rows(rows: &[u8], stride: usize, n: usize, len: usize) {
+    check_rows("prefetch_rows", rows, stride, n, len.div_ceil(2));
+    if n == 0 || len == 0 {
+        return;
+    }
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if Isa::Avx2.is_available() => {
+            // SAFETY: AVX2 availability was just checked; every address is
+            // inside `rows` (checked above).
+            unsafe { crate::x86::avx2_vec::prefetch_rows(rows, stride, n, len) }
+        }
+        _ => {}
+    }
+}

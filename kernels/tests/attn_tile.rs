@@ -109,3 +109,59 @@ fn exp_shift_sum_matches_f64() {
         }
     }
 }
+
+/// f16 rows of `n` values each (row `j` at element `j * stride`), as bytes
+/// and as the f32 values they hold.
+fn f16_rows(rng: &mut Rng, len: usize, scale: f32) -> (Vec<u8>, Vec<f32>) {
+    let h: Vec<half::f16> = (0..len)
+        .map(|_| half::f16::from_f32(rng.f32() * scale))
+        .collect();
+    let bytes = h.iter().flat_map(|x| x.to_le_bytes()).collect();
+    (bytes, h.iter().map(|x| x.to_f32()).collect())
+}
+
+#[test]
+fn f16_tile_kernels_match_f64() {
+    // The f16 kernels read the cache in place: the f64 reference uses the
+    // values the f16 rows hold, with the bounds of the f32 kernels.
+    let mut rng = Rng::new(14);
+    for (r, n, d, stride) in SHAPES {
+        let q = random_f32(&mut rng, r * d, 1.0);
+        let (kb, kf) = f16_rows(&mut rng, (n - 1) * stride + d, 4.0);
+        let (vb, vf) = f16_rows(&mut rng, (n - 1) * stride + d, 2.0);
+        let p: Vec<f32> = random_f32(&mut rng, r * n, 1.0)
+            .iter()
+            .map(|x| x.abs())
+            .collect();
+        for isa in Isa::available() {
+            let mut s = vec![f32::NAN; r * n];
+            attn_tile_scores_f16_with(isa, &q, d, &kb, 2 * stride, &mut s);
+            for i in 0..r {
+                for j in 0..n {
+                    let terms = (0..d).map(|k| q[i * d + k] as f64 * kf[j * stride + k] as f64);
+                    let want: f64 = terms.clone().sum();
+                    let tol = (d as f64 + 2.0) * U * terms.map(f64::abs).sum::<f64>();
+                    let got = s[i * n + j] as f64;
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{isa} f16 r={r} n={n} d={d}: s[{i},{j}] = {got}, want {want}"
+                    );
+                }
+            }
+            let mut o = vec![0.5f32; r * d];
+            attn_tile_accumulate_f16_with(isa, &p, &vb, 2 * stride, d, &mut o);
+            for i in 0..r {
+                for k in 0..d {
+                    let terms = (0..n).map(|j| p[i * n + j] as f64 * vf[j * stride + k] as f64);
+                    let want = 0.5 + terms.clone().sum::<f64>();
+                    let tol = (n as f64 + 2.0) * U * (0.5 + terms.map(f64::abs).sum::<f64>());
+                    let got = o[i * d + k] as f64;
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{isa} f16 r={r} n={n} d={d}: o[{i},{k}] = {got}, want {want}"
+                    );
+                }
+            }
+        }
+    }
+}

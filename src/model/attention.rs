@@ -49,44 +49,27 @@ impl KvStore {
             }
         }
     }
-
-    /// `n` cached rows of one KV head as f32 rows, keys or values, from
-    /// element `at` of position 0's row on: in place for an f32 cache
-    /// (stride `kvd`), converted into `buf` for f16 (stride `hd`).
-    #[allow(clippy::too_many_arguments)]
-    fn rows<'a>(
-        &'a self,
-        values: bool,
-        at: usize,
-        n: usize,
-        kvd: usize,
-        hd: usize,
-        buf: &'a mut Vec<f32>,
-    ) -> (&'a [f32], usize) {
-        match self {
-            KvStore::F16 { k, v } => {
-                let src = if values { v } else { k };
-                buf.resize(n * hd, 0.0);
-                for (j, dst) in buf[..n * hd].chunks_exact_mut(hd).enumerate() {
-                    let row = &src[at + j * kvd..at + j * kvd + hd];
-                    kernels::vec::f16_to_f32(bytemuck::cast_slice(row), dst);
-                }
-                (&buf[..n * hd], hd)
-            }
-            KvStore::F32 { k, v } => {
-                let src = if values { v } else { k };
-                (&src[at..at + (n - 1) * kvd + hd], kvd)
-            }
-        }
-    }
 }
 
 /// Query positions per tile: the tile's query rows (tokens x the query heads
 /// of one KV head) share every K/V block loaded.
 const TILE_ROWS: usize = 16;
-/// Cached positions per block: a block's keys and values as f32 (2 x 32 x
-/// head_dim floats) stay in L1/L2 while all rows of the tile use them.
-const BLOCK: usize = 32;
+/// Cached positions per block: the block's keys (64 rows of head_dim), then
+/// its values, stay in L1 while all rows of the tile use them.
+const BLOCK: usize = 64;
+
+/// Largest element (8 lanes side by side, so that it vectorizes).
+fn max(x: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &b) in m.iter_mut().zip(c) {
+            *a = if b > *a { b } else { *a };
+        }
+    }
+    let r = chunks.remainder().iter();
+    m.iter().chain(r).fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
 
 /// Per-thread buffers of [`attention`], kept between calls.
 #[derive(Default)]
@@ -98,9 +81,6 @@ pub(super) struct AttnScratch {
     /// Running max and sum of each row's softmax.
     m: Vec<f32>,
     l: Vec<f32>,
-    /// A block of keys / values converted from f16.
-    kbuf: Vec<f32>,
-    vbuf: Vec<f32>,
     /// Outputs of the units this thread computed (one unit after the
     /// other, rows of `unit_len`), copied into `att` after the parallel run.
     out: Vec<f32>,
@@ -171,13 +151,24 @@ pub(super) fn attention(
                 // Rows that see none of the block (tokens before its first
                 // position) come first; they skip it.
                 let r0 = (0..rows).find(|&i| visible(i) > j0).unwrap_or(rows);
-                let (keys, ks) = cache.rows(false, j0 * kvd + g * hd, nb, kvd, hd, &mut sc.kbuf);
+                // Rows of this block of this KV head, read in place.
+                let at = j0 * kvd + g * hd;
+                let span = at..at + (nb - 1) * kvd + hd;
                 let s = &mut sc.s[r0 * nb..rows * nb];
-                kernels::vec::attn_tile_scores(&sc.q[r0 * hd..], hd, keys, ks, s);
+                let qt = &sc.q[r0 * hd..];
+                match cache {
+                    KvStore::F16 { k, .. } => {
+                        let kb: &[u8] = bytemuck::cast_slice(&k[span.clone()]);
+                        kernels::vec::attn_tile_scores_f16(qt, hd, kb, 2 * kvd, s)
+                    }
+                    KvStore::F32 { k, .. } => {
+                        kernels::vec::attn_tile_scores(qt, hd, &k[span.clone()], kvd, s)
+                    }
+                }
                 for (i, srow) in (r0..rows).zip(s.chunks_exact_mut(nb)) {
                     let seen = (visible(i) - j0).min(nb);
                     let live = &mut srow[..seen];
-                    let mb = live.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let mb = max(live);
                     let m_new = sc.m[i].max(mb);
                     if m_new > sc.m[i] {
                         // New running max: rescale what was accumulated.
@@ -189,8 +180,30 @@ pub(super) fn attention(
                     sc.l[i] += kernels::vec::exp_shift_sum(live, m_new);
                     srow[seen..].fill(0.0);
                 }
-                let (values, vs) = cache.rows(true, j0 * kvd + g * hd, nb, kvd, hd, &mut sc.vbuf);
-                kernels::vec::attn_tile_accumulate(s, values, vs, hd, &mut o[r0 * hd..]);
+                if let KvStore::F16 { k, v } = cache {
+                    // While this block is computed, start loading the next
+                    // one's keys and values.
+                    let j1 = j0 + nb;
+                    let nb1 = BLOCK.min(end.saturating_sub(j1));
+                    if nb1 > 0 {
+                        let at1 = j1 * kvd + g * hd;
+                        let span1 = at1..at1 + (nb1 - 1) * kvd + hd;
+                        for rows in [&k[span1.clone()], &v[span1]] {
+                            let b: &[u8] = bytemuck::cast_slice(rows);
+                            kernels::vec::prefetch_rows(b, 2 * kvd, nb1, 2 * hd);
+                        }
+                    }
+                }
+                let ot = &mut o[r0 * hd..];
+                match cache {
+                    KvStore::F16 { v, .. } => {
+                        let vb: &[u8] = bytemuck::cast_slice(&v[span]);
+                        kernels::vec::attn_tile_accumulate_f16(s, vb, 2 * kvd, hd, ot)
+                    }
+                    KvStore::F32 { v, .. } => {
+                        kernels::vec::attn_tile_accumulate(s, &v[span], kvd, hd, ot)
+                    }
+                }
                 j0 += nb;
             }
             for (orow, &l) in o.chunks_exact_mut(hd).zip(&sc.l) {
@@ -336,6 +349,141 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    //! `cargo test --release --lib attention_speed -- --ignored --nocapture`:
+    //! decode (1 token) and prefill (a batch) at several depths, the tiled
+    //! attention against the per-row loop it replaced (kept here only as the
+    //! baseline), interleaved rounds on the Qwen3-0.6B shape.
+    use super::*;
+    use crate::model::config::{Arch, Config, RopeOrder};
+    use std::time::Instant;
+
+    /// The previous attention: per (token, KV head) unit, each query head
+    /// scores the whole cache row by row, softmax, weighted sum.
+    fn per_row(
+        pool: &ThreadPool,
+        c: &Config,
+        cache: &KvStore,
+        n_past: usize,
+        n: usize,
+        q: &[f32],
+        att: &mut [f32],
+    ) {
+        let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
+        let group = c.n_head / c.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        debug_assert_eq!(att.len(), n * qd);
+        let units: Vec<Mutex<&mut [f32]>> =
+            att.chunks_exact_mut(group * hd).map(Mutex::new).collect();
+        let next = AtomicUsize::new(0);
+        let KvStore::F16 { k, v } = cache else {
+            panic!("f16 cache")
+        };
+        pool.run(&|_, _| {
+            let mut s = Vec::new();
+            loop {
+                let u = next.fetch_add(1, Ordering::Relaxed);
+                if u >= units.len() {
+                    break;
+                }
+                let (t, g) = (u / c.n_head_kv, u % c.n_head_kv);
+                s.resize(n_past + t + 1, 0.0);
+                let mut out = units[u].lock().unwrap();
+                for (j, oh) in out.chunks_exact_mut(hd).enumerate() {
+                    let h = g * group + j;
+                    let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
+                    let kb: &[u8] = bytemuck::cast_slice(&k[g * hd..]);
+                    kernels::vec::attn_scores(qh, kb, kvd * 2, scale, &mut s);
+                    kernels::vec::softmax(&mut s);
+                    let vb: &[u8] = bytemuck::cast_slice(&v[g * hd..]);
+                    kernels::vec::attn_weighted_sum(&s, vb, kvd * 2, oh);
+                }
+            }
+        });
+    }
+
+    #[test]
+    #[ignore]
+    fn attention_speed() {
+        let c = Config {
+            arch: Arch::Qwen3,
+            n_layer: 1,
+            n_embd: 1024,
+            n_ff: 1,
+            n_head: 16,
+            n_head_kv: 8,
+            head_dim: 128,
+            n_vocab: 1,
+            n_ctx_train: 8192,
+            rms_eps: 1e-6,
+            rope_base: 1e6,
+            rope_freq_scale: 1.0,
+            n_rot: 128,
+            rope_order: RopeOrder::Neox,
+        };
+        let (qd, kvd) = (c.q_dim(), c.kv_dim());
+        let threads: usize = std::env::var("T")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(2);
+        let pool = ThreadPool::new(threads);
+        let scratch: Vec<Mutex<AttnScratch>> = (0..threads).map(|_| Default::default()).collect();
+        let mut x = 1u32;
+        let mut rnd = move || {
+            x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+            (x >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        // Several layers' worth of caches, as in the model (the caches of
+        // one token's 28 layers do not fit in L3 at depth 4096).
+        let layers = 8;
+        for (n_past, n) in [(4096, 1), (1024, 1), (0, 128), (0, 512)] {
+            let total = n_past + n;
+            let caches: Vec<KvStore> = (0..layers)
+                .map(|_| {
+                    let mut kv = KvStore::new(KvType::F16, total * kvd);
+                    for p in 0..total {
+                        let kr: Vec<f32> = (0..kvd).map(|_| rnd()).collect();
+                        let vr: Vec<f32> = (0..kvd).map(|_| rnd()).collect();
+                        kv.store(p * kvd, &kr, &vr);
+                    }
+                    kv
+                })
+                .collect();
+            let q: Vec<f32> = (0..n * qd).map(|_| rnd()).collect();
+            let mut att = vec![0f32; n * qd];
+            let reps = if n == 1 { 6 } else { 1 };
+            let (mut t_new, mut t_old) = (f64::MAX, f64::MAX);
+            let rounds: usize = std::env::var("R")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(3);
+            for _ in 0..rounds {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    for cache in &caches {
+                        attention(&pool, &c, cache, n_past, n, &q, &mut att, &scratch);
+                    }
+                }
+                t_new = t_new.min(t.elapsed().as_secs_f64() / (reps * layers) as f64);
+                let t = Instant::now();
+                for _ in 0..reps {
+                    for cache in &caches {
+                        per_row(&pool, &c, cache, n_past, n, &q, &mut att);
+                    }
+                }
+                t_old = t_old.min(t.elapsed().as_secs_f64() / (reps * layers) as f64);
+            }
+            println!(
+                "n_past {n_past:5} n {n:4} threads {threads}: tiled {:8.3} ms/layer, per-row {:8.3} ms/layer, speed-up {:.2}",
+                t_new * 1e3,
+                t_old * 1e3,
+                t_old / t_new
+            );
         }
     }
 }

@@ -339,3 +339,62 @@ pub(crate) unsafe fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
     }
     vaddvq_f32(acc) + x[i..].iter().sum::<f32>()
 }
+
+pub(crate) unsafe fn attn_tile_scores_f16(
+    q: &[f32],
+    d: usize,
+    keys: &[u8],
+    stride: usize,
+    s: &mut [f32],
+    n: usize,
+) {
+    if !d.is_multiple_of(8) {
+        return crate::scalar::vec::attn_tile_scores_f16(q, d, keys, stride, s, n);
+    }
+    let kp = keys.as_ptr();
+    for (qi, si) in q.chunks_exact(d).zip(s.chunks_exact_mut(n)) {
+        let qp = qi.as_ptr();
+        for (j, o) in si.iter_mut().enumerate() {
+            let kj = kp.add(j * stride);
+            let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+            let mut i = 0;
+            while i < d {
+                let (k0, k1) = load_f16x8(kj.add(2 * i));
+                a0 = vfmaq_f32(a0, vld1q_f32(qp.add(i)), k0);
+                a1 = vfmaq_f32(a1, vld1q_f32(qp.add(i + 4)), k1);
+                i += 8;
+            }
+            *o = vaddvq_f32(vaddq_f32(a0, a1));
+        }
+    }
+}
+
+pub(crate) unsafe fn attn_tile_accumulate_f16(
+    p: &[f32],
+    values: &[u8],
+    stride: usize,
+    d: usize,
+    o: &mut [f32],
+    n: usize,
+) {
+    if !d.is_multiple_of(8) {
+        return crate::scalar::vec::attn_tile_accumulate_f16(p, values, stride, d, o, n);
+    }
+    let vp = values.as_ptr();
+    for (pi, oi) in p.chunks_exact(n).zip(o.chunks_exact_mut(d)) {
+        let op = oi.as_mut_ptr();
+        // Eight columns per pass, the accumulators in registers over all rows.
+        let mut c = 0;
+        while c < d {
+            let (mut a0, mut a1) = (vld1q_f32(op.add(c)), vld1q_f32(op.add(c + 4)));
+            for (j, &w) in pi.iter().enumerate() {
+                let (v0, v1) = load_f16x8(vp.add(j * stride + 2 * c));
+                a0 = vfmaq_n_f32(a0, v0, w);
+                a1 = vfmaq_n_f32(a1, v1, w);
+            }
+            vst1q_f32(op.add(c), a0);
+            vst1q_f32(op.add(c + 4), a1);
+            c += 8;
+        }
+    }
+}

@@ -156,3 +156,49 @@ pub fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
     }
     sum as f32
 }
+
+fn f16_at(b: &[u8], i: usize) -> f64 {
+    f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f64()
+}
+
+/// [`attn_tile_scores`] for f16 keys at byte stride `stride`.
+pub fn attn_tile_scores_f16(
+    q: &[f32],
+    d: usize,
+    keys: &[u8],
+    stride: usize,
+    s: &mut [f32],
+    n: usize,
+) {
+    for (qi, si) in q.chunks_exact(d).zip(s.chunks_exact_mut(n)) {
+        for (j, o) in si.iter_mut().enumerate() {
+            let k = &keys[j * stride..j * stride + 2 * d];
+            *o = qi
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| a as f64 * f16_at(k, i))
+                .sum::<f64>() as f32;
+        }
+    }
+}
+
+/// [`attn_tile_accumulate`] for f16 values at byte stride `stride`.
+pub fn attn_tile_accumulate_f16(
+    p: &[f32],
+    values: &[u8],
+    stride: usize,
+    d: usize,
+    o: &mut [f32],
+    n: usize,
+) {
+    for (pi, oi) in p.chunks_exact(n).zip(o.chunks_exact_mut(d)) {
+        for (k, ok) in oi.iter_mut().enumerate() {
+            let sum: f64 = pi
+                .iter()
+                .enumerate()
+                .map(|(j, &w)| w as f64 * f16_at(&values[j * stride..], k))
+                .sum();
+            *ok = (*ok as f64 + sum) as f32;
+        }
+    }
+}

@@ -341,15 +341,27 @@ pub(crate) unsafe fn rope_tables(
     }
 }
 
-/// Scores of `R` (1 or 2) query rows at `qp` against the `n` keys at `kp`,
-/// four keys per pass: 4R independent FMA chains, each key and query vector
-/// loaded once per step, the four sums of a row folded by two `hadd`s.
+/// 8 cached values from element `i` of the row at `p`: f16 (converted) or f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_scores_rows<const R: usize>(
+unsafe fn load_kv8<const F16: bool>(p: *const u8, i: usize) -> __m256 {
+    if F16 {
+        load_f16x8(p.add(2 * i))
+    } else {
+        _mm256_loadu_ps((p as *const f32).add(i))
+    }
+}
+
+/// Scores of `R` (1 or 2) query rows at `qp` against the `n` keys at `kp`
+/// (byte stride `stride`), four keys per pass: 4R independent FMA chains,
+/// each key vector loaded (and converted) once for the R rows, the four sums
+/// of a row folded by two `hadd`s.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_scores_rows<const R: usize, const F16: bool>(
     qp: *const f32,
     d: usize,
-    kp: *const f32,
+    kp: *const u8,
     stride: usize,
     sp: *mut f32,
     n: usize,
@@ -362,10 +374,10 @@ unsafe fn tile_scores_rows<const R: usize>(
         let mut i = 0;
         while i < d {
             let kv = [
-                _mm256_loadu_ps(k0.add(i)),
-                _mm256_loadu_ps(k1.add(i)),
-                _mm256_loadu_ps(k2.add(i)),
-                _mm256_loadu_ps(k3.add(i)),
+                load_kv8::<F16>(k0, i),
+                load_kv8::<F16>(k1, i),
+                load_kv8::<F16>(k2, i),
+                load_kv8::<F16>(k3, i),
             ];
             for (r, a) in acc.iter_mut().enumerate() {
                 let qv = _mm256_loadu_ps(qp.add(r * d + i));
@@ -387,7 +399,7 @@ unsafe fn tile_scores_rows<const R: usize>(
         let mut acc = [_mm256_setzero_ps(); R];
         let mut i = 0;
         while i < d {
-            let kv = _mm256_loadu_ps(kj.add(i));
+            let kv = load_kv8::<F16>(kj, i);
             for (r, a) in acc.iter_mut().enumerate() {
                 *a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(r * d + i)), kv, *a);
             }
@@ -397,6 +409,29 @@ unsafe fn tile_scores_rows<const R: usize>(
             *sp.add(r * n + j) = hsum_ps(*a);
         }
         j += 1;
+    }
+}
+
+/// All query rows, two at a time; `d` a multiple of 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_scores<const F16: bool>(
+    q: &[f32],
+    d: usize,
+    kp: *const u8,
+    stride: usize,
+    s: &mut [f32],
+    n: usize,
+) {
+    let r = q.len() / d;
+    let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
+    let mut i = 0;
+    while i + 2 <= r {
+        tile_scores_rows::<2, F16>(qp.add(i * d), d, kp, stride, sp.add(i * n), n);
+        i += 2;
+    }
+    if i < r {
+        tile_scores_rows::<1, F16>(qp.add(i * d), d, kp, stride, sp.add(i * n), n);
     }
 }
 
@@ -412,28 +447,34 @@ pub(crate) unsafe fn attn_tile_scores(
     if !d.is_multiple_of(8) {
         return crate::scalar::vec::attn_tile_scores(q, d, keys, stride, s, n);
     }
-    let r = q.len() / d;
-    let (qp, kp, sp) = (q.as_ptr(), keys.as_ptr(), s.as_mut_ptr());
-    let mut i = 0;
-    while i + 2 <= r {
-        tile_scores_rows::<2>(qp.add(i * d), d, kp, stride, sp.add(i * n), n);
-        i += 2;
+    tile_scores::<false>(q, d, keys.as_ptr() as *const u8, 4 * stride, s, n);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_tile_scores_f16(
+    q: &[f32],
+    d: usize,
+    keys: &[u8],
+    stride: usize,
+    s: &mut [f32],
+    n: usize,
+) {
+    if !d.is_multiple_of(8) {
+        return crate::scalar::vec::attn_tile_scores_f16(q, d, keys, stride, s, n);
     }
-    if i < r {
-        tile_scores_rows::<1>(qp.add(i * d), d, kp, stride, sp.add(i * n), n);
-    }
+    tile_scores::<true>(q, d, keys.as_ptr(), stride, s, n);
 }
 
 /// `o_r += sum_j p[r*n + j] v_j` for `R` rows on `W` vectors of 8 columns
 /// from column `c`: the R x W accumulators stay in registers over all `n`
-/// value rows, each value vector loaded once for the R rows.
+/// value rows, each value vector loaded (and converted) once for the R rows.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_accumulate_rows<const R: usize, const W: usize>(
+unsafe fn tile_accumulate_rows<const R: usize, const W: usize, const F16: bool>(
     pp: *const f32,
     n: usize,
-    vp: *const f32,
+    vp: *const u8,
     stride: usize,
     d: usize,
     op: *mut f32,
@@ -446,10 +487,10 @@ unsafe fn tile_accumulate_rows<const R: usize, const W: usize>(
         }
     }
     for j in 0..n {
-        let vj = vp.add(j * stride + c);
+        let vj = vp.add(j * stride);
         let mut vv = [_mm256_setzero_ps(); W];
         for (w, v) in vv.iter_mut().enumerate() {
-            *v = _mm256_loadu_ps(vj.add(8 * w));
+            *v = load_kv8::<F16>(vj, c + 8 * w);
         }
         for (r, a) in acc.iter_mut().enumerate() {
             let pw = _mm256_broadcast_ss(&*pp.add(r * n + j));
@@ -465,25 +506,59 @@ unsafe fn tile_accumulate_rows<const R: usize, const W: usize>(
     }
 }
 
-/// Rows `R` (1 to 4) of the weighted sum over all columns: 16 at a time,
-/// then 8.
+/// Rows `R` (1 to 4) of the weighted sum over all columns: 32 at a time
+/// for one or two rows, then 16, then 8.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_accumulate_block<const R: usize>(
+unsafe fn tile_accumulate_block<const R: usize, const F16: bool>(
     pp: *const f32,
     n: usize,
-    vp: *const f32,
+    vp: *const u8,
     stride: usize,
     d: usize,
     op: *mut f32,
 ) {
     let mut c = 0;
+    if R <= 2 {
+        // Few rows (decode): 32 columns per pass, fewer weight broadcasts.
+        while c + 32 <= d {
+            tile_accumulate_rows::<R, 4, F16>(pp, n, vp, stride, d, op, c);
+            c += 32;
+        }
+    }
     while c + 16 <= d {
-        tile_accumulate_rows::<R, 2>(pp, n, vp, stride, d, op, c);
+        tile_accumulate_rows::<R, 2, F16>(pp, n, vp, stride, d, op, c);
         c += 16;
     }
     if c < d {
-        tile_accumulate_rows::<R, 1>(pp, n, vp, stride, d, op, c);
+        tile_accumulate_rows::<R, 1, F16>(pp, n, vp, stride, d, op, c);
+    }
+}
+
+/// All output rows, four at a time; `d` a multiple of 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_accumulate<const F16: bool>(
+    p: &[f32],
+    vp: *const u8,
+    stride: usize,
+    d: usize,
+    o: &mut [f32],
+    n: usize,
+) {
+    let r = o.len() / d;
+    let (pp, op) = (p.as_ptr(), o.as_mut_ptr());
+    let mut i = 0;
+    while i + 4 <= r {
+        tile_accumulate_block::<4, F16>(pp.add(i * n), n, vp, stride, d, op.add(i * d));
+        i += 4;
+    }
+    let (pp, op) = (pp.add(i * n), op.add(i * d));
+    match r - i {
+        3 => tile_accumulate_block::<3, F16>(pp, n, vp, stride, d, op),
+        2 => tile_accumulate_block::<2, F16>(pp, n, vp, stride, d, op),
+        1 => tile_accumulate_block::<1, F16>(pp, n, vp, stride, d, op),
+        _ => {}
     }
 }
 
@@ -499,20 +574,22 @@ pub(crate) unsafe fn attn_tile_accumulate(
     if !d.is_multiple_of(8) {
         return crate::scalar::vec::attn_tile_accumulate(p, values, stride, d, o, n);
     }
-    let r = o.len() / d;
-    let (pp, vp, op) = (p.as_ptr(), values.as_ptr(), o.as_mut_ptr());
-    let mut i = 0;
-    while i + 4 <= r {
-        tile_accumulate_block::<4>(pp.add(i * n), n, vp, stride, d, op.add(i * d));
-        i += 4;
+    tile_accumulate::<false>(p, values.as_ptr() as *const u8, 4 * stride, d, o, n);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_tile_accumulate_f16(
+    p: &[f32],
+    values: &[u8],
+    stride: usize,
+    d: usize,
+    o: &mut [f32],
+    n: usize,
+) {
+    if !d.is_multiple_of(8) {
+        return crate::scalar::vec::attn_tile_accumulate_f16(p, values, stride, d, o, n);
     }
-    let (pp, op) = (pp.add(i * n), op.add(i * d));
-    match r - i {
-        3 => tile_accumulate_block::<3>(pp, n, vp, stride, d, op),
-        2 => tile_accumulate_block::<2>(pp, n, vp, stride, d, op),
-        1 => tile_accumulate_block::<1>(pp, n, vp, stride, d, op),
-        _ => {}
-    }
+    tile_accumulate::<true>(p, values.as_ptr(), stride, d, o, n);
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -538,4 +615,16 @@ pub(crate) unsafe fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
         sum += t[..n - i].iter().sum::<f32>();
     }
     sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn prefetch_rows(rows: &[u8], stride: usize, n: usize, len: usize) {
+    let p = rows.as_ptr();
+    for j in 0..n {
+        let mut o = 0;
+        while o < len {
+            _mm_prefetch::<_MM_HINT_T0>(p.add(j * stride + o) as *const i8);
+            o += 64;
+        }
+    }
 }
