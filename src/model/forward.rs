@@ -117,7 +117,7 @@ impl<'m> Session<'m> {
             ));
         }
         let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
-        let vec = |wt: &Weight| -> &[f32] { bytemuck::cast_slice(wt.bytes(file)) };
+        let vec = |wt: &'m Weight| -> &'m [f32] { wt.f32s(file) };
 
         // MeKi rows are known from the token ids alone: start reading them now.
         if let Some(mem) = &model.meki {
@@ -353,7 +353,7 @@ impl<'m> Session<'m> {
             // 4. x += FFN + RMSNorm_post(MeKi).
             kernels::vec::add(x, proj);
             if let Some((_, ml, mfile)) = meki {
-                let post: &[f32] = bytemuck::cast_slice(ml.post_norm.bytes(mfile));
+                let post = ml.post_norm.f32s(mfile);
                 for (yr, pr) in my.chunks_exact(d).zip(proj.chunks_exact_mut(d)) {
                     kernels::vec::rms_norm(yr, post, c.rms_eps, pr);
                 }

@@ -32,11 +32,22 @@ pub struct Weight {
     /// The matrix repacked for its interleaved kernel, if it has one; the
     /// products then read this copy instead of the map.
     pub packed: Option<Arc<Packed>>,
+    /// A 1-D F32 tensor's values, copied at load (see [`Loader::vector`]).
+    values: Option<Arc<[f32]>>,
 }
 
 impl Weight {
     pub fn bytes<'a>(&self, file: &'a GgufFile) -> &'a [u8] {
         &file.as_bytes()[self.range.clone()]
+    }
+
+    /// The values of a 1-D F32 tensor (a norm weight or a bias): the copy
+    /// made at load, else the mapped bytes.
+    pub fn f32s<'a>(&'a self, file: &'a GgufFile) -> &'a [f32] {
+        match &self.values {
+            Some(v) => v,
+            None => bytemuck::cast_slice(self.bytes(file)),
+        }
     }
 
     /// Byte offset of the data in the file.
@@ -172,7 +183,23 @@ impl Loader<'_> {
         if w.range.start % std::mem::align_of::<f32>() != 0 {
             return Err(format!("tensor '{name}' data is not 4-byte aligned"));
         }
-        Ok(w)
+        // Copied out with pread: read through the map, each of these small
+        // tensors would fault in (and keep resident) the pages of the large
+        // weights around it, which repacked matrices otherwise never touch.
+        let mut buf = Vec::new();
+        let bytes =
+            match SourceReader::open(self.file).and_then(|f| f.read(w.range.clone(), &mut buf)) {
+                Some(b) => b,
+                None => w.bytes(self.file),
+            };
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(Weight {
+            values: Some(values.into()),
+            ..w
+        })
     }
 
     pub fn opt_vector(&self, name: &str, n: usize) -> Result<Option<Weight>, String> {
@@ -232,6 +259,7 @@ impl Loader<'_> {
             cols,
             range,
             packed: None,
+            values: None,
         }))
     }
 }
