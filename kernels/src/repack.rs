@@ -79,10 +79,11 @@ impl std::fmt::Debug for Packed {
 
 impl Packed {
     /// Whether repacking pays off by default: Q4_0 only. Measured on the
-    /// Qwen3-0.6B shape (AMD EPYC, 1 thread): Q4_0 prefill ~2x and decode
-    /// not slower; Q8_0 prefill ~1.5x but decode ~10% slower (the 4-row
-    /// tiles with tuned prefetch stream better) and, since llama.cpp keeps
-    /// Q8_0 in its map on x86, a higher peak RSS than llama.cpp's.
+    /// Qwen3-0.6B shape: Q4_0 prefill ~2x and decode not slower. Q8_0
+    /// (`MEKI_REPACK=all`): prefill ~1.7x, decode equal within noise at 2
+    /// threads on a quiet Xeon (1.42x vs 1.44x llama.cpp) but ~10% slower at 1
+    /// thread on the loaded EPYC, and its decode products no longer share one
+    /// dispatch (`matvec_multi` has no packed jobs yet), so it stays opt-in.
     pub fn preferred(isa: Isa, ty: GgmlType, rows: usize, cols: usize) -> bool {
         ty == GgmlType::Q4_0 && Packed::supported(isa, ty, rows, cols)
     }
