@@ -27,11 +27,16 @@
 //!   quantization between matrices that read the same input (Q/K/V,
 //!   gate/up), in decode and prefill.
 //!
-//! Where a format has a multi-row kernel ([`dot::gemm_fn`]: AVX2 Q4_0, Q5_0,
-//! Q8_0, Q4_K, Q6_K, F16) the products run as register tiles (several
-//! weight rows x several tokens per pass over the blocks); every result is
+//! Where a format has a multi-row kernel ([`dot::gemm_fn`]: AVX2 and NEON
+//! Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, F16; NEON also F32, BF16) the
+//! products run as register tiles (several weight rows x several tokens per
+//! pass over the blocks); every result is
 //! bit-identical to [`vec_dot`] of the same family (the single-row kernels are
 //! the 1 x 1 tiles).
+//!
+//! [`multi::matvec_multi`] runs several matrix-vector products (each with its
+//! own quantized input) as one dispatch; [`repack`] holds the 8-row
+//! interleaved Q4_0/Q8_0 layout and its kernels (AVX2; scalar elsewhere).
 //!
 //! Activations are quantized internally to the weight type's pair (Q8_0 for
 //! Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the k-quants), exactly as
