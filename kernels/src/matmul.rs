@@ -200,7 +200,7 @@ pub fn matvec_quantized(
 /// Rows per unit of work: a multiple of [`ROW_CHUNK`], at least
 /// [`MIN_CHUNK_BYTES`] of weights, and at most a share that leaves every
 /// thread [`CHUNKS_PER_THREAD`] units.
-fn chunk_rows(rows: usize, row_bytes: usize, threads: usize) -> usize {
+pub(crate) fn chunk_rows(rows: usize, row_bytes: usize, threads: usize) -> usize {
     let by_bytes = MIN_CHUNK_BYTES.div_ceil(row_bytes.max(1));
     let by_balance = rows.div_ceil(threads * CHUNKS_PER_THREAD);
     by_bytes.min(by_balance).max(1).next_multiple_of(ROW_CHUNK)

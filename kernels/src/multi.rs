@@ -11,16 +11,11 @@
 use crate::dispatch::Isa;
 use crate::dot::{act_row_bytes, dot_fn, gemm_fn, DotFn, GemmFn, KernelError};
 use crate::formats::GgmlType;
+use crate::matmul::chunk_rows;
 use crate::pool::ThreadPool;
 
 /// Most products one call can take (a layer needs at most three).
 pub const MAX_JOBS: usize = 8;
-/// Weight bytes per unit of work at least (see `matmul::MIN_CHUNK_BYTES`).
-const MIN_CHUNK_BYTES: usize = 32 << 10;
-/// Output rows per unit are a multiple of this (one cache line of `y`).
-const ROW_CHUNK: usize = 16;
-/// Units per thread at least, for balance.
-const CHUNKS_PER_THREAD: usize = 4;
 
 /// One product `y = W x` of a group: the weight matrix (`rows x cols` of
 /// `ty`, raw GGUF bytes) and its activation row already quantized with
@@ -91,9 +86,8 @@ pub fn matvec_multi(
         need("weight matrix", w_need, job.w.len())?;
         need("quantized activations", act_bytes, job.xq.len())?;
         need("outputs", job.rows, job.y.len())?;
-        let by_bytes = MIN_CHUNK_BYTES.div_ceil(row_bytes.max(1));
-        let by_balance = job.rows.div_ceil(threads * CHUNKS_PER_THREAD);
-        let chunk = by_bytes.min(by_balance).max(1).next_multiple_of(ROW_CHUNK);
+        // The same row chunks as a product alone (`matmul`).
+        let chunk = chunk_rows(job.rows, row_bytes, threads);
         shared.0[i] = Some(Prepared {
             w: job.w.as_ptr(),
             x: job.xq.as_ptr(),
