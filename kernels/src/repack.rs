@@ -250,9 +250,136 @@ unsafe impl Send for SyncPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SyncPtr {}
 
+impl Packed {
+    /// Activation format of the prepared input ([`Packed::prepare_input`]):
+    /// Q8_0 for Q4_0 and Q8_0. Matrices with equal `act_kind` (and columns)
+    /// can share one prepared input.
+    pub fn act_kind(&self) -> GgmlType {
+        GgmlType::Q8_0
+    }
+
+    /// Bytes of one prepared activation row of this matrix.
+    pub fn act_row_bytes(&self) -> usize {
+        act_row_bytes(self.cols)
+    }
+
+    /// Quantizes and prepares `n_tokens` f32 rows of `cols` elements (`x`,
+    /// at least `n_tokens * cols` long) into `out` (resized).
+    pub fn prepare_input(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        n_tokens: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), KernelError> {
+        out.resize(n_tokens * self.act_row_bytes(), 0);
+        self.prepare_rows(isa, x, out)
+    }
+
+    /// [`Packed::prepare_input`] into a slice: `out.len() / act_row_bytes()`
+    /// rows (callers split a long input over threads with it).
+    pub fn prepare_rows(&self, isa: Isa, x: &[f32], out: &mut [u8]) -> Result<(), KernelError> {
+        let (cols, ab) = (self.cols, self.act_row_bytes());
+        let n = out.len() / ab;
+        if out.len() != n * ab || x.len() < n * cols {
+            return Err(KernelError::BufferTooSmall {
+                what: "input rows (whole prepared rows of f32 inputs)",
+                need: n * cols,
+                have: x.len(),
+            });
+        }
+        let mut q = vec![0u8; cols / QK * 34];
+        let mut row = Vec::with_capacity(ab);
+        for (xr, dst) in x.chunks_exact(cols).zip(out.chunks_exact_mut(ab)) {
+            crate::quantize_activations(isa, GgmlType::Q8_0, xr, &mut q)?;
+            prepare_acts(&q, 1, cols, &mut row)?;
+            dst.copy_from_slice(&row);
+        }
+        Ok(())
+    }
+
+    /// Groups of [`GROUP`] rows.
+    pub fn n_groups(&self) -> usize {
+        self.rows / GROUP
+    }
+
+    /// Weight bytes of one group (for chunk sizing).
+    pub fn group_bytes(&self) -> usize {
+        self.cols / QK * GROUP * block_bytes(self.ty).expect("packed types only").0
+    }
+
+    /// Rows of groups `g0..g1` times `toks` prepared rows at `acts` (row
+    /// stride [`Packed::act_row_bytes`]), written to `ys[t * ldy + r]` for
+    /// every token `t < toks` and row `r` in `8 * g0..8 * g1`. One thread;
+    /// long inputs run in token tiles that stay in L2.
+    ///
+    /// # Safety
+    /// `isa` must be available; `g0 <= g1 <= n_groups()`; `acts` must be
+    /// readable for `toks * act_row_bytes()` bytes and `ys` writable at
+    /// every index named above, and no other thread may access those
+    /// outputs meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn run_groups(
+        &self,
+        isa: Isa,
+        g0: usize,
+        g1: usize,
+        acts: *const u8,
+        toks: usize,
+        ys: *mut f32,
+        ldy: usize,
+    ) {
+        let ab = self.act_row_bytes();
+        let nb = self.cols / QK;
+        let gb = self.group_bytes();
+        let q4 = self.ty == GgmlType::Q4_0;
+        let token_tile = (TOKEN_TILE_BYTES / ab.max(1)).clamp(4, 64) / 4 * 4;
+        for t0 in (0..toks).step_by(token_tile) {
+            let n = (t0 + token_tile).min(toks) - t0;
+            let (x, y) = (acts.add(t0 * ab), ys.add(t0 * ldy + GROUP * g0));
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => {
+                    // SAFETY: the caller's contract; `data` holds `n_groups *
+                    // nb` packed blocks (built by `Packed::zeroed`).
+                    let gemm = if q4 {
+                        crate::x86::avx2_repack::gemm_q4_0x8
+                    } else {
+                        crate::x86::avx2_repack::gemm_q8_0x8
+                    };
+                    gemm(
+                        nb,
+                        self.data.as_ptr().add(g0 * gb),
+                        g1 - g0,
+                        x,
+                        ab,
+                        n,
+                        y,
+                        ldy,
+                    )
+                }
+                _ => {
+                    for t in 0..n {
+                        // SAFETY: the caller's contract (row `t0 + t` of `acts`).
+                        let xr = std::slice::from_raw_parts(x.add(t * ab), ab);
+                        for g in g0..g1 {
+                            let v = group_dot(q4, &self.data[g * gb..(g + 1) * gb], xr);
+                            for (i, &e) in v.iter().enumerate() {
+                                // SAFETY: the caller's contract (token t0 + t,
+                                // row 8g + i).
+                                *y.add(t * ldy + GROUP * (g - g0) + i) = e;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `ys[t][r] = w[r] . x[t]` for `n_tokens` prepared activation rows `acts`
-/// ([`prepare_acts`]); `ys` is `n_tokens x rows`. Split over the pool's
-/// threads by chunks of row groups.
+/// ([`Packed::prepare_input`]); `ys` is `n_tokens x rows`. Split over the
+/// pool's threads by chunks of row groups.
 pub fn matmul(
     isa: Isa,
     pool: &ThreadPool,
@@ -264,9 +391,8 @@ pub fn matmul(
     if !isa.is_available() {
         return Err(KernelError::IsaUnavailable(isa));
     }
-    let (rows, cols) = (w.rows, w.cols);
-    let ab = act_row_bytes(cols);
-    let need = n_tokens * ab;
+    let rows = w.rows;
+    let need = n_tokens * w.act_row_bytes();
     if acts.len() < need {
         return Err(KernelError::BufferTooSmall {
             what: "prepared activations",
@@ -281,65 +407,20 @@ pub fn matmul(
             have: ys.len(),
         });
     }
-    let nb = cols / QK;
-    let groups = rows / GROUP;
-    let q4 = w.ty == GgmlType::Q4_0;
-    let group_bytes = nb * GROUP * block_bytes(w.ty).expect("packed types only").0;
-    let by_bytes = MIN_CHUNK_BYTES.div_ceil(group_bytes.max(1));
+    let groups = w.n_groups();
+    let by_bytes = MIN_CHUNK_BYTES.div_ceil(w.group_bytes().max(1));
     let by_balance = groups.div_ceil(pool.n_threads() * CHUNKS_PER_THREAD);
     let chunk = by_bytes.min(by_balance).max(1);
     let n_chunks = groups.div_ceil(chunk);
-    let token_tile = (TOKEN_TILE_BYTES / ab.max(1)).clamp(4, 64) / 4 * 4;
     let out = SyncPtr(ys.as_mut_ptr());
-    let data = &w.data;
     pool.run_chunks(n_chunks, &|c| {
         let (g0, g1) = (c * chunk, ((c + 1) * chunk).min(groups));
         let dst = out;
-        for t0 in (0..n_tokens).step_by(token_tile) {
-            let toks = (t0 + token_tile).min(n_tokens) - t0;
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => {
-                    // SAFETY: `isa` is available (checked above); `data` holds
-                    // `groups * nb` packed blocks (built by `Packed::new`),
-                    // `acts` `n_tokens` rows of `nb` blocks and `ys`
-                    // `n_tokens x rows` outputs (checked above). Groups
-                    // g0..g1 belong to chunk `c`, run by this thread alone,
-                    // so its writes (rows 8*g0..8*g1) are disjoint.
-                    unsafe {
-                        let gemm = if q4 {
-                            crate::x86::avx2_repack::gemm_q4_0x8
-                        } else {
-                            crate::x86::avx2_repack::gemm_q8_0x8
-                        };
-                        gemm(
-                            nb,
-                            data.as_ptr().add(g0 * group_bytes),
-                            g1 - g0,
-                            acts.as_ptr().add(t0 * ab),
-                            ab,
-                            toks,
-                            dst.0.add(t0 * rows + GROUP * g0),
-                            rows,
-                        )
-                    }
-                }
-                _ => {
-                    for t in t0..t0 + toks {
-                        let x = &acts[t * ab..(t + 1) * ab];
-                        for g in g0..g1 {
-                            let v = group_dot(q4, &data[g * group_bytes..(g + 1) * group_bytes], x);
-                            for (i, &e) in v.iter().enumerate() {
-                                // SAFETY: element (t, 8g + i) lies inside `ys`
-                                // (checked above) and belongs to chunk `c`,
-                                // run by this thread alone.
-                                unsafe { *dst.0.add(t * rows + GROUP * g + i) = e };
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        // SAFETY: `isa` is available, `acts` holds `n_tokens` prepared rows
+        // and `ys` `n_tokens x rows` outputs (checked above); groups g0..g1
+        // belong to chunk `c`, run by this thread alone, so its writes (rows
+        // 8*g0..8*g1 of every token) are disjoint from other threads'.
+        unsafe { w.run_groups(isa, g0, g1, acts.as_ptr(), n_tokens, dst.0, rows) };
     });
     Ok(())
 }

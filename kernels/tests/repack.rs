@@ -195,3 +195,36 @@ fn short_buffers_are_errors() {
     assert!(repack::matmul(Isa::Scalar, &pool, &p, 2, &acts, &mut y[..15]).is_err());
     assert!(repack::matmul(Isa::Scalar, &pool, &p, 2, &acts, &mut y).is_ok());
 }
+
+#[test]
+fn prepare_input_equals_quantize_then_prepare() {
+    let mut rng = Rng::new(11);
+    let isas: Vec<Isa> = [Isa::Scalar, Isa::Avx2]
+        .into_iter()
+        .filter(|i| i.is_available())
+        .collect();
+    for ty in TYPES {
+        let (rows, nb, n) = (16, 5, 3);
+        let cols = nb * QK;
+        let p = Packed::new(ty, &random_matrix(&mut rng, ty, rows, nb), rows, cols).unwrap();
+        assert_eq!(p.act_kind(), GgmlType::Q8_0);
+        assert_eq!(p.act_row_bytes(), repack::act_row_bytes(cols));
+        assert_eq!(p.n_groups(), rows / GROUP);
+        assert_eq!(p.group_bytes() * p.n_groups(), p.n_bytes());
+        let x = random_f32(&mut rng, n * cols, 2.0);
+        let mut xq = vec![0u8; n * nb * 34];
+        for (xr, q) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb * 34)) {
+            quantize_activations(Isa::Scalar, GgmlType::Q8_0, xr, q).unwrap();
+        }
+        let mut want = Vec::new();
+        repack::prepare_acts(&xq, n, cols, &mut want).unwrap();
+        for &isa in &isas {
+            let mut got = vec![7u8; 3];
+            p.prepare_input(isa, &x, n, &mut got).unwrap();
+            assert_eq!(got, want, "{ty} {isa}");
+        }
+        let mut out = vec![0u8; n * p.act_row_bytes()];
+        assert!(p.prepare_rows(Isa::Scalar, &x[..cols], &mut out).is_err());
+        assert!(p.prepare_rows(Isa::Scalar, &x, &mut out[1..]).is_err());
+    }
+}

@@ -16,68 +16,85 @@ use std::cell::RefCell;
 /// input (Q, K and V; FFN gate, up and the MeKi gate): quantized once, not
 /// once per matrix. [`SharedActs::reset`] when the input changes.
 /// Repacked matrices share the input's prepared rows
-/// ([`repack::prepare_acts`]) the same way, for any number of tokens.
+/// ([`Packed::prepare_input`]) the same way, for any number of tokens, one
+/// set per activation format ([`Packed::act_kind`]): in a Q4_K_M layer a
+/// Q4_K and a Q6_K matrix read the same input in different formats.
 #[derive(Default)]
 pub struct SharedActs {
     act: Option<GgmlType>,
     bytes: Vec<u8>,
-    /// Tokens and columns of the prepared rows in `packed`, if ready.
-    packed_for: Option<(usize, usize)>,
-    packed: PackedActs,
+    packed: Vec<PreparedInput>,
 }
 
 impl SharedActs {
     pub fn reset(&mut self) {
         self.act = None;
-        self.packed_for = None;
+        for p in &mut self.packed {
+            p.ready_for = None;
+        }
+    }
+
+    /// The input `x` (`n` rows) prepared for `p`, prepared now unless an
+    /// earlier matrix of the same activation format already did.
+    fn prepared_for(&mut self, pool: &ThreadPool, p: &Packed, x: &[f32], n: usize) -> &[u8] {
+        let kind = p.act_kind();
+        let i = match self.packed.iter().position(|e| e.kind == kind) {
+            Some(i) => i,
+            None => {
+                self.packed.push(PreparedInput {
+                    kind,
+                    ready_for: None,
+                    rows: Vec::new(),
+                });
+                self.packed.len() - 1
+            }
+        };
+        let e = &mut self.packed[i];
+        if e.ready_for != Some((n, p.cols())) {
+            prepare(pool, p, x, n, &mut e.rows);
+            e.ready_for = Some((n, p.cols()));
+        }
+        &e.rows
     }
 }
 
-/// Buffers of a repacked product's input: the Q8_0 rows, then the prepared
-/// rows built from them.
-#[derive(Default)]
-struct PackedActs {
-    q8: Vec<u8>,
-    prepared: Vec<u8>,
+/// Prepared input rows of one activation format.
+struct PreparedInput {
+    kind: GgmlType,
+    /// Tokens and columns of `rows`, if ready.
+    ready_for: Option<(usize, usize)>,
+    rows: Vec<u8>,
 }
 
-impl PackedActs {
-    /// Quantizes `n` rows of `cols` (`x`) to Q8_0 and prepares them.
-    fn prepare(&mut self, pool: &ThreadPool, x: &[f32], n: usize, cols: usize) {
-        let isa = kernels::isa();
-        let rb = GgmlType::Q8_0
-            .row_bytes(cols as u64)
-            .expect("shape checked at load") as usize;
-        self.q8.resize(n * rb, 0);
-        if n == 1 {
-            kernels::quantize_activations(isa, GgmlType::Q8_0, &x[..cols], &mut self.q8)
-                .unwrap_or_else(|e| panic!("quantizing activations: {e}"));
-        } else {
-            // Rows split over the pool: disjoint output rows per item.
-            let rows: Vec<std::sync::Mutex<&mut [u8]>> = self
-                .q8
-                .chunks_exact_mut(rb)
-                .map(std::sync::Mutex::new)
-                .collect();
-            pool.run_chunks(n, &|t| {
-                let mut row = rows[t].lock().unwrap_or_else(|e| e.into_inner());
-                kernels::quantize_activations(
-                    isa,
-                    GgmlType::Q8_0,
-                    &x[t * cols..(t + 1) * cols],
-                    &mut row,
-                )
-                .unwrap_or_else(|e| panic!("quantizing activations: {e}"));
-            });
-        }
-        repack::prepare_acts(&self.q8, n, cols, &mut self.prepared)
+/// Quantizes and prepares `n` rows of `x` for `p` into `out`, split over the
+/// pool by pieces of rows.
+fn prepare(pool: &ThreadPool, p: &Packed, x: &[f32], n: usize, out: &mut Vec<u8>) {
+    let isa = kernels::isa();
+    let (ab, cols) = (p.act_row_bytes(), p.cols());
+    out.resize(n * ab, 0);
+    let per = n.div_ceil(4 * pool.n_threads()).max(1);
+    if n <= 1 || per >= n {
+        return p
+            .prepare_rows(isa, &x[..n * cols], out)
             .unwrap_or_else(|e| panic!("preparing activations: {e}"));
     }
+    // Disjoint pieces of the output, one per item.
+    let pieces: Vec<std::sync::Mutex<&mut [u8]>> = out
+        .chunks_mut(per * ab)
+        .map(std::sync::Mutex::new)
+        .collect();
+    pool.run_chunks(pieces.len(), &|c| {
+        let mut piece = pieces[c].lock().unwrap_or_else(|e| e.into_inner());
+        let rows = piece.len() / ab;
+        let xs = &x[c * per * cols..(c * per + rows) * cols];
+        p.prepare_rows(isa, xs, &mut piece)
+            .unwrap_or_else(|e| panic!("preparing activations: {e}"));
+    });
 }
 
 thread_local! {
-    /// Input buffers of repacked products that share nothing (`linear_once`).
-    static ONCE_ACTS: RefCell<PackedActs> = RefCell::default();
+    /// Input buffer of repacked products that share nothing (`linear_once`).
+    static ONCE_ACTS: RefCell<Vec<u8>> = RefCell::default();
 }
 
 /// `y = W x` for `n` tokens on a repacked matrix, with prepared rows.
@@ -99,11 +116,8 @@ pub fn linear(
     y: &mut [f32],
 ) {
     if let Some(p) = &w.packed {
-        if acts.packed_for != Some((n, w.cols)) {
-            acts.packed.prepare(pool, x, n, w.cols);
-            acts.packed_for = Some((n, w.cols));
-        }
-        return linear_packed(pool, w, p, &acts.packed.prepared, n, y);
+        let prepared = acts.prepared_for(pool, p, x, n);
+        return linear_packed(pool, w, p, prepared, n, y);
     }
     let act = kernels::vec_dot_type(w.ty);
     let act = match act {
@@ -147,8 +161,8 @@ pub fn linear_once(
     if let Some(p) = &w.packed {
         return ONCE_ACTS.with(|a| {
             let mut a = a.borrow_mut();
-            a.prepare(pool, x, n, w.cols);
-            linear_packed(pool, w, p, &a.prepared, n, y);
+            prepare(pool, p, x, n, &mut a);
+            linear_packed(pool, w, p, &a, n, y);
         });
     }
     let bytes = w.bytes(file);
