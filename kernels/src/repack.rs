@@ -15,6 +15,15 @@
 //! 16..272 hold, for `c` in 0..8, bytes `4c..4c+4` of each row's quants
 //! ([`Q8_0X8_BLOCK`] bytes per packed block).
 //!
+//! Q4_K ([`Q4_KX8_BLOCK`] bytes per packed super-block of 256 elements):
+//! - bytes 0..16: the 8 rows' f16 `d`; 16..32: their f16 `dmin`;
+//! - bytes 32..128: for `w` in 0..3, for row `i`: bytes `4w..4w+4` of row
+//!   `i`'s 12 packed 6-bit scale bytes (unpacked in the kernel, shared by
+//!   its tokens);
+//! - bytes 128..1152: for `k` in 0..4, `c` in 0..8, row `i`: bytes
+//!   `32k+4c..32k+4c+4` of row `i`'s 128 quant bytes (low nibbles: elements
+//!   of sub-block `2k`, high: sub-block `2k+1`).
+//!
 //! So one 32-byte load gives 4 quant bytes of every row, and a product with
 //! 4 activation quants broadcast to all rows puts row `i`'s sum in lane `i`:
 //! no horizontal sums, one float scale and add per 8 rows (the kernel is in
@@ -27,13 +36,17 @@
 //! Q4_0 product uses) into [`ACT_BLOCK`]-byte blocks: `d` as f32, `8 *
 //! sum(q)` as i32 (the nibble offset, folded in once per block), the 32
 //! quants. Prepared once per input, shared by the matrices that read it.
+//! Q4_K reads Q8_K activations, prepared into [`ACT_K_BLOCK`]-byte blocks
+//! ([`prepare_acts_k`]): `d` as f32, the 8 sub-block sums (32 quants each)
+//! as i16, the 256 quants. [`Packed::act_kind`] tells which a matrix reads.
 //!
-//! Results equal the scalar references `dot_q4_0_q8_0` / `dot_q8_0_q8_0`
-//! on the original rows bit for bit (same integer sums, same float operations in the same order).
+//! Results equal the scalar references `dot_q4_0_q8_0` / `dot_q8_0_q8_0` /
+//! `dot_q4_k_q8_k` on the original rows bit for bit (same integer sums,
+//! same float operations in the same order).
 
 use crate::dispatch::Isa;
 use crate::dot::KernelError;
-use crate::formats::{GgmlType, QK};
+use crate::formats::{GgmlType, QK, QK_K};
 use crate::pool::ThreadPool;
 use half::f16;
 
@@ -43,17 +56,58 @@ pub const GROUP: usize = 8;
 pub const Q4_0X8_BLOCK: usize = GROUP * 18;
 /// Bytes of one packed Q8_0 block (8 rows x 34 bytes).
 pub const Q8_0X8_BLOCK: usize = GROUP * 34;
+/// Bytes of one packed Q4_K super-block (8 rows x 144 bytes).
+pub const Q4_KX8_BLOCK: usize = GROUP * 144;
 
-/// Bytes of one original block of a packable type and of its quants.
-fn block_bytes(ty: GgmlType) -> Option<(usize, usize)> {
-    match ty {
-        GgmlType::Q4_0 => Some((18, 16)),
-        GgmlType::Q8_0 => Some((34, 32)),
-        _ => None,
-    }
+/// Where the bytes of an original block go in a packed block: each piece
+/// `(src, dst, len)` moves bytes `src..src+len` of row `i`'s block to
+/// `dst + len * i..` of the packed block (see the module docs).
+struct Layout {
+    /// Bytes of one original block.
+    bytes: usize,
+    /// Elements of one block.
+    elems: usize,
+    pieces: Vec<(usize, usize, usize)>,
 }
-/// Bytes of one prepared activation block: f32 d, i32 8*sum(q), 32 x i8.
+
+/// The packed layout of `ty`, if it has one.
+fn layout(ty: GgmlType) -> Option<Layout> {
+    let runs =
+        |src: usize, dst: usize, n: usize| (0..n).map(move |c| (src + 4 * c, dst + 32 * c, 4));
+    let (bytes, elems, pieces): (usize, usize, Vec<_>) = match ty {
+        GgmlType::Q4_0 => (
+            18,
+            QK,
+            std::iter::once((0, 0, 2)).chain(runs(2, 16, 4)).collect(),
+        ),
+        GgmlType::Q8_0 => (
+            34,
+            QK,
+            std::iter::once((0, 0, 2)).chain(runs(2, 16, 8)).collect(),
+        ),
+        GgmlType::Q4K => (
+            144,
+            QK_K,
+            [(0, 0, 2), (2, 16, 2)]
+                .into_iter()
+                .chain(runs(4, 32, 3))
+                .chain(runs(16, 128, 32))
+                .collect(),
+        ),
+        _ => return None,
+    };
+    Some(Layout {
+        bytes,
+        elems,
+        pieces,
+    })
+}
+
+/// Bytes of one prepared Q8_0 activation block: f32 d, i32 8*sum(q), 32 x i8.
 pub const ACT_BLOCK: usize = 40;
+/// Bytes of one prepared Q8_K activation block: f32 d, 8 x i16 sub-block
+/// sums, 256 x i8.
+pub const ACT_K_BLOCK: usize = 4 + 16 + QK_K;
 
 /// Weight bytes per unit of work at least (as in `matmul`).
 const MIN_CHUNK_BYTES: usize = 32 << 10;
@@ -93,11 +147,10 @@ impl Packed {
     pub fn supported(isa: Isa, ty: GgmlType, rows: usize, cols: usize) -> bool {
         isa == Isa::Avx2
             && isa.is_available()
-            && block_bytes(ty).is_some()
+            && layout(ty).is_some_and(|l| cols.is_multiple_of(l.elems))
             && rows > 0
             && rows.is_multiple_of(GROUP)
             && cols > 0
-            && cols.is_multiple_of(QK)
     }
 
     /// Repacks `rows` rows of `cols` elements of `ty` (raw GGUF bytes).
@@ -118,12 +171,12 @@ impl Packed {
     /// An all-zero packed matrix of this type and shape, to [`Packed::fill`]
     /// piece by piece (the source then never has to be in memory at once).
     pub fn zeroed(ty: GgmlType, rows: usize, cols: usize) -> Result<Packed, KernelError> {
-        let (bs, _) = block_bytes(ty).ok_or(KernelError::Unsupported(ty))?;
-        if cols == 0 || !cols.is_multiple_of(QK) || !rows.is_multiple_of(GROUP) {
+        let l = layout(ty).ok_or(KernelError::Unsupported(ty))?;
+        if cols == 0 || !cols.is_multiple_of(l.elems) || !rows.is_multiple_of(GROUP) {
             return Err(KernelError::BadLength { ty, n: cols });
         }
         let need = rows
-            .checked_mul(cols / QK * bs)
+            .checked_mul(cols / l.elems * l.bytes)
             .ok_or(KernelError::BadLength { ty, n: cols })?;
         Ok(Packed {
             ty,
@@ -137,8 +190,9 @@ impl Packed {
     /// raw GGUF bytes) as rows `first_row..` of the matrix.
     pub fn fill(&mut self, first_row: usize, src: &[u8]) -> Result<(), KernelError> {
         let ty = self.ty;
-        let (bs, qb) = block_bytes(ty).ok_or(KernelError::Unsupported(ty))?;
-        let nb = self.cols / QK;
+        let l = layout(ty).ok_or(KernelError::Unsupported(ty))?;
+        let bs = l.bytes;
+        let nb = self.cols / l.elems;
         let rb = nb * bs;
         let n_rows = src.len() / rb;
         if !first_row.is_multiple_of(GROUP)
@@ -158,10 +212,9 @@ impl Packed {
             for (b, pb) in out.chunks_exact_mut(pbs).enumerate() {
                 for i in 0..GROUP {
                     let s = &src[(GROUP * g + i) * rb + bs * b..][..bs];
-                    pb[2 * i..2 * i + 2].copy_from_slice(&s[..2]);
-                    for c in 0..qb / 4 {
-                        let dst = 16 + 32 * c + 4 * i;
-                        pb[dst..dst + 4].copy_from_slice(&s[2 + 4 * c..6 + 4 * c]);
+                    for &(from, to, len) in &l.pieces {
+                        let to = to + len * i;
+                        pb[to..to + len].copy_from_slice(&s[from..from + len]);
                     }
                 }
             }
@@ -185,17 +238,16 @@ impl Packed {
 
     /// Row `r` in its original GGUF layout (tests, debugging).
     pub fn row(&self, r: usize) -> Vec<u8> {
-        let (bs, qb) = block_bytes(self.ty).expect("packed types only");
-        let nb = self.cols / QK;
+        let l = layout(self.ty).expect("packed types only");
+        let (bs, nb) = (l.bytes, self.cols / l.elems);
         let (g, i) = (r / GROUP, r % GROUP);
         let pbs = GROUP * bs;
         let mut out = vec![0u8; nb * bs];
         for (b, ob) in out.chunks_exact_mut(bs).enumerate() {
             let pb = &self.data[(g * nb + b) * pbs..][..pbs];
-            ob[..2].copy_from_slice(&pb[2 * i..2 * i + 2]);
-            for c in 0..qb / 4 {
-                let s = 16 + 32 * c + 4 * i;
-                ob[2 + 4 * c..6 + 4 * c].copy_from_slice(&pb[s..s + 4]);
+            for &(to, from, len) in &l.pieces {
+                let from = from + len * i;
+                ob[to..to + len].copy_from_slice(&pb[from..from + len]);
             }
         }
         out
@@ -242,6 +294,50 @@ pub fn prepare_acts(
     Ok(())
 }
 
+/// Converts `n_tokens` Q8_K rows of `cols` elements (`xq`) into prepared
+/// Q8_K activation rows ([`ACT_K_BLOCK`]) in `out` (resized).
+pub fn prepare_acts_k(
+    xq: &[u8],
+    n_tokens: usize,
+    cols: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), KernelError> {
+    const Q8K: usize = 4 + QK_K + 32;
+    if !cols.is_multiple_of(QK_K) {
+        return Err(KernelError::BadLength {
+            ty: GgmlType::Q8K,
+            n: cols,
+        });
+    }
+    let nb = cols / QK_K;
+    let need = n_tokens * nb * Q8K;
+    if xq.len() < need {
+        return Err(KernelError::BufferTooSmall {
+            what: "quantized activations",
+            need,
+            have: xq.len(),
+        });
+    }
+    out.resize(n_tokens * nb * ACT_K_BLOCK, 0);
+    for (src, dst) in xq[..need]
+        .chunks_exact(Q8K)
+        .zip(out.chunks_exact_mut(ACT_K_BLOCK))
+    {
+        dst[..4].copy_from_slice(&src[..4]);
+        let qs = &src[4..4 + QK_K];
+        for j in 0..QK_K / 32 {
+            // Equals bsums[2j] + bsums[2j + 1]; |sum| <= 32 * 128 fits i16.
+            let sum: i32 = qs[32 * j..32 * j + 32]
+                .iter()
+                .map(|&q| q as i8 as i32)
+                .sum();
+            dst[4 + 2 * j..6 + 2 * j].copy_from_slice(&(sum as i16).to_le_bytes());
+        }
+        dst[20..].copy_from_slice(qs);
+    }
+    Ok(())
+}
+
 /// A shared output pointer; each chunk of groups is written by one thread.
 #[derive(Clone, Copy)]
 struct SyncPtr(*mut f32);
@@ -252,15 +348,21 @@ unsafe impl Sync for SyncPtr {}
 
 impl Packed {
     /// Activation format of the prepared input ([`Packed::prepare_input`]):
-    /// Q8_0 for Q4_0 and Q8_0. Matrices with equal `act_kind` (and columns)
-    /// can share one prepared input.
+    /// Q8_0 for Q4_0 and Q8_0, Q8_K for Q4_K. Matrices with equal
+    /// `act_kind` (and columns) can share one prepared input.
     pub fn act_kind(&self) -> GgmlType {
-        GgmlType::Q8_0
+        match self.ty {
+            GgmlType::Q4K => GgmlType::Q8K,
+            _ => GgmlType::Q8_0,
+        }
     }
 
     /// Bytes of one prepared activation row of this matrix.
     pub fn act_row_bytes(&self) -> usize {
-        act_row_bytes(self.cols)
+        match self.act_kind() {
+            GgmlType::Q8K => self.cols / QK_K * ACT_K_BLOCK,
+            _ => act_row_bytes(self.cols),
+        }
     }
 
     /// Quantizes and prepares `n_tokens` f32 rows of `cols` elements (`x`,
@@ -288,11 +390,18 @@ impl Packed {
                 have: x.len(),
             });
         }
-        let mut q = vec![0u8; cols / QK * 34];
+        let kind = self.act_kind();
+        let qb = kind
+            .row_bytes(cols as u64)
+            .ok_or(KernelError::Unsupported(kind))? as usize;
+        let mut q = vec![0u8; qb];
         let mut row = Vec::with_capacity(ab);
         for (xr, dst) in x.chunks_exact(cols).zip(out.chunks_exact_mut(ab)) {
-            crate::quantize_activations(isa, GgmlType::Q8_0, xr, &mut q)?;
-            prepare_acts(&q, 1, cols, &mut row)?;
+            crate::quantize_activations(isa, kind, xr, &mut q)?;
+            match kind {
+                GgmlType::Q8K => prepare_acts_k(&q, 1, cols, &mut row)?,
+                _ => prepare_acts(&q, 1, cols, &mut row)?,
+            }
             dst.copy_from_slice(&row);
         }
         Ok(())
@@ -305,7 +414,8 @@ impl Packed {
 
     /// Weight bytes of one group (for chunk sizing).
     pub fn group_bytes(&self) -> usize {
-        self.cols / QK * GROUP * block_bytes(self.ty).expect("packed types only").0
+        let l = layout(self.ty).expect("packed types only");
+        self.cols / l.elems * GROUP * l.bytes
     }
 
     /// Rows of groups `g0..g1` times `toks` prepared rows at `acts` (row
@@ -330,9 +440,9 @@ impl Packed {
         ldy: usize,
     ) {
         let ab = self.act_row_bytes();
-        let nb = self.cols / QK;
+        let nb = self.cols / layout(self.ty).expect("packed types only").elems;
         let gb = self.group_bytes();
-        let q4 = self.ty == GgmlType::Q4_0;
+        let ty = self.ty;
         let token_tile = (TOKEN_TILE_BYTES / ab.max(1)).clamp(4, 64) / 4 * 4;
         for t0 in (0..toks).step_by(token_tile) {
             let n = (t0 + token_tile).min(toks) - t0;
@@ -342,10 +452,11 @@ impl Packed {
                 Isa::Avx2 => {
                     // SAFETY: the caller's contract; `data` holds `n_groups *
                     // nb` packed blocks (built by `Packed::zeroed`).
-                    let gemm = if q4 {
-                        crate::x86::avx2_repack::gemm_q4_0x8
-                    } else {
-                        crate::x86::avx2_repack::gemm_q8_0x8
+                    use crate::x86::avx2_repack as k;
+                    let gemm = match ty {
+                        GgmlType::Q4_0 => k::gemm_q4_0x8,
+                        GgmlType::Q4K => k::gemm_q4_kx8,
+                        _ => k::gemm_q8_0x8,
                     };
                     gemm(
                         nb,
@@ -363,7 +474,11 @@ impl Packed {
                         // SAFETY: the caller's contract (row `t0 + t` of `acts`).
                         let xr = std::slice::from_raw_parts(x.add(t * ab), ab);
                         for g in g0..g1 {
-                            let v = group_dot(q4, &self.data[g * gb..(g + 1) * gb], xr);
+                            let group = &self.data[g * gb..(g + 1) * gb];
+                            let v = match ty {
+                                GgmlType::Q4K => group_dot_q4_k(group, xr),
+                                _ => group_dot(ty == GgmlType::Q4_0, group, xr),
+                            };
                             for (i, &e) in v.iter().enumerate() {
                                 // SAFETY: the caller's contract (token t0 + t,
                                 // row 8g + i).
@@ -451,6 +566,49 @@ fn group_dot(q4: bool, group: &[u8], x: &[u8]) -> [f32; GROUP] {
                 }
             }
             *o += isum as f32 * (dw * dy);
+        }
+    }
+    out
+}
+
+/// The 8 rows of one packed Q4_K group times one prepared Q8_K activation
+/// row, in plain code: `dot_q4_k_q8_k`'s integer sums and float operations
+/// in its order.
+fn group_dot_q4_k(group: &[u8], x: &[u8]) -> [f32; GROUP] {
+    let mut out = [0f32; GROUP];
+    for (pb, xb) in group
+        .chunks_exact(Q4_KX8_BLOCK)
+        .zip(x.chunks_exact(ACT_K_BLOCK))
+    {
+        let dy = f32::from_le_bytes([xb[0], xb[1], xb[2], xb[3]]);
+        let ysum = |j: usize| i16::from_le_bytes([xb[4 + 2 * j], xb[5 + 2 * j]]) as i32;
+        let y = |e: usize| xb[20 + e] as i8 as i32;
+        for (i, o) in out.iter_mut().enumerate() {
+            let f16_at = |at: usize| f16::from_le_bytes([pb[at], pb[at + 1]]).to_f32();
+            let (dw, dmin) = (f16_at(2 * i), f16_at(16 + 2 * i));
+            // Row i's 12 scale bytes, from the three 4-byte runs.
+            let sb = |b: usize| pb[32 + 32 * (b / 4) + 4 * i + b % 4];
+            let (mut sumi, mut summ) = (0i32, 0i32);
+            for j in 0..QK_K / 32 {
+                let (sc, m) = if j < 4 {
+                    (sb(j) & 63, sb(j + 4) & 63)
+                } else {
+                    (
+                        (sb(j + 4) & 0x0F) | ((sb(j - 4) >> 6) << 4),
+                        (sb(j + 4) >> 4) | ((sb(j) >> 6) << 4),
+                    )
+                };
+                let (k, hi) = (j / 2, j % 2 == 1);
+                let mut isum = 0i32;
+                for e in 0..32 {
+                    let byte = pb[128 + 256 * k + 32 * (e / 4) + 4 * i + e % 4];
+                    let u = if hi { byte >> 4 } else { byte & 0x0F };
+                    isum += u as i32 * y(32 * j + e);
+                }
+                sumi += sc as i32 * isum;
+                summ += m as i32 * ysum(j);
+            }
+            *o += (dw * dy) * sumi as f32 - (dmin * dy) * summ as f32;
         }
     }
     out

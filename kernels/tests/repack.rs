@@ -1,21 +1,39 @@
-//! Repacked Q4_0 and Q8_0 (8-row groups): the layout round-trips, and every
-//! product (AVX2 kernel and the plain fallback, 1..3 threads, token counts
-//! that do not fill a 4-token tile, odd block counts, one group and many)
-//! equals the scalar reference (`dot_q4_0_q8_0` / `dot_q8_0_q8_0`) on the
-//! original rows bit for bit.
+//! Repacked Q4_0, Q8_0 and Q4_K (8-row groups): the layout round-trips, and
+//! every product (AVX2 kernel and the plain fallback, 1..3 threads, token
+//! counts that do not fill a 4-token tile, odd block counts, one group and
+//! many, unaligned activations) equals the scalar reference
+//! (`dot_q4_0_q8_0` / `dot_q8_0_q8_0` / `dot_q4_k_q8_k`) on the original rows
+//! bit for bit.
 #![allow(clippy::needless_range_loop)]
 
 mod common;
 use common::*;
-use meki_kernels::formats::{GgmlType, QK};
+use meki_kernels::formats::GgmlType;
 use meki_kernels::repack::{self, Packed, GROUP};
-use meki_kernels::{quantize_activations, vec_dot, Isa, ThreadPool};
+use meki_kernels::{quantize_activations, vec_dot, vec_dot_type, Isa, ThreadPool};
+
+/// The activation type `ty` is multiplied with (Q8_0 or Q8_K).
+fn act_of(ty: GgmlType) -> GgmlType {
+    vec_dot_type(ty).unwrap()
+}
+
+/// Prepared rows of `n` quantized activation rows for a `ty` matrix.
+fn prepare(ty: GgmlType, xq: &[u8], n: usize, cols: usize) -> Vec<u8> {
+    let mut acts = Vec::new();
+    if act_of(ty) == GgmlType::Q8K {
+        repack::prepare_acts_k(xq, n, cols, &mut acts).unwrap();
+    } else {
+        repack::prepare_acts(xq, n, cols, &mut acts).unwrap();
+    }
+    acts
+}
 
 /// Scalar reference: every (token, row) as the scalar single-row dot of the
-/// original rows with the Q8_0 activations.
+/// original rows with the quantized activations.
 fn reference(ty: GgmlType, w: &[u8], rows: usize, cols: usize, xq: &[u8], n: usize) -> Vec<f32> {
-    let rb = cols / QK * ty.type_size();
-    let ab = cols / QK * 34;
+    let rb = cols / ty.block_size() * ty.type_size();
+    let act = act_of(ty);
+    let ab = cols / act.block_size() * act.type_size();
     let mut y = vec![0f32; n * rows];
     for t in 0..n {
         for r in 0..rows {
@@ -33,7 +51,8 @@ fn reference(ty: GgmlType, w: &[u8], rows: usize, cols: usize, xq: &[u8], n: usi
 }
 
 /// Random rows; Q8_0 quants include -128 and 127 (extremes of the
-/// unsigned/sign trick).
+/// unsigned/sign trick); every third Q4_K super-block has all scales and
+/// mins 63 and all quants 15 (the largest integer sums).
 fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, nb: usize) -> Vec<u8> {
     let mut w: Vec<u8> = (0..rows)
         .flat_map(|_| random_weights(rng, ty, nb))
@@ -44,10 +63,34 @@ fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, nb: usize) -> Vec<u8>
             blk[2 + (k + 7) % 32] = 0x7f;
         }
     }
+    if ty == GgmlType::Q4K {
+        for blk in w.chunks_exact_mut(144).step_by(3) {
+            blk[4..].fill(0xFF);
+        }
+    }
     w
 }
 
-const TYPES: [GgmlType; 2] = [GgmlType::Q4_0, GgmlType::Q8_0];
+/// A Q8_K row of `nb` super-blocks with extreme quants: sub-blocks of all
+/// -128 (what the Q8_K quantizer can write) and of all 127, bsums consistent.
+fn extreme_q8k(rng: &mut Rng, nb: usize) -> Vec<u8> {
+    let mut b = random_q8(rng, GgmlType::Q8K, nb);
+    for blk in b.chunks_exact_mut(292) {
+        for (e, q) in blk[4..260].iter_mut().enumerate() {
+            *q = if (e / 32) % 3 == 1 { 0x7f } else { 0x80 };
+        }
+        for j in 0..16 {
+            let s: i16 = blk[4 + 16 * j..20 + 16 * j]
+                .iter()
+                .map(|&q| q as i8 as i16)
+                .sum();
+            blk[260 + 2 * j..262 + 2 * j].copy_from_slice(&s.to_le_bytes());
+        }
+    }
+    b
+}
+
+const TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K];
 
 #[test]
 fn layout_round_trips() {
@@ -56,7 +99,7 @@ fn layout_round_trips() {
         let bs = ty.type_size();
         for (rows, nb) in [(8, 1), (16, 3), (24, 7), (64, 32)] {
             let w = random_matrix(&mut rng, ty, rows, nb);
-            let p = Packed::new(ty, &w, rows, nb * QK).unwrap();
+            let p = Packed::new(ty, &w, rows, nb * ty.block_size()).unwrap();
             assert_eq!(p.n_bytes(), w.len());
             for r in 0..rows {
                 assert_eq!(p.row(r), &w[r * nb * bs..(r + 1) * nb * bs], "{ty} row {r}");
@@ -72,8 +115,9 @@ fn piecewise_fill_equals_whole() {
         let (rows, nb) = (40, 5);
         let rb = nb * ty.type_size();
         let w = random_matrix(&mut rng, ty, rows, nb);
-        let whole = Packed::new(ty, &w, rows, nb * QK).unwrap();
-        let mut p = Packed::zeroed(ty, rows, nb * QK).unwrap();
+        let cols = nb * ty.block_size();
+        let whole = Packed::new(ty, &w, rows, cols).unwrap();
+        let mut p = Packed::zeroed(ty, rows, cols).unwrap();
         for (r0, r1) in [(16, 40), (0, 8), (8, 16)] {
             p.fill(r0, &w[r0 * rb..r1 * rb]).unwrap();
         }
@@ -93,7 +137,15 @@ fn bad_shapes_are_errors() {
     let w = vec![0u8; 9 * 18];
     assert!(Packed::new(GgmlType::Q4_0, &w, 9, 32).is_err(), "rows % 8");
     assert!(Packed::new(GgmlType::Q4_0, &w, 8, 33).is_err(), "cols % 32");
-    assert!(Packed::new(GgmlType::Q4K, &w, 8, 256).is_err(), "type");
+    assert!(Packed::new(GgmlType::Q6K, &w, 8, 256).is_err(), "type");
+    let wk = vec![0u8; 8 * 144];
+    assert!(Packed::new(GgmlType::Q4K, &wk, 8, 256).is_ok());
+    assert!(
+        Packed::new(GgmlType::Q4K, &wk, 8, 128).is_err(),
+        "cols % 256"
+    );
+    assert!(!Packed::supported(Isa::Avx2, GgmlType::Q4K, 8, 128));
+    assert!(repack::prepare_acts_k(&[0u8; 291], 1, 256, &mut Vec::new()).is_err());
     assert!(
         Packed::new(GgmlType::Q4_0, &w[..100], 8, 32).is_err(),
         "short"
@@ -134,13 +186,19 @@ fn products_equal_scalar_reference() {
         .iter()
         .flat_map(|&ty| cases.iter().map(move |c| (ty, c)))
     {
-        let cols = nb * QK;
+        let cols = nb * ty.block_size();
+        let act = act_of(ty);
         let w = random_matrix(&mut rng, ty, rows, nb);
-        // Activations through the Q8_0 quantizer, plus a row of extreme
-        // quants (for Q4_0 -128 included: the i16 sums must still be exact;
-        // the quantizer never writes -128, which Q8_0's sign trick needs).
+        // Activations through the quantizer, plus a row of extreme quants
+        // (for Q4_0 and Q4_K -128 included: the i16 sums must still be
+        // exact; the Q8_0 quantizer never writes -128, which Q8_0's sign
+        // trick needs).
         let mut xq = Vec::new();
         for t in 0..n {
+            if t == 1 && ty == GgmlType::Q4K {
+                xq.extend(extreme_q8k(&mut rng, nb));
+                continue;
+            }
             if t == 1 {
                 let mut b = random_q8(&mut rng, GgmlType::Q8_0, nb);
                 for blk in b.chunks_exact_mut(34) {
@@ -153,18 +211,19 @@ fn products_equal_scalar_reference() {
                 continue;
             }
             let x = random_f32(&mut rng, cols, 3.0);
-            let mut q = vec![0u8; nb * 34];
-            quantize_activations(Isa::Scalar, GgmlType::Q8_0, &x, &mut q).unwrap();
+            let mut q = vec![0u8; nb * act.type_size()];
+            quantize_activations(Isa::Scalar, act, &x, &mut q).unwrap();
             xq.extend(q);
         }
         let want = reference(ty, &w, rows, cols, &xq, n);
         let p = Packed::new(ty, &w, rows, cols).unwrap();
-        let mut acts = Vec::new();
-        repack::prepare_acts(&xq, n, cols, &mut acts).unwrap();
+        let acts = prepare(ty, &xq, n, cols);
         for &isa in &isas {
-            for pool in &pools {
+            for (k, pool) in pools.iter().enumerate() {
+                // Activations at an odd offset for some pools.
+                let (buf, range) = at_offset(&acts, k);
                 let mut y = vec![f32::NAN; n * rows];
-                repack::matmul(isa, pool, &p, n, &acts, &mut y).unwrap();
+                repack::matmul(isa, pool, &p, n, &buf[range], &mut y).unwrap();
                 for i in 0..y.len() {
                     assert_eq!(
                         y[i].to_bits(),
@@ -205,19 +264,33 @@ fn prepare_input_equals_quantize_then_prepare() {
         .collect();
     for ty in TYPES {
         let (rows, nb, n) = (16, 5, 3);
-        let cols = nb * QK;
+        let cols = nb * ty.block_size();
+        let act = act_of(ty);
         let p = Packed::new(ty, &random_matrix(&mut rng, ty, rows, nb), rows, cols).unwrap();
-        assert_eq!(p.act_kind(), GgmlType::Q8_0);
-        assert_eq!(p.act_row_bytes(), repack::act_row_bytes(cols));
+        assert_eq!(p.act_kind(), act);
         assert_eq!(p.n_groups(), rows / GROUP);
         assert_eq!(p.group_bytes() * p.n_groups(), p.n_bytes());
         let x = random_f32(&mut rng, n * cols, 2.0);
-        let mut xq = vec![0u8; n * nb * 34];
-        for (xr, q) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb * 34)) {
-            quantize_activations(Isa::Scalar, GgmlType::Q8_0, xr, q).unwrap();
+        let ab = nb * act.type_size();
+        let mut xq = vec![0u8; n * ab];
+        for (xr, q) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(ab)) {
+            quantize_activations(Isa::Scalar, act, xr, q).unwrap();
         }
-        let mut want = Vec::new();
-        repack::prepare_acts(&xq, n, cols, &mut want).unwrap();
+        let want = prepare(ty, &xq, n, cols);
+        assert_eq!(p.act_row_bytes() * n, want.len());
+        if act == GgmlType::Q8K {
+            // Sub-block sums: bsums[2j] + bsums[2j + 1] of the Q8_K blocks.
+            for (q, pr) in xq
+                .chunks_exact(292)
+                .zip(want.chunks_exact(repack::ACT_K_BLOCK))
+            {
+                for j in 0..8 {
+                    let bs = |k: usize| i16::from_le_bytes([q[260 + 2 * k], q[261 + 2 * k]]);
+                    let got = i16::from_le_bytes([pr[4 + 2 * j], pr[5 + 2 * j]]);
+                    assert_eq!(got, bs(2 * j) + bs(2 * j + 1));
+                }
+            }
+        }
         for &isa in &isas {
             let mut got = vec![7u8; 3];
             p.prepare_input(isa, &x, n, &mut got).unwrap();
@@ -226,5 +299,78 @@ fn prepare_input_equals_quantize_then_prepare() {
         let mut out = vec![0u8; n * p.act_row_bytes()];
         assert!(p.prepare_rows(Isa::Scalar, &x[..cols], &mut out).is_err());
         assert!(p.prepare_rows(Isa::Scalar, &x, &mut out[1..]).is_err());
+    }
+}
+
+/// Speed of the packed product vs the row kernels on the same matrix and
+/// quantized input (Qwen3-0.6B shapes), alternating rounds, best of each:
+/// `cargo test --release -p meki-kernels --test repack -- --ignored --nocapture speed`
+/// (env REPACK_THREADS, default 1; REPACK_TYPES, default q4_K).
+#[test]
+#[ignore]
+fn speed_packed_vs_rows() {
+    let threads: usize = std::env::var("REPACK_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let types: Vec<GgmlType> = std::env::var("REPACK_TYPES")
+        .unwrap_or_else(|_| "q4_K".into())
+        .split(',')
+        .map(|s| match s {
+            "q4_0" => GgmlType::Q4_0,
+            "q8_0" => GgmlType::Q8_0,
+            _ => GgmlType::Q4K,
+        })
+        .collect();
+    let isa = Isa::Avx2;
+    if !isa.is_available() {
+        eprintln!("skipped: no AVX2");
+        return;
+    }
+    let pool = ThreadPool::new(threads);
+    let mut rng = Rng::new(1);
+    for ty in types {
+        for (rows, cols) in [(1024, 1024), (3072, 1024), (1024, 3072)] {
+            let nb = cols / ty.block_size();
+            let w = random_matrix(&mut rng, ty, rows, nb);
+            let p = Packed::new(ty, &w, rows, cols).unwrap();
+            for n in [512usize, 1] {
+                let x = random_f32(&mut rng, n * cols, 2.0);
+                let act = act_of(ty);
+                let ab = nb * act.type_size();
+                let mut xq = vec![0u8; n * ab];
+                for (xr, q) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(ab)) {
+                    quantize_activations(isa, act, xr, q).unwrap();
+                }
+                let acts = prepare(ty, &xq, n, cols);
+                let mut y = vec![0f32; n * rows];
+                let reps = if n == 1 { 2000 } else { 3 };
+                let (mut best_rows, mut best_packed) = (f64::MAX, f64::MAX);
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    for _ in 0..reps {
+                        meki_kernels::matmul::matmul_quantized(
+                            isa, &pool, &w, ty, rows, cols, n, &xq, &mut y,
+                        )
+                        .unwrap();
+                    }
+                    best_rows = best_rows.min(t.elapsed().as_secs_f64() / reps as f64);
+                    let t = std::time::Instant::now();
+                    for _ in 0..reps {
+                        repack::matmul(isa, &pool, &p, n, &acts, &mut y).unwrap();
+                    }
+                    best_packed = best_packed.min(t.elapsed().as_secs_f64() / reps as f64);
+                }
+                let gops = |s: f64| 2.0 * (rows * cols * n) as f64 / s / 1e9;
+                println!(
+                    "{ty} {rows}x{cols} {n:>3} tok {threads} thr: rows {:7.1} us {:6.1} GOP/s, packed {:7.1} us {:6.1} GOP/s, packed/rows speed {:.2}x",
+                    best_rows * 1e6,
+                    gops(best_rows),
+                    best_packed * 1e6,
+                    gops(best_packed),
+                    best_rows / best_packed
+                );
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@
 //! Callers must have checked [`crate::Isa::Avx2`] is available and pass
 //! buffers holding the shapes they state (see [`gemm_q4_0x8`]).
 
-use crate::repack::{ACT_BLOCK, GROUP, Q4_0X8_BLOCK, Q8_0X8_BLOCK};
+use crate::repack::{ACT_BLOCK, ACT_K_BLOCK, GROUP, Q4_0X8_BLOCK, Q4_KX8_BLOCK, Q8_0X8_BLOCK};
 use std::arch::x86_64::*;
 
 /// 8 rows (lanes) x RN tokens of one group over `nb` blocks: `w` is the
@@ -108,6 +108,127 @@ unsafe fn tile_q8_0x8<const RN: usize>(
     acc
 }
 
+/// `pshufb` mask giving, in i32 lane `i'` of each 128-bit half, the i16 pair
+/// (byte `4i' + a`, byte `4i' + b`) zero-extended: from a vector whose
+/// byte `4i + s` holds row `i`'s value `s`, row `i`'s values `a` and `b`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pair_mask(a: i8, b: i8) -> __m256i {
+    let lane = |i: i8| {
+        let (x, y) = (4 * i + a, 4 * i + b);
+        (x as u8 as u32) | 0x8000 | ((y as u8 as u32) << 16) | 0x8000_0000
+    };
+    let m = _mm_set_epi32(
+        lane(3) as i32,
+        lane(2) as i32,
+        lane(1) as i32,
+        lane(0) as i32,
+    );
+    _mm256_broadcastsi128_si256(m)
+}
+
+/// 8 rows (lanes) x RN tokens of one Q4_K group over `nb` super-blocks
+/// (see [`tile_q4_0x8`]; prepared Q8_K activations, [`ACT_K_BLOCK`]).
+///
+/// Per super-block the 8 rows' 6-bit scales and mins are unpacked once
+/// (shared by the tokens): byte `4i + s` of `s03`/`s47` is row `i`'s scale
+/// `s`/`s + 4`, the same for the mins. Per sub-block (32 quants) and token:
+/// 8 `maddubs` of the nibbles with 4 broadcast activation quants summed in
+/// i16 (exact: at most 8 * 2 * 15 * 128 = 30720), one `madd` with the
+/// sub-block's scale duplicated in each lane's i16 pair gives `scale *
+/// sum` in i32 (at most 63 * 30720 * 2 per sub-block, 8 sub-blocks: < 2^31).
+/// The mins: 4 `madd` of (min_2p, min_2p+1) with the token's sub-block
+/// sums. Then `acc += (d * d_y) * sumi - (dmin * d_y) * summ` with separate
+/// multiplies, subtract and add: `dot_q4_k_q8_k`'s operations, so results
+/// equal it bit for bit.
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q4_kx8<const RN: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    pf: usize,
+) -> [__m256; RN] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m6 = _mm256_set1_epi8(0x3F);
+    let m30 = _mm256_set1_epi8(0x30);
+    let dup = [
+        pair_mask(0, 0),
+        pair_mask(1, 1),
+        pair_mask(2, 2),
+        pair_mask(3, 3),
+    ];
+    let pairs = [pair_mask(0, 1), pair_mask(2, 3)];
+    let mut acc = [_mm256_setzero_ps(); RN];
+    for b in 0..nb {
+        let wb = w.add(b * Q4_KX8_BLOCK);
+        prefetch_block::<Q4_KX8_BLOCK>(wb, pf);
+        let sa = _mm256_loadu_si256(wb.add(32) as *const __m256i);
+        let sb = _mm256_loadu_si256(wb.add(64) as *const __m256i);
+        let sc = _mm256_loadu_si256(wb.add(96) as *const __m256i);
+        let s03 = _mm256_and_si256(sa, m6);
+        let m03 = _mm256_and_si256(sb, m6);
+        let s47 = _mm256_or_si256(
+            _mm256_and_si256(sc, m4),
+            _mm256_and_si256(_mm256_srli_epi16(sa, 2), m30),
+        );
+        let m47 = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(sc, 4), m4),
+            _mm256_and_si256(_mm256_srli_epi16(sb, 2), m30),
+        );
+        let mut sumi = [_mm256_setzero_si256(); RN];
+        for k in 0..4 {
+            let (mut plo, mut phi) = ([_mm256_setzero_si256(); RN], [_mm256_setzero_si256(); RN]);
+            for c in 0..8 {
+                let raw = _mm256_loadu_si256(wb.add(128 + 256 * k + 32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(raw, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                for j in 0..RN {
+                    let yp = x.add(j * xs + b * ACT_K_BLOCK + 20 + 64 * k + 4 * c);
+                    let ylo = _mm256_set1_epi32((yp as *const i32).read_unaligned());
+                    let yhi = _mm256_set1_epi32((yp.add(32) as *const i32).read_unaligned());
+                    plo[j] = _mm256_add_epi16(plo[j], _mm256_maddubs_epi16(lo, ylo));
+                    phi[j] = _mm256_add_epi16(phi[j], _mm256_maddubs_epi16(hi, yhi));
+                }
+            }
+            let (src, d0, d1) = if k < 2 {
+                (s03, dup[2 * k], dup[2 * k + 1])
+            } else {
+                (s47, dup[2 * k - 4], dup[2 * k - 3])
+            };
+            let (sl, sh) = (_mm256_shuffle_epi8(src, d0), _mm256_shuffle_epi8(src, d1));
+            for j in 0..RN {
+                let s =
+                    _mm256_add_epi32(_mm256_madd_epi16(plo[j], sl), _mm256_madd_epi16(phi[j], sh));
+                sumi[j] = _mm256_add_epi32(sumi[j], s);
+            }
+        }
+        let mins = [
+            _mm256_shuffle_epi8(m03, pairs[0]),
+            _mm256_shuffle_epi8(m03, pairs[1]),
+            _mm256_shuffle_epi8(m47, pairs[0]),
+            _mm256_shuffle_epi8(m47, pairs[1]),
+        ];
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb as *const __m128i));
+        let dmw = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16) as *const __m128i));
+        for j in 0..RN {
+            let xb = x.add(j * xs + b * ACT_K_BLOCK);
+            let mut summ = _mm256_setzero_si256();
+            for (p, m) in mins.iter().enumerate() {
+                let ys = _mm256_set1_epi32((xb.add(4 + 4 * p) as *const i32).read_unaligned());
+                summ = _mm256_add_epi32(summ, _mm256_madd_epi16(*m, ys));
+            }
+            let dy = _mm256_set1_ps((xb as *const f32).read_unaligned());
+            let t = _mm256_mul_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(sumi[j]));
+            let u = _mm256_mul_ps(_mm256_mul_ps(dmw, dy), _mm256_cvtepi32_ps(summ));
+            acc[j] = _mm256_add_ps(acc[j], _mm256_sub_ps(t, u));
+        }
+    }
+    acc
+}
+
 /// Prefetches the `BYTES` bytes at `wb + pf` (the same block of the next
 /// group) unless `pf` is 0. Decode reads each weight once: the next group
 /// is fetched while this one is computed (hardware prefetchers ramp up
@@ -179,3 +300,4 @@ macro_rules! gemm_x8 {
 
 gemm_x8!(gemm_q4_0x8, tile_q4_0x8, Q4_0X8_BLOCK);
 gemm_x8!(gemm_q8_0x8, tile_q8_0x8, Q8_0X8_BLOCK);
+gemm_x8!(gemm_q4_kx8, tile_q4_kx8, Q4_KX8_BLOCK);
