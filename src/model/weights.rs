@@ -62,7 +62,7 @@ impl Weight {
 
     /// Copies the matrix into its interleaved layout when the active kernel
     /// family has one for its type and shape.
-    fn repack(&mut self, file: &GgufFile, all: bool) -> Result<(), String> {
+    pub(crate) fn repack(&mut self, file: &GgufFile, all: bool) -> Result<(), String> {
         let isa = crate::kernels::isa();
         let wanted = if all {
             Packed::supported(isa, self.ty, self.rows, self.cols)
