@@ -132,14 +132,16 @@ impl std::fmt::Debug for Packed {
 }
 
 impl Packed {
-    /// Whether repacking pays off by default: Q4_0 only. Measured on the
-    /// Qwen3-0.6B shape: Q4_0 prefill ~2x and decode not slower. Q8_0
+    /// Whether repacking pays off by default: Q4_0 and Q4_K. Measured on the
+    /// Qwen3-0.6B shape: Q4_0 prefill ~2x and decode not slower; Q4_K
+    /// kernel prefill ~1.8-2.2x the row kernels at 1 thread (see the
+    /// ignored speed test in tests/repack.rs). Q8_0
     /// (`MEKI_REPACK=all`): prefill ~1.7x, decode equal within noise at 2
     /// threads on a quiet Xeon (1.42x vs 1.44x llama.cpp) but ~10% slower at 1
     /// thread on the loaded EPYC, and its decode products no longer share one
     /// dispatch (`matvec_multi` has no packed jobs yet), so it stays opt-in.
     pub fn preferred(isa: Isa, ty: GgmlType, rows: usize, cols: usize) -> bool {
-        ty == GgmlType::Q4_0 && Packed::supported(isa, ty, rows, cols)
+        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K) && Packed::supported(isa, ty, rows, cols)
     }
 
     /// Whether `isa` has a packed kernel for this type and shape
