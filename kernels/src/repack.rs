@@ -36,9 +36,9 @@
 //! Q4_0 product uses) into [`ACT_BLOCK`]-byte blocks: `d` as f32, `8 *
 //! sum(q)` as i32 (the nibble offset, folded in once per block), the 32
 //! quants. Prepared once per input, shared by the matrices that read it.
-//! Q4_K reads Q8_K activations, prepared into [`ACT_K_BLOCK`]-byte blocks
-//! ([`prepare_acts_k`]): `d` as f32, the 8 sub-block sums (32 quants each)
-//! as i16, the 256 quants. [`Packed::act_kind`] tells which a matrix reads.
+//! Q4_K reads Q8_K activations as they are ([`ACT_K_BLOCK`]-byte blocks:
+//! `d` as f32, 256 quants, 16 sums of 16 quants as i16; [`prepare_acts_k`]
+//! only checks and copies). [`Packed::act_kind`] tells which a matrix reads.
 //!
 //! Results equal the scalar references `dot_q4_0_q8_0` / `dot_q8_0_q8_0` /
 //! `dot_q4_k_q8_k` on the original rows bit for bit (same integer sums,
@@ -105,9 +105,9 @@ fn layout(ty: GgmlType) -> Option<Layout> {
 
 /// Bytes of one prepared Q8_0 activation block: f32 d, i32 8*sum(q), 32 x i8.
 pub const ACT_BLOCK: usize = 40;
-/// Bytes of one prepared Q8_K activation block: f32 d, 8 x i16 sub-block
-/// sums, 256 x i8.
-pub const ACT_K_BLOCK: usize = 4 + 16 + QK_K;
+/// Bytes of one prepared Q8_K activation block: the Q8_K block itself (f32
+/// d, 256 x i8, 16 x i16 sums of 16 quants).
+pub const ACT_K_BLOCK: usize = 4 + QK_K + 32;
 
 /// Weight bytes per unit of work at least (as in `matmul`).
 const MIN_CHUNK_BYTES: usize = 32 << 10;
@@ -296,23 +296,21 @@ pub fn prepare_acts(
     Ok(())
 }
 
-/// Converts `n_tokens` Q8_K rows of `cols` elements (`xq`) into prepared
-/// Q8_K activation rows ([`ACT_K_BLOCK`]) in `out` (resized).
+/// Copies `n_tokens` Q8_K rows of `cols` elements (`xq`) into `out`
+/// (resized): prepared Q8_K rows are the Q8_K blocks themselves.
 pub fn prepare_acts_k(
     xq: &[u8],
     n_tokens: usize,
     cols: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), KernelError> {
-    const Q8K: usize = 4 + QK_K + 32;
     if !cols.is_multiple_of(QK_K) {
         return Err(KernelError::BadLength {
             ty: GgmlType::Q8K,
             n: cols,
         });
     }
-    let nb = cols / QK_K;
-    let need = n_tokens * nb * Q8K;
+    let need = n_tokens * cols / QK_K * ACT_K_BLOCK;
     if xq.len() < need {
         return Err(KernelError::BufferTooSmall {
             what: "quantized activations",
@@ -320,23 +318,8 @@ pub fn prepare_acts_k(
             have: xq.len(),
         });
     }
-    out.resize(n_tokens * nb * ACT_K_BLOCK, 0);
-    for (src, dst) in xq[..need]
-        .chunks_exact(Q8K)
-        .zip(out.chunks_exact_mut(ACT_K_BLOCK))
-    {
-        dst[..4].copy_from_slice(&src[..4]);
-        let qs = &src[4..4 + QK_K];
-        for j in 0..QK_K / 32 {
-            // Equals bsums[2j] + bsums[2j + 1]; |sum| <= 32 * 128 fits i16.
-            let sum: i32 = qs[32 * j..32 * j + 32]
-                .iter()
-                .map(|&q| q as i8 as i32)
-                .sum();
-            dst[4 + 2 * j..6 + 2 * j].copy_from_slice(&(sum as i16).to_le_bytes());
-        }
-        dst[20..].copy_from_slice(qs);
-    }
+    out.clear();
+    out.extend_from_slice(&xq[..need]);
     Ok(())
 }
 
@@ -396,14 +379,17 @@ impl Packed {
         let qb = kind
             .row_bytes(cols as u64)
             .ok_or(KernelError::Unsupported(kind))? as usize;
+        if kind == GgmlType::Q8K {
+            for (xr, dst) in x.chunks_exact(cols).zip(out.chunks_exact_mut(ab)) {
+                crate::quantize_activations(isa, kind, xr, dst)?;
+            }
+            return Ok(());
+        }
         let mut q = vec![0u8; qb];
         let mut row = Vec::with_capacity(ab);
         for (xr, dst) in x.chunks_exact(cols).zip(out.chunks_exact_mut(ab)) {
             crate::quantize_activations(isa, kind, xr, &mut q)?;
-            match kind {
-                GgmlType::Q8K => prepare_acts_k(&q, 1, cols, &mut row)?,
-                _ => prepare_acts(&q, 1, cols, &mut row)?,
-            }
+            prepare_acts(&q, 1, cols, &mut row)?;
             dst.copy_from_slice(&row);
         }
         Ok(())
@@ -583,8 +569,9 @@ fn group_dot_q4_k(group: &[u8], x: &[u8]) -> [f32; GROUP] {
         .zip(x.chunks_exact(ACT_K_BLOCK))
     {
         let dy = f32::from_le_bytes([xb[0], xb[1], xb[2], xb[3]]);
-        let ysum = |j: usize| i16::from_le_bytes([xb[4 + 2 * j], xb[5 + 2 * j]]) as i32;
-        let y = |e: usize| xb[20 + e] as i8 as i32;
+        let bsum = |k: usize| i16::from_le_bytes([xb[260 + 2 * k], xb[261 + 2 * k]]) as i32;
+        let ysum = |j: usize| bsum(2 * j) + bsum(2 * j + 1);
+        let y = |e: usize| xb[4 + e] as i8 as i32;
         for (i, o) in out.iter_mut().enumerate() {
             let f16_at = |at: usize| f16::from_le_bytes([pb[at], pb[at + 1]]).to_f32();
             let (dw, dmin) = (f16_at(2 * i), f16_at(16 + 2 * i));

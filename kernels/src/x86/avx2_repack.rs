@@ -16,6 +16,7 @@
 //! Callers must have checked [`crate::Isa::Avx2`] is available and pass
 //! buffers holding the shapes they state (see [`gemm_q4_0x8`]).
 
+use crate::formats::QK_K;
 use crate::repack::{ACT_BLOCK, ACT_K_BLOCK, GROUP, Q4_0X8_BLOCK, Q4_KX8_BLOCK, Q8_0X8_BLOCK};
 use std::arch::x86_64::*;
 
@@ -137,8 +138,8 @@ unsafe fn pair_mask(a: i8, b: i8) -> __m256i {
 /// i16 (exact: at most 8 * 2 * 15 * 128 = 30720), one `madd` with the
 /// sub-block's scale duplicated in each lane's i16 pair gives `scale *
 /// sum` in i32 (at most 63 * 30720 * 2 per sub-block, 8 sub-blocks: < 2^31).
-/// The mins: 4 `madd` of (min_2p, min_2p+1) with the token's sub-block
-/// sums. Then `acc += (d * d_y) * sumi - (dmin * d_y) * summ` with separate
+/// The mins: 8 `madd` of (min_j, min_j) with the token's pair of 16-quant
+/// sums of sub-block `j`. Then `acc += (d * d_y) * sumi - (dmin * d_y) * summ` with separate
 /// multiplies, subtract and add: `dot_q4_k_q8_k`'s operations, so results
 /// equal it bit for bit.
 #[inline]
@@ -160,7 +161,6 @@ unsafe fn tile_q4_kx8<const RN: usize>(
         pair_mask(2, 2),
         pair_mask(3, 3),
     ];
-    let pairs = [pair_mask(0, 1), pair_mask(2, 3)];
     let mut acc = [_mm256_setzero_ps(); RN];
     for b in 0..nb {
         let wb = w.add(b * Q4_KX8_BLOCK);
@@ -186,7 +186,7 @@ unsafe fn tile_q4_kx8<const RN: usize>(
                 let lo = _mm256_and_si256(raw, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
                 for j in 0..RN {
-                    let yp = x.add(j * xs + b * ACT_K_BLOCK + 20 + 64 * k + 4 * c);
+                    let yp = x.add(j * xs + b * ACT_K_BLOCK + 4 + 64 * k + 4 * c);
                     let ylo = _mm256_set1_epi32((yp as *const i32).read_unaligned());
                     let yhi = _mm256_set1_epi32((yp.add(32) as *const i32).read_unaligned());
                     plo[j] = _mm256_add_epi16(plo[j], _mm256_maddubs_epi16(lo, ylo));
@@ -205,11 +205,16 @@ unsafe fn tile_q4_kx8<const RN: usize>(
                 sumi[j] = _mm256_add_epi32(sumi[j], s);
             }
         }
+        // (min_j, min_j) per lane: times (bsum_2j, bsum_2j+1) in one madd.
         let mins = [
-            _mm256_shuffle_epi8(m03, pairs[0]),
-            _mm256_shuffle_epi8(m03, pairs[1]),
-            _mm256_shuffle_epi8(m47, pairs[0]),
-            _mm256_shuffle_epi8(m47, pairs[1]),
+            _mm256_shuffle_epi8(m03, dup[0]),
+            _mm256_shuffle_epi8(m03, dup[1]),
+            _mm256_shuffle_epi8(m03, dup[2]),
+            _mm256_shuffle_epi8(m03, dup[3]),
+            _mm256_shuffle_epi8(m47, dup[0]),
+            _mm256_shuffle_epi8(m47, dup[1]),
+            _mm256_shuffle_epi8(m47, dup[2]),
+            _mm256_shuffle_epi8(m47, dup[3]),
         ];
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb as *const __m128i));
         let dmw = _mm256_cvtph_ps(_mm_loadu_si128(wb.add(16) as *const __m128i));
@@ -217,7 +222,8 @@ unsafe fn tile_q4_kx8<const RN: usize>(
             let xb = x.add(j * xs + b * ACT_K_BLOCK);
             let mut summ = _mm256_setzero_si256();
             for (p, m) in mins.iter().enumerate() {
-                let ys = _mm256_set1_epi32((xb.add(4 + 4 * p) as *const i32).read_unaligned());
+                let ys =
+                    _mm256_set1_epi32((xb.add(4 + QK_K + 4 * p) as *const i32).read_unaligned());
                 summ = _mm256_add_epi32(summ, _mm256_madd_epi16(*m, ys));
             }
             let dy = _mm256_set1_ps((xb as *const f32).read_unaligned());
@@ -257,7 +263,7 @@ unsafe fn prefetch_block<const BYTES: usize>(wb: *const u8, pf: usize) {
 /// repacked blocks, `x` `toks` rows of `nb` prepared blocks, and `y` must be
 /// writable at every index named above.
 macro_rules! gemm_x8 {
-    ($name:ident, $tile:ident, $bytes:expr) => {
+    ($name:ident, $tile:ident, $bytes:expr, $rn:literal) => {
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(crate) unsafe fn $name(
@@ -275,7 +281,7 @@ macro_rules! gemm_x8 {
                 let wg = w.add(g * nb * $bytes);
                 let mut t = 0;
                 while t < toks {
-                    let rn = (toks - t).min(4);
+                    let rn = (toks - t).min($rn);
                     let (xt, yt) = (x.add(t * xs), y.add(t * ys + g * GROUP));
                     macro_rules! go {
                         ($n:literal) => {{
@@ -286,6 +292,10 @@ macro_rules! gemm_x8 {
                         }};
                     }
                     match rn {
+                        8 if $rn >= 8 => go!(8),
+                        7 if $rn >= 7 => go!(7),
+                        6 if $rn >= 6 => go!(6),
+                        5 if $rn >= 5 => go!(5),
                         4 => go!(4),
                         3 => go!(3),
                         2 => go!(2),
@@ -298,6 +308,6 @@ macro_rules! gemm_x8 {
     };
 }
 
-gemm_x8!(gemm_q4_0x8, tile_q4_0x8, Q4_0X8_BLOCK);
-gemm_x8!(gemm_q8_0x8, tile_q8_0x8, Q8_0X8_BLOCK);
-gemm_x8!(gemm_q4_kx8, tile_q4_kx8, Q4_KX8_BLOCK);
+gemm_x8!(gemm_q4_0x8, tile_q4_0x8, Q4_0X8_BLOCK, 4);
+gemm_x8!(gemm_q8_0x8, tile_q8_0x8, Q8_0X8_BLOCK, 4);
+gemm_x8!(gemm_q4_kx8, tile_q4_kx8, Q4_KX8_BLOCK, 6);
