@@ -24,6 +24,11 @@
 //!   `32k+4c..32k+4c+4` of row `i`'s 128 quant bytes (low nibbles: elements
 //!   of sub-block `2k`, high: sub-block `2k+1`).
 //!
+//! Q6_K ([`Q6_KX8_BLOCK`] bytes per packed super-block): bytes 0..16 the 8
+//! rows' f16 `d`; 16..144: for `w` in 0..4, row `i`: scale bytes `4w..4w+4`;
+//! 144..1168: for `c` in 0..32, row `i`: `ql` bytes `4c..4c+4`; 1168..1680:
+//! for `c` in 0..16, row `i`: `qh` bytes `4c..4c+4`.
+//!
 //! So one 32-byte load gives 4 quant bytes of every row, and a product with
 //! 4 activation quants broadcast to all rows puts row `i`'s sum in lane `i`:
 //! no horizontal sums, one float scale and add per 8 rows (the kernel is in
@@ -58,6 +63,8 @@ pub const Q4_0X8_BLOCK: usize = GROUP * 18;
 pub const Q8_0X8_BLOCK: usize = GROUP * 34;
 /// Bytes of one packed Q4_K super-block (8 rows x 144 bytes).
 pub const Q4_KX8_BLOCK: usize = GROUP * 144;
+/// Bytes of one packed Q6_K super-block (8 rows x 210 bytes).
+pub const Q6_KX8_BLOCK: usize = GROUP * 210;
 
 /// Where the bytes of an original block go in a packed block: each piece
 /// `(src, dst, len)` moves bytes `src..src+len` of row `i`'s block to
@@ -92,6 +99,15 @@ fn layout(ty: GgmlType) -> Option<Layout> {
                 .into_iter()
                 .chain(runs(4, 32, 3))
                 .chain(runs(16, 128, 32))
+                .collect(),
+        ),
+        GgmlType::Q6K => (
+            210,
+            QK_K,
+            std::iter::once((208, 0, 2))
+                .chain(runs(192, 16, 4))
+                .chain(runs(0, 144, 32))
+                .chain(runs(128, 1168, 16))
                 .collect(),
         ),
         _ => return None,
@@ -140,6 +156,9 @@ impl Packed {
     /// threads on a quiet Xeon (1.42x vs 1.44x llama.cpp) but ~10% slower at 1
     /// thread on the loaded EPYC, and its decode products no longer share one
     /// dispatch (`matvec_multi` has no packed jobs yet), so it stays opt-in.
+    /// Q6_K (opt-in too): prefill ~1.0-1.2x the row kernels, hot decode
+    /// ~0.75x (building the 6-bit quants from `ql`/`qh` costs as much as
+    /// the products at 4 tokens per tile).
     pub fn preferred(isa: Isa, ty: GgmlType, rows: usize, cols: usize) -> bool {
         matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K) && Packed::supported(isa, ty, rows, cols)
     }
@@ -337,7 +356,7 @@ impl Packed {
     /// `act_kind` (and columns) can share one prepared input.
     pub fn act_kind(&self) -> GgmlType {
         match self.ty {
-            GgmlType::Q4K => GgmlType::Q8K,
+            GgmlType::Q4K | GgmlType::Q6K => GgmlType::Q8K,
             _ => GgmlType::Q8_0,
         }
     }
@@ -444,6 +463,7 @@ impl Packed {
                     let gemm = match ty {
                         GgmlType::Q4_0 => k::gemm_q4_0x8,
                         GgmlType::Q4K => k::gemm_q4_kx8,
+                        GgmlType::Q6K => k::gemm_q6_kx8,
                         _ => k::gemm_q8_0x8,
                     };
                     gemm(
@@ -465,6 +485,7 @@ impl Packed {
                             let group = &self.data[g * gb..(g + 1) * gb];
                             let v = match ty {
                                 GgmlType::Q4K => group_dot_q4_k(group, xr),
+                                GgmlType::Q6K => group_dot_rows(ty, group, xr),
                                 _ => group_dot(ty == GgmlType::Q4_0, group, xr),
                             };
                             for (i, &e) in v.iter().enumerate() {
@@ -599,6 +620,31 @@ fn group_dot_q4_k(group: &[u8], x: &[u8]) -> [f32; GROUP] {
             }
             *o += (dw * dy) * sumi as f32 - (dmin * dy) * summ as f32;
         }
+    }
+    out
+}
+
+/// The 8 rows of one packed group of a k-quant type times one Q8_K row: each
+/// row unpacked to its original blocks and run through the scalar reference
+/// dot (plain fallback of types without a plain group kernel).
+fn group_dot_rows(ty: GgmlType, group: &[u8], x: &[u8]) -> [f32; GROUP] {
+    let l = layout(ty).expect("packed types only");
+    let pbs = GROUP * l.bytes;
+    let nb = group.len() / pbs;
+    let dot = match ty {
+        GgmlType::Q6K => crate::scalar::dot::dot_q6_k_q8_k,
+        _ => crate::scalar::dot::dot_q4_k_q8_k,
+    };
+    let mut row = vec![0u8; nb * l.bytes];
+    let mut out = [0f32; GROUP];
+    for (i, o) in out.iter_mut().enumerate() {
+        for (pb, ob) in group.chunks_exact(pbs).zip(row.chunks_exact_mut(l.bytes)) {
+            for &(to, from, len) in &l.pieces {
+                let from = from + len * i;
+                ob[to..to + len].copy_from_slice(&pb[from..from + len]);
+            }
+        }
+        *o = dot(nb * l.elems, &row, x);
     }
     out
 }

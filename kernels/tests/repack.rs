@@ -1,8 +1,9 @@
-//! Repacked Q4_0, Q8_0 and Q4_K (8-row groups): the layout round-trips, and
+//! Repacked Q4_0, Q8_0, Q4_K and Q6_K (8-row groups): the layout round-trips, and
 //! every product (AVX2 kernel and the plain fallback, 1..3 threads, token
 //! counts that do not fill a 4-token tile, odd block counts, one group and
 //! many, unaligned activations) equals the scalar reference
-//! (`dot_q4_0_q8_0` / `dot_q8_0_q8_0` / `dot_q4_k_q8_k`) on the original rows
+//! (`dot_q4_0_q8_0` / `dot_q8_0_q8_0` / `dot_q4_k_q8_k` / `dot_q6_k_q8_k`)
+//! on the original rows
 //! bit for bit.
 #![allow(clippy::needless_range_loop)]
 
@@ -68,6 +69,22 @@ fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, nb: usize) -> Vec<u8>
             blk[4..].fill(0xFF);
         }
     }
+    if ty == GgmlType::Q6K {
+        // All quants 31 (u = 63) with scales -128, or -32 (u = 0) with 127.
+        for (k, blk) in w.chunks_exact_mut(210).enumerate() {
+            match k % 3 {
+                0 => {
+                    blk[..192].fill(0xFF);
+                    blk[192..208].fill(0x80);
+                }
+                1 => {
+                    blk[..192].fill(0);
+                    blk[192..208].fill(0x7F);
+                }
+                _ => {}
+            }
+        }
+    }
     w
 }
 
@@ -90,7 +107,7 @@ fn extreme_q8k(rng: &mut Rng, nb: usize) -> Vec<u8> {
     b
 }
 
-const TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K];
+const TYPES: [GgmlType; 4] = [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K];
 
 #[test]
 fn layout_round_trips() {
@@ -137,7 +154,10 @@ fn bad_shapes_are_errors() {
     let w = vec![0u8; 9 * 18];
     assert!(Packed::new(GgmlType::Q4_0, &w, 9, 32).is_err(), "rows % 8");
     assert!(Packed::new(GgmlType::Q4_0, &w, 8, 33).is_err(), "cols % 32");
-    assert!(Packed::new(GgmlType::Q6K, &w, 8, 256).is_err(), "type");
+    assert!(
+        Packed::new(GgmlType::Q5K, &vec![0u8; 8 * 176], 8, 256).is_err(),
+        "type"
+    );
     let wk = vec![0u8; 8 * 144];
     assert!(Packed::new(GgmlType::Q4K, &wk, 8, 256).is_ok());
     assert!(
@@ -196,7 +216,7 @@ fn products_equal_scalar_reference() {
         // trick needs).
         let mut xq = Vec::new();
         for t in 0..n {
-            if t == 1 && ty == GgmlType::Q4K {
+            if t == 1 && act == GgmlType::Q8K {
                 xq.extend(extreme_q8k(&mut rng, nb));
                 continue;
             }
@@ -309,6 +329,7 @@ fn speed_packed_vs_rows() {
         .map(|s| match s {
             "q4_0" => GgmlType::Q4_0,
             "q8_0" => GgmlType::Q8_0,
+            "q6_K" => GgmlType::Q6K,
             _ => GgmlType::Q4K,
         })
         .collect();

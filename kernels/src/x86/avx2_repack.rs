@@ -17,7 +17,9 @@
 //! buffers holding the shapes they state (see [`gemm_q4_0x8`]).
 
 use crate::formats::QK_K;
-use crate::repack::{ACT_BLOCK, ACT_K_BLOCK, GROUP, Q4_0X8_BLOCK, Q4_KX8_BLOCK, Q8_0X8_BLOCK};
+use crate::repack::{
+    ACT_BLOCK, ACT_K_BLOCK, GROUP, Q4_0X8_BLOCK, Q4_KX8_BLOCK, Q6_KX8_BLOCK, Q8_0X8_BLOCK,
+};
 use std::arch::x86_64::*;
 
 /// 8 rows (lanes) x RN tokens of one group over `nb` blocks: `w` is the
@@ -235,6 +237,123 @@ unsafe fn tile_q4_kx8<const RN: usize>(
     acc
 }
 
+/// `pshufb` mask giving, in i32 lane `i'` of each 128-bit half, the bytes
+/// `4i' + a` and `4i' + b` as the high bytes of the two i16 halves (low bytes
+/// zero): an arithmetic shift right by 8 then sign-extends them.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hi_pair_mask(a: i8, b: i8) -> __m256i {
+    let lane = |i: i8| {
+        let (x, y) = (4 * i + a, 4 * i + b);
+        0x80 | ((x as u8 as u32) << 8) | 0x80_0000 | ((y as u8 as u32) << 24)
+    };
+    let m = _mm_set_epi32(
+        lane(3) as i32,
+        lane(2) as i32,
+        lane(1) as i32,
+        lane(0) as i32,
+    );
+    _mm256_broadcastsi128_si256(m)
+}
+
+/// 8 rows (lanes) x RN tokens of one Q6_K group over `nb` super-blocks
+/// (prepared Q8_K activations). The 6-bit quants `u` (0..=63, the stored
+/// value plus 32) are built from `ql` and `qh` once per tile; per 8 quants
+/// of a row and token two `maddubs` summed in i16 (at most 2 * 2 * 63 *
+/// 128 = 32256: exact), one `madd` with the 16-quant sub-block's i8 scale
+/// (sign-extended, duplicated in the lane's i16 pair) into i32. The offset:
+/// `sumi -= 32 * sum_j scale_j * bsum_j` (8 `madd` with the token's pairs of
+/// 16-quant sums). Bounds: `|sum scale * u * y| <= 16 * 128 * 16 * 63 *
+/// 128 < 2^31`. Then `acc += (d * d_y) * sumi` with a separate multiply and
+/// add: `dot_q6_k_q8_k`'s operations, so results equal it bit for bit.
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q6_kx8<const RN: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    pf: usize,
+) -> [__m256; RN] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    let dup = [
+        hi_pair_mask(0, 0),
+        hi_pair_mask(1, 1),
+        hi_pair_mask(2, 2),
+        hi_pair_mask(3, 3),
+    ];
+    let pairs = [hi_pair_mask(0, 1), hi_pair_mask(2, 3)];
+    let mut acc = [_mm256_setzero_ps(); RN];
+    for b in 0..nb {
+        let wb = w.add(b * Q6_KX8_BLOCK);
+        prefetch_block::<Q6_KX8_BLOCK>(wb, pf);
+        // Byte 4i + s of sr[w]: row i's scale 4w + s.
+        let sr = [
+            _mm256_loadu_si256(wb.add(16) as *const __m256i),
+            _mm256_loadu_si256(wb.add(48) as *const __m256i),
+            _mm256_loadu_si256(wb.add(80) as *const __m256i),
+            _mm256_loadu_si256(wb.add(112) as *const __m256i),
+        ];
+        let ql = wb.add(144);
+        let qh = wb.add(1168);
+        let mut sumi = [_mm256_setzero_si256(); RN];
+        for n in 0..2 {
+            for kind in 0..4 {
+                for half in 0..2 {
+                    let j = 8 * n + 2 * kind + half;
+                    let scale = _mm256_srai_epi16(_mm256_shuffle_epi8(sr[j / 4], dup[j % 4]), 8);
+                    for pair in 0..2 {
+                        let mut p16 = [_mm256_setzero_si256(); RN];
+                        for cc in 0..2 {
+                            let c = 4 * half + 2 * pair + cc;
+                            let lo = _mm256_loadu_si256(
+                                ql.add(32 * (16 * n + 8 * (kind % 2) + c)) as *const __m256i
+                            );
+                            let h = _mm256_loadu_si256(qh.add(32 * (8 * n + c)) as *const __m256i);
+                            let (lo, h) = match kind {
+                                0 => (lo, _mm256_slli_epi16(h, 4)),
+                                1 => (lo, _mm256_slli_epi16(h, 2)),
+                                2 => (_mm256_srli_epi16(lo, 4), h),
+                                _ => (_mm256_srli_epi16(lo, 4), _mm256_srli_epi16(h, 2)),
+                            };
+                            let u =
+                                _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_and_si256(h, m30));
+                            for t in 0..RN {
+                                let yp = x.add(
+                                    t * xs + b * ACT_K_BLOCK + 4 + 128 * n + 32 * kind + 4 * c,
+                                );
+                                let y = _mm256_set1_epi32((yp as *const i32).read_unaligned());
+                                p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(u, y));
+                            }
+                        }
+                        for t in 0..RN {
+                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p16[t], scale));
+                        }
+                    }
+                }
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb as *const __m128i));
+        for t in 0..RN {
+            let xb = x.add(t * xs + b * ACT_K_BLOCK);
+            let mut offs = _mm256_setzero_si256();
+            for p in 0..8 {
+                let sp = _mm256_srai_epi16(_mm256_shuffle_epi8(sr[p / 2], pairs[p % 2]), 8);
+                let ys =
+                    _mm256_set1_epi32((xb.add(4 + QK_K + 4 * p) as *const i32).read_unaligned());
+                offs = _mm256_add_epi32(offs, _mm256_madd_epi16(sp, ys));
+            }
+            let isum = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(offs, 5));
+            let dy = _mm256_set1_ps((xb as *const f32).read_unaligned());
+            let d = _mm256_mul_ps(dw, dy);
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
+        }
+    }
+    acc
+}
+
 /// Prefetches the `BYTES` bytes at `wb + pf` (the same block of the next
 /// group) unless `pf` is 0. Decode reads each weight once: the next group
 /// is fetched while this one is computed (hardware prefetchers ramp up
@@ -311,3 +430,4 @@ macro_rules! gemm_x8 {
 gemm_x8!(gemm_q4_0x8, tile_q4_0x8, Q4_0X8_BLOCK, 4);
 gemm_x8!(gemm_q8_0x8, tile_q8_0x8, Q8_0X8_BLOCK, 4);
 gemm_x8!(gemm_q4_kx8, tile_q4_kx8, Q4_KX8_BLOCK, 6);
+gemm_x8!(gemm_q6_kx8, tile_q6_kx8, Q6_KX8_BLOCK, 4);
