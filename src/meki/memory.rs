@@ -143,13 +143,26 @@ impl MekiMemory {
                 table.ty
             ));
         }
+        // The projections are repacked like the backbone's matrices (same
+        // MEKI_REPACK rule): a decode step then runs them on the same
+        // kernels as the matrices they share a dispatch with (`model::group`).
+        let repack = std::env::var("MEKI_REPACK").unwrap_or_default();
+        let repack = match repack.trim() {
+            "0" => None,
+            mode => Some(mode == "all"),
+        };
         let mut layers = Vec::with_capacity(n_layer.min(4096));
         for i in 0..n_layer {
-            layers.push(MekiLayer {
+            let mut layer = MekiLayer {
                 gate: l.get(&super::gate_name(i), c.n_embd, d_mem)?,
                 out: l.get(&super::out_name(i), d_mem, c.n_embd)?,
                 post_norm: l.vector(&super::post_norm_name(i), c.n_embd)?,
-            });
+            };
+            if let Some(all) = repack {
+                layer.gate.repack(file, all)?;
+                layer.out.repack(file, all)?;
+            }
+            layers.push(layer);
         }
         Ok(MekiMemory {
             sidecar,

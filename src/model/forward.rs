@@ -173,10 +173,9 @@ impl<'m> Session<'m> {
             for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
                 kernels::vec::rms_norm(xr, attn_norm, c.rms_eps, nr);
             }
-            // Decode groups the products into one dispatch; repacked matrices
-            // run on their own kernel, sharing one prepared input (`linear`).
-            let unpacked = |ws: &[&Weight]| ws.iter().all(|w| w.packed.is_none());
-            if n == 1 && unpacked(&[&lw.wq, &lw.wk, &lw.wv]) {
+            // Decode groups the products that read the same input into one
+            // dispatch (plain and repacked matrices alike).
+            if n == 1 {
                 in_a.reset();
                 let (wq, wk, wv) = (&lw.wq, &lw.wk, &lw.wv);
                 matvec_group(
@@ -266,7 +265,7 @@ impl<'m> Session<'m> {
             let me = resize(meki_e, dm);
 
             // 1. The products that read the block's input.
-            if n == 1 && unpacked(&[&lw.ffn_gate, &lw.ffn_up]) {
+            if n == 1 {
                 in_a.reset();
                 in_b.reset();
                 let (wg, wu) = (&lw.ffn_gate, &lw.ffn_up);
@@ -323,7 +322,7 @@ impl<'m> Session<'m> {
             }
 
             // 3. The output products: W_down, MeKi W_out.
-            if n == 1 && unpacked(&[&lw.ffn_down]) {
+            if n == 1 {
                 in_a.reset();
                 in_b.reset();
                 let down = Product {

@@ -5,20 +5,33 @@
 //! MeKi gate read the FFN norm (or the residual); the FFN down and the MeKi
 //! output read their own small vectors. Each group runs as one
 //! `matvec_multi` (one wake-up and one barrier, small jobs filling the gaps
-//! of large ones), with every input quantized once per activation type.
+//! of large ones), with every input quantized once per activation format.
+//! Repacked matrices ([`Weight::packed`]) join the group with their own
+//! prepared input; the map's pages of those matrices are never touched.
 
 use super::weights::Weight;
 use crate::gguf::GgufFile;
 use crate::kernels::formats::GgmlType;
-use crate::kernels::multi::{matvec_multi, MatvecJob, MAX_JOBS};
+use crate::kernels::multi::{matvec_multi, Job, MatvecJob, PackedJob, MAX_JOBS};
 use crate::kernels::{self, ThreadPool};
 
-/// One input vector quantized to the activation types of the weights that
-/// read it (at most a few: e.g. Q8_0 and Q8_K in a mixed Q4_K_M layer).
-/// Buffers are kept between calls: a decode step allocates nothing.
+/// The format of one quantized form of an input.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// Activation rows of [`kernels::vec_dot_type`] (plain matrices).
+    Plain(GgmlType),
+    /// Rows prepared for repacked matrices of this
+    /// [`act_kind`](crate::kernels::repack::Packed::act_kind).
+    Packed(GgmlType),
+}
+
+/// One input vector quantized to the activation formats of the weights that
+/// read it (at most a few: e.g. Q8_0 and Q8_K in a mixed Q4_K_M layer, or
+/// plain and repacked forms). Buffers are kept between calls: a decode step
+/// allocates nothing for them.
 #[derive(Default)]
 pub struct QuantizedInput {
-    slots: Vec<(GgmlType, Vec<u8>)>,
+    slots: Vec<(Form, Vec<u8>)>,
     used: usize,
 }
 
@@ -28,36 +41,52 @@ impl QuantizedInput {
         self.used = 0;
     }
 
-    /// Make sure `x` is available quantized for weights of type `w_ty`.
-    fn prepare(&mut self, w_ty: GgmlType, x: &[f32]) {
-        let act = kernels::vec_dot_type(w_ty).expect("weight types checked at load");
-        if self.slots[..self.used].iter().any(|(a, _)| *a == act) {
+    /// The form `w` reads.
+    fn form(w: &Weight) -> Form {
+        match &w.packed {
+            Some(p) => Form::Packed(p.act_kind()),
+            None => Form::Plain(kernels::vec_dot_type(w.ty).expect("weight types checked at load")),
+        }
+    }
+
+    /// Make sure `x` is available in the form `w` reads.
+    fn prepare(&mut self, w: &Weight, x: &[f32]) {
+        let form = Self::form(w);
+        if self.slots[..self.used].iter().any(|(f, _)| *f == form) {
             return;
         }
         if self.used == self.slots.len() {
-            self.slots.push((act, Vec::new()));
+            self.slots.push((form, Vec::new()));
         }
-        let (slot_act, bytes) = &mut self.slots[self.used];
-        *slot_act = act;
-        if act == GgmlType::F32 {
-            bytes.clear();
-            bytes.extend_from_slice(bytemuck::cast_slice(x));
-        } else {
-            let len = act
-                .row_bytes(x.len() as u64)
-                .expect("shape checked at load") as usize;
-            bytes.resize(len, 0);
-            kernels::quantize_activations(kernels::isa(), act, x, bytes)
-                .unwrap_or_else(|e| panic!("quantize {act} activations: {e}"));
+        let (slot_form, bytes) = &mut self.slots[self.used];
+        *slot_form = form;
+        let isa = kernels::isa();
+        match (form, &w.packed) {
+            (Form::Packed(_), Some(p)) => p
+                .prepare_input(isa, x, 1, bytes)
+                .unwrap_or_else(|e| panic!("prepare {} input: {e}", w.name)),
+            (Form::Plain(GgmlType::F32), _) => {
+                bytes.clear();
+                bytes.extend_from_slice(bytemuck::cast_slice(x));
+            }
+            (Form::Plain(act), _) => {
+                let len = act
+                    .row_bytes(x.len() as u64)
+                    .expect("shape checked at load") as usize;
+                bytes.resize(len, 0);
+                kernels::quantize_activations(isa, act, x, bytes)
+                    .unwrap_or_else(|e| panic!("quantize {act} activations: {e}"));
+            }
+            (Form::Packed(_), None) => unreachable!("packed form of a plain matrix"),
         }
         self.used += 1;
     }
 
-    fn bytes(&self, w_ty: GgmlType) -> &[u8] {
-        let act = kernels::vec_dot_type(w_ty).expect("weight types checked at load");
+    fn bytes(&self, w: &Weight) -> &[u8] {
+        let form = Self::form(w);
         let (_, b) = self.slots[..self.used]
             .iter()
-            .find(|(a, _)| *a == act)
+            .find(|(f, _)| *f == form)
             .expect("prepared before use");
         b
     }
@@ -81,25 +110,27 @@ pub fn matvec_group<const N: usize>(
     products: [Product<'_>; N],
 ) {
     const { assert!(N <= MAX_JOBS) };
-    // Repacked matrices run on their own kernel (`ops`), which reads the
-    // packed copy: the map's pages of those matrices are never touched.
-    if products.iter().any(|p| p.w.packed.is_some()) {
-        for p in products {
-            super::ops::linear_once(pool, p.file, p.w, inputs[p.input], 1, p.y);
-        }
-        return;
-    }
     for p in &products {
-        quant[p.input].prepare(p.w.ty, &inputs[p.input][..p.w.cols]);
+        quant[p.input].prepare(p.w, &inputs[p.input][..p.w.cols]);
     }
     let quant = &*quant;
-    let mut jobs = products.map(|p| MatvecJob {
-        w: p.w.bytes(p.file),
-        ty: p.w.ty,
-        rows: p.w.rows,
-        cols: p.w.cols,
-        xq: quant[p.input].bytes(p.w.ty),
-        y: p.y,
+    let mut jobs = products.map(|p| {
+        let x = quant[p.input].bytes(p.w);
+        match &p.w.packed {
+            Some(packed) => Job::from(PackedJob {
+                w: packed,
+                acts: x,
+                y: p.y,
+            }),
+            None => Job::from(MatvecJob {
+                w: p.w.bytes(p.file),
+                ty: p.w.ty,
+                rows: p.w.rows,
+                cols: p.w.cols,
+                xq: x,
+                y: p.y,
+            }),
+        }
     });
     // Shapes and types were checked at load, so an error here is a bug.
     if let Err(e) = matvec_multi(kernels::isa(), pool, &mut jobs) {
