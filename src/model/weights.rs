@@ -11,7 +11,7 @@
 //! prefill runs ~2x (Q4_0) / ~1.4x (Q4_K_M end to end) faster.
 //! `MEKI_REPACK=0` keeps every matrix in the map; `MEKI_REPACK=all` also
 //! repacks the other types that have a kernel ([`Packed::supported`]:
-//! Q8_0, faster prefill, slower decode).
+//! Q8_0 and Q6_K, faster prefill, slower decode).
 
 use super::config::{Arch, Config};
 use crate::gguf::GgufFile;
