@@ -113,10 +113,15 @@ pub fn matvec_multi(isa: Isa, pool: &ThreadPool, jobs: &mut [Job<'_>]) -> Result
     // Chunk index where each job starts, and the total.
     let mut first = [0usize; MAX_JOBS + 1];
     for (i, job) in jobs.iter_mut().enumerate() {
-        let p = match job {
+        let mut p = match job {
             Job::Plain(job) => check_plain(isa, threads, job)?,
             Job::Packed(job) => check_packed(threads, job)?,
         };
+        if threads == 1 {
+            // Nothing to balance: one item per job (the set-up per item is
+            // otherwise a measurable part of a decode step).
+            p.chunk = p.rows.max(1);
+        }
         first[i + 1] = first[i] + p.rows.div_ceil(p.chunk);
         shared.0[i] = Some(p);
     }

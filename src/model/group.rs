@@ -31,7 +31,10 @@ enum Form {
 /// allocates nothing for them.
 #[derive(Default)]
 pub struct QuantizedInput {
-    slots: Vec<(Form, Vec<u8>)>,
+    /// Form, bytes in use, buffer (kept at its largest size: forms of
+    /// different lengths take turns in a slot, and growing a `Vec` back
+    /// would zero-fill it every time).
+    slots: Vec<(Form, usize, Vec<u8>)>,
     used: usize,
 }
 
@@ -52,31 +55,34 @@ impl QuantizedInput {
     /// Make sure `x` is available in the form `w` reads.
     fn prepare(&mut self, w: &Weight, x: &[f32]) {
         let form = Self::form(w);
-        if self.slots[..self.used].iter().any(|(f, _)| *f == form) {
+        if self.slots[..self.used].iter().any(|(f, _, _)| *f == form) {
             return;
         }
         if self.used == self.slots.len() {
-            self.slots.push((form, Vec::new()));
+            self.slots.push((form, 0, Vec::new()));
         }
-        let (slot_form, bytes) = &mut self.slots[self.used];
+        let len = match (form, &w.packed) {
+            (Form::Packed(_), Some(p)) => p.act_row_bytes(),
+            (Form::Plain(act), _) => act
+                .row_bytes(x.len() as u64)
+                .expect("shape checked at load") as usize,
+            (Form::Packed(_), None) => unreachable!("packed form of a plain matrix"),
+        };
+        let (slot_form, slot_len, buf) = &mut self.slots[self.used];
         *slot_form = form;
+        *slot_len = len;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let bytes = &mut buf[..len];
         let isa = kernels::isa();
         match (form, &w.packed) {
             (Form::Packed(_), Some(p)) => p
-                .prepare_input(isa, x, 1, bytes)
+                .prepare_rows(isa, x, bytes)
                 .unwrap_or_else(|e| panic!("prepare {} input: {e}", w.name)),
-            (Form::Plain(GgmlType::F32), _) => {
-                bytes.clear();
-                bytes.extend_from_slice(bytemuck::cast_slice(x));
-            }
-            (Form::Plain(act), _) => {
-                let len = act
-                    .row_bytes(x.len() as u64)
-                    .expect("shape checked at load") as usize;
-                bytes.resize(len, 0);
-                kernels::quantize_activations(isa, act, x, bytes)
-                    .unwrap_or_else(|e| panic!("quantize {act} activations: {e}"));
-            }
+            (Form::Plain(GgmlType::F32), _) => bytes.copy_from_slice(bytemuck::cast_slice(x)),
+            (Form::Plain(act), _) => kernels::quantize_activations(isa, act, x, bytes)
+                .unwrap_or_else(|e| panic!("quantize {act} activations: {e}")),
             (Form::Packed(_), None) => unreachable!("packed form of a plain matrix"),
         }
         self.used += 1;
@@ -84,11 +90,11 @@ impl QuantizedInput {
 
     fn bytes(&self, w: &Weight) -> &[u8] {
         let form = Self::form(w);
-        let (_, b) = self.slots[..self.used]
+        let (_, len, b) = self.slots[..self.used]
             .iter()
-            .find(|(f, _)| *f == form)
+            .find(|(f, _, _)| *f == form)
             .expect("prepared before use");
-        b
+        &b[..*len]
     }
 }
 
