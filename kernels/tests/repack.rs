@@ -263,6 +263,41 @@ fn products_equal_scalar_reference() {
     assert_eq!(GROUP, 8);
 }
 
+/// Every token count 1..=14 (all remainders of the 4- and 6-token tiles),
+/// two chunks of groups, on every type: equals the scalar reference.
+#[test]
+fn every_token_count_equals_scalar_reference() {
+    let mut rng = Rng::new(21);
+    let pool = ThreadPool::new(2);
+    for ty in TYPES {
+        let (rows, nb) = (24, 3);
+        let cols = nb * ty.block_size();
+        let act = act_of(ty);
+        let w = random_matrix(&mut rng, ty, rows, nb);
+        let p = Packed::new(ty, &w, rows, cols).unwrap();
+        for n in 1..=14 {
+            let x = random_f32(&mut rng, n * cols, 1.5);
+            let ab = nb * act.type_size();
+            let mut xq = vec![0u8; n * ab];
+            for (xr, q) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(ab)) {
+                quantize_activations(Isa::Scalar, act, xr, q).unwrap();
+            }
+            let want = reference(ty, &w, rows, cols, &xq, n);
+            for isa in [Isa::Scalar, Isa::Avx2] {
+                if !isa.is_available() {
+                    continue;
+                }
+                let mut acts = Vec::new();
+                p.prepare_input(isa, &x, n, &mut acts).unwrap();
+                let mut y = vec![f32::NAN; n * rows];
+                repack::matmul(isa, &pool, &p, n, &acts, &mut y).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y), bits(&want), "{ty} {isa} {n} tokens");
+            }
+        }
+    }
+}
+
 #[test]
 fn short_buffers_are_errors() {
     let mut rng = Rng::new(3);
