@@ -166,7 +166,7 @@ pub(crate) unsafe fn dot_q5_1_q8_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= n / QK * BQ8_0 && x.len() >= n / QK * BQ8_0);
-    tile_q8::<Q8_0W, 1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
+    tile_q8_0::<1, 1>(n / QK, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
 }
 
 // ---- register tiles: RM weight rows x RN activation rows -------------------
@@ -182,6 +182,8 @@ pub(crate) unsafe fn dot_q8_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
 pub(crate) trait Q8Weights {
     const BYTES: usize;
     const OFFSET: i8;
+    /// Tokens per prefill tile (4 rows x this many).
+    const TOKENS: usize = 2;
     unsafe fn quants(b: *const u8) -> __m256i;
     /// The RM x RN tile of this format (a format may override the generic one).
     #[inline]
@@ -241,10 +243,23 @@ impl Q8Weights for Q5_0W {
 impl Q8Weights for Q8_0W {
     const BYTES: usize = BQ8_0;
     const OFFSET: i8 = 0;
+    const TOKENS: usize = 3;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn quants(b: *const u8) -> __m256i {
         load256(b.add(2))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const RM: usize, const RN: usize>(
+        nb: usize,
+        w: *const u8,
+        ws: usize,
+        x: *const u8,
+        xs: usize,
+        pf: *const u8,
+    ) -> [[f32; RM]; RN] {
+        tile_q8_0::<RM, RN>(nb, w, ws, x, xs, pf)
     }
 }
 
@@ -334,6 +349,78 @@ pub(crate) unsafe fn tile_q8<W: Q8Weights, const RM: usize, const RN: usize>(
         }
     }
     hsum_tile(&acc)
+}
+
+/// [`tile_q8`] for Q8_0: per token, the RM <= 4 rows' integer block sums
+/// (`maddubs(|q|, sign(y, q))` widened to 8 i32 lanes) are folded by three
+/// horizontal adds into one vector, row `i` in lanes `i` (the sum of its
+/// lanes 0..4) and `i + 4` (of lanes 4..8), so that one convert and one FMA
+/// (scales `d_w[i] * d_y` in the same lanes) serve the RM rows. Per row x
+/// token x block that is 3 multiply-port µops (sign, maddubs, madd) plus a
+/// quarter of (3 horizontal adds, mostly shuffle-port work, convert,
+/// multiply, FMA), where one accumulator per row took 5 multiply-port µops
+/// and a broadcast: Intel cores have only 2 ports for all of these, and
+/// left the shuffle port idle. The integer lane sums are exact whatever
+/// the pairing, so each row's two f32 lanes see the same terms in every
+/// tile shape (the 1 x 1 tile is [`dot_q8_0_q8_0`]); the result is lane `i`
+/// plus lane `i + 4`. Lanes of rows >= RM have zero scales and are unused.
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn tile_q8_0<const RM: usize, const RN: usize>(
+    nb: usize,
+    w: *const u8,
+    ws: usize,
+    x: *const u8,
+    xs: usize,
+    pf: *const u8,
+) -> [[f32; RM]; RN] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); RN];
+    // The RN token scales of the block, read back as broadcast loads.
+    let mut dx = [0f32; 4];
+    for l in 0..nb {
+        if !pf.is_null() {
+            prefetch_span(pf.wrapping_add(l * RM * BQ8_0), RM * BQ8_0);
+        }
+        let wb = w.add(l * BQ8_0);
+        let dw = scales_f16::<RM>(wb, ws);
+        let dw = _mm256_set_m128(dw, dw);
+        _mm_storeu_ps(dx.as_mut_ptr(), scales_f16::<RN>(x.add(l * BQ8_0), xs));
+        let mut q = [_mm256_setzero_si256(); RM];
+        let mut aq = [_mm256_setzero_si256(); RM];
+        for i in 0..RM {
+            q[i] = load256(wb.add(i * ws + 2));
+            aq[i] = _mm256_sign_epi8(q[i], q[i]);
+        }
+        for j in 0..RN {
+            let y = load256(x.add(j * xs + l * BQ8_0 + 2));
+            let mut p = [_mm256_setzero_si256(); RM];
+            for i in 0..RM {
+                let p16 = _mm256_maddubs_epi16(aq[i], _mm256_sign_epi8(y, q[i]));
+                p[i] = _mm256_madd_epi16(p16, ones);
+            }
+            // Rows >= RM repeat others' sums in lanes whose scales are 0.
+            let h01 = _mm256_hadd_epi32(p[0], p[1.min(RM - 1)]);
+            let h23 = if RM > 2 {
+                _mm256_hadd_epi32(p[2], p[3.min(RM - 1)])
+            } else {
+                h01
+            };
+            let s = _mm256_hadd_epi32(h01, h23);
+            let d = _mm256_mul_ps(dw, broadcast_load(dx.as_ptr().add(j)));
+            acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[j]);
+        }
+    }
+    let mut out = [[0f32; RM]; RN];
+    for j in 0..RN {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc[j]);
+        for i in 0..RM {
+            out[j][i] = lanes[i] + lanes[i + 4];
+        }
+    }
+    out
 }
 
 /// Prefetches the cache lines of `bytes` bytes from `p` (all but possibly the
@@ -498,8 +585,8 @@ const SHORT_TILE_BYTES: usize = 16384;
 
 /// Products of `rows` weight rows (`w`, `wrb` bytes apart) with `toks` Q8_0
 /// activation rows (`x`, `xrb` bytes apart), `n` elements each, into
-/// `y[t * ys + r]`: 4 x 2 register tiles (4 x 1 for one token), smaller at
-/// the edges.
+/// `y[t * ys + r]`: 4 x [`Q8Weights::TOKENS`] register tiles (4 x 1 for one
+/// token), smaller at the edges.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_q8<W: Q8Weights>(
@@ -530,7 +617,7 @@ unsafe fn gemm_q8<W: Q8Weights>(
         };
         let mut t = 0;
         while t < toks {
-            let rn = (toks - t).min(2);
+            let rn = (toks - t).min(W::TOKENS);
             let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
             macro_rules! go {
                 ($m:literal, $n:literal) => {
@@ -538,12 +625,16 @@ unsafe fn gemm_q8<W: Q8Weights>(
                 };
             }
             match (rm, rn) {
+                (4, 3) => go!(4, 3),
                 (4, 2) => go!(4, 2),
                 (4, _) => go!(4, 1),
+                (3, 3) => go!(3, 3),
                 (3, 2) => go!(3, 2),
                 (3, _) => go!(3, 1),
+                (2, 3) => go!(2, 3),
                 (2, 2) => go!(2, 2),
                 (2, _) => go!(2, 1),
+                (_, 3) => go!(1, 3),
                 (_, 2) => go!(1, 2),
                 _ => go!(1, 1),
             }
