@@ -328,7 +328,7 @@ fn short_rows_equal_the_row_dot() {
 /// Time per multiply-add of thin matrices (the MeKi projections: rows of
 /// 2..8 blocks, or 128 rows) against a backbone-shaped one, in cache, one
 /// thread: `matvec_quantized` (plain tiles) and `matvec_multi` (short-row
-/// tiles where they apply).
+/// tiles where they apply), and the matrix repacked (`repack::matmul`).
 /// `cargo test --release -p meki-kernels --test multi -- --ignored --nocapture`
 #[test]
 #[ignore]
@@ -364,11 +364,25 @@ fn thin_matrix_speed() {
                 }
                 multi = multi.min(t0.elapsed().as_secs_f64() / reps as f64);
             }
+            // The same matrix repacked (8-row groups, one lane per row).
+            let p = Packed::new(ty, &w, rows, cols).unwrap();
+            let mut acts = Vec::new();
+            p.prepare_input(i, &random_f32(&mut rng, cols, 1.0), 1, &mut acts)
+                .unwrap();
+            let mut packed = f64::MAX;
+            for _ in 0..7 {
+                let t0 = std::time::Instant::now();
+                for _ in 0..reps {
+                    repack::matmul(i, &pool, &p, 1, &acts, &mut y).unwrap();
+                }
+                packed = packed.min(t0.elapsed().as_secs_f64() / reps as f64);
+            }
             let ps = |t: f64| t * 1e12 / (rows * cols) as f64;
             println!(
-                "{ty} {rows}x{cols}: matvec_quantized {:.1} ps/MAC, matvec_multi {:.1} ps/MAC",
+                "{ty} {rows}x{cols}: ps/MAC matvec_quantized {:.1}, matvec_multi {:.1}, repacked {:.1}",
                 ps(single),
-                ps(multi)
+                ps(multi),
+                ps(packed)
             );
         }
     }
