@@ -2,7 +2,7 @@
 //! exactly (bit for bit) what `matvec_quantized` (plain matrices) or
 //! `repack::matmul` (repacked ones) gives for it alone, for mixed formats,
 //! kinds and shapes, 1 to 3 threads and every available family; short rows
-//! (the AVX2 8-row tiles) equal the family's single-row dot; bad jobs are
+//! (the AVX2 8-row Q4_0 tiles) equal the family's single-row dot; bad jobs are
 //! refused with an error.
 
 mod common;
@@ -268,8 +268,9 @@ fn multi_mixes_plain_and_packed_jobs() {
     }
 }
 
-/// Short rows (1..=8 blocks and one past the short tiles' limit), row
-/// counts that do not fill an 8-row tile, unaligned weights and inputs:
+/// Short rows (1..=8 blocks and one past the short tiles' limit; Q4_0 runs
+/// on the AVX2 short-row tiles, Q8_0 on the plain ones), row counts that do
+/// not fill an 8-row tile, unaligned weights and inputs:
 /// every output equals the family's single-row dot bit for bit, and the
 /// scalar dot within the rounding bound of `tests/dot.rs`.
 #[test]

@@ -1,22 +1,24 @@
-//! AVX2 decode products of short rows: Q4_0 and Q8_0 matrices whose rows
-//! hold at most [`MAX_BLOCKS`] blocks (the MeKi output projection is
-//! `d x d_mem`, rows of `d_mem / 32` = 2..16 blocks) times one Q8_0
+//! AVX2 decode products of short rows: Q4_0 matrices whose rows hold at
+//! most [`MAX_BLOCKS`] blocks (the MeKi output projection is `d x d_mem`,
+//! rows of `d_mem / 32` = 2..16 blocks; repacked by default, plain with
+//! MEKI_REPACK=0 or a row count that is not a multiple of 8) times one Q8_0
 //! activation row.
 //!
-//! The plain tiles (`avx2::gemm_q8`) finish every row with a horizontal sum
-//! of its accumulator (7 shuffles and adds, a scalar store) and set up a
-//! 4-row tile per 4 rows; with 2..8 blocks per row that tail costs about as
-//! much as the row's multiply-adds. Here 8 rows run together and their 8
-//! accumulators are reduced at once by a transposed sum into one vector of
-//! 8 results ([`hsum8`]: 14 shuffles and 7 adds for 8 rows, one store).
+//! The plain Q4_0 tiles (`avx2::tile_q4_0`) finish every row with a
+//! horizontal sum of its accumulator (7 shuffles and adds, a scalar store)
+//! and set up a 4-row tile per 4 rows; with 2..8 blocks per row that tail
+//! costs about as much as the row's multiply-adds. Here 8 rows run together
+//! and their 8 accumulators are reduced at once by a transposed sum into one
+//! vector of 8 results ([`hsum8`]: 14 shuffles and 7 adds for 8 rows, one
+//! store). (Q8_0 needs no such tile: its plain tile already folds 4 rows
+//! into one accumulator.)
 //!
-//! Bit-identical to the plain tiles (and so to `dot_q4_0_q8_0` /
-//! `dot_q8_0_q8_0` of the same family): every row's accumulator lanes see
-//! the same integer sums, scales and FMAs in the same order as in
-//! `avx2::tile_q8` / `avx2::tile_q4_0`, and [`hsum8`] adds each row's lanes
-//! in `hsum_ps`'s order.
+//! Bit-identical to the plain tiles (and so to `dot_q4_0_q8_0` of the same
+//! family): every row's accumulator lanes see the same integer sums, scales
+//! and FMAs in the same order as in `avx2::tile_q4_0`, and [`hsum8`] adds
+//! each row's lanes in `hsum_ps`'s order.
 
-use super::avx2::{f16_at, gemm_q4_0_q8_0, gemm_q8_0_q8_0};
+use super::avx2::{f16_at, gemm_q4_0_q8_0};
 use crate::formats::{GgmlType, QK};
 use std::arch::x86_64::*;
 
@@ -48,24 +50,8 @@ pub(crate) fn short_gemv(ty: GgmlType, n: usize) -> Option<ShortGemv> {
     }
     match ty {
         GgmlType::Q4_0 => Some(gemv_short_q4_0),
-        GgmlType::Q8_0 => Some(gemv_short_q8_0),
         _ => None,
     }
-}
-
-/// `*p` in all 8 lanes, as one load (asm: LLVM otherwise forwards the value
-/// from the store that wrote it and broadcasts it with two shuffles).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn broadcast_load(p: *const f32) -> __m256 {
-    let r: __m256;
-    std::arch::asm!(
-        "vbroadcastss {r}, dword ptr [{p}]",
-        p = in(reg) p,
-        r = out(ymm_reg) r,
-        options(pure, readonly, nostack, preserves_flags)
-    );
-    r
 }
 
 /// The horizontal sums of 8 accumulators as the 8 lanes of one vector, each
@@ -116,39 +102,6 @@ unsafe fn prefetch_span(p: *const u8, bytes: usize) {
         _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o) as *const i8);
         o += 64;
     }
-}
-
-/// 8 Q8_0 rows times one Q8_0 row: `tile_q8::<Q8_0W, 8, 1>`'s per-row
-/// operations, reduced by [`hsum8`]. `pf`: the next tile, prefetched over
-/// the block loop (null: none).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile8_q8_0(nb: usize, w: *const u8, ws: usize, x: *const u8, pf: *const u8) -> __m256 {
-    let mut acc = [_mm256_setzero_ps(); ROWS];
-    let mut dd = [0f32; ROWS];
-    let ones = _mm256_set1_epi16(1);
-    for l in 0..nb {
-        if !pf.is_null() {
-            prefetch_span(pf.wrapping_add(l * ROWS * BQ8_0), ROWS * BQ8_0);
-        }
-        let wb = w.add(l * BQ8_0);
-        let bits = _mm_set_epi64x(scale_bits(wb, ws, 4) as i64, scale_bits(wb, ws, 0) as i64);
-        let xb = x.add(l * BQ8_0);
-        let d = _mm256_mul_ps(_mm256_cvtph_ps(bits), _mm256_set1_ps(f16_at(xb)));
-        _mm256_storeu_ps(dd.as_mut_ptr(), d);
-        let y = _mm256_loadu_si256(xb.add(2) as *const __m256i);
-        for (i, a) in acc.iter_mut().enumerate() {
-            let q = _mm256_loadu_si256(wb.add(i * ws + 2) as *const __m256i);
-            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
-            let p = _mm256_madd_epi16(p16, ones);
-            *a = _mm256_fmadd_ps(
-                broadcast_load(dd.as_ptr().add(i)),
-                _mm256_cvtepi32_ps(p),
-                *a,
-            );
-        }
-    }
-    hsum8(&acc)
 }
 
 /// Lane `i` (< 4) of each 128-bit half, broadcast over that half.
@@ -288,4 +241,3 @@ macro_rules! short_gemv_fn {
 }
 
 short_gemv_fn!(gemv_short_q4_0, tile8_q4_0, BQ4_0, gemm_q4_0_q8_0);
-short_gemv_fn!(gemv_short_q8_0, tile8_q8_0, BQ8_0, gemm_q8_0_q8_0);
