@@ -6,6 +6,9 @@
 #
 #   tools/meki_overhead_bench.sh MEKI.gguf DENSE.gguf
 #   env: THREADS (2), ROUNDS (5), TG (64), MEKI_RUN (target/release/meki-run)
+# Separate processes drown a 2% difference in machine noise: for the decode ratio
+# itself prefer the in-process, alternating `meki-bench twin MEKI.gguf DENSE.gguf -t N`
+# (it also prints no-meki/dense, how far apart identical work lands in two files).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 THREADS=${THREADS:-2}; ROUNDS=${ROUNDS:-5}; TG=${TG:-64}
