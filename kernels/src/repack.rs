@@ -447,6 +447,9 @@ impl Packed {
         ldy: usize,
     ) {
         let ab = self.act_row_bytes();
+        // Blocks per row (the AVX2 kernels walk them; the plain code
+        // slices whole groups).
+        #[cfg(target_arch = "x86_64")]
         let nb = self.cols / layout(self.ty).expect("packed types only").elems;
         let gb = self.group_bytes();
         let ty = self.ty;
