@@ -428,7 +428,7 @@ pub(crate) unsafe fn tile_q8_0<const RM: usize, const RN: usize>(
 /// consecutive). Prefetches never fault, so `p` may be past the data.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn prefetch_span(p: *const u8, bytes: usize) {
+pub(super) unsafe fn prefetch_span(p: *const u8, bytes: usize) {
     let mut o = 0;
     while o < bytes {
         _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o) as *const i8);
@@ -439,7 +439,7 @@ unsafe fn prefetch_span(p: *const u8, bytes: usize) {
 /// Lane `i` (< 4) of each 128-bit half, broadcast over that half.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn lane8(d: __m256, i: usize) -> __m256 {
+pub(super) unsafe fn lane8(d: __m256, i: usize) -> __m256 {
     match i {
         0 => _mm256_permute_ps(d, 0x00),
         1 => _mm256_permute_ps(d, 0x55),

@@ -18,7 +18,7 @@
 //! and FMAs in the same order as in `avx2::tile_q4_0`, and [`hsum8`] adds
 //! each row's lanes in `hsum_ps`'s order.
 
-use super::avx2::{f16_at, gemm_q4_0_q8_0};
+use super::avx2::{f16_at, gemm_q4_0_q8_0, lane8, prefetch_span};
 use crate::formats::{GgmlType, QK};
 use std::arch::x86_64::*;
 
@@ -91,29 +91,6 @@ unsafe fn scale_bits(p: *const u8, stride: usize, first: usize) -> u64 {
         bits |= ((p.add((first + i) * stride) as *const u16).read_unaligned() as u64) << (16 * i);
     }
     bits
-}
-
-/// Prefetches `bytes` bytes from `p` (prefetches never fault).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn prefetch_span(p: *const u8, bytes: usize) {
-    let mut o = 0;
-    while o < bytes {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o) as *const i8);
-        o += 64;
-    }
-}
-
-/// Lane `i` (< 4) of each 128-bit half, broadcast over that half.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn lane8(d: __m256, i: usize) -> __m256 {
-    match i {
-        0 => _mm256_permute_ps(d, 0x00),
-        1 => _mm256_permute_ps(d, 0x55),
-        2 => _mm256_permute_ps(d, 0xAA),
-        _ => _mm256_permute_ps(d, 0xFF),
-    }
 }
 
 /// Blocks `l` and, if `TWO`, `l + 1` of 8 Q4_0 rows: `q4_0_step::<8, 1,
