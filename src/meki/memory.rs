@@ -125,7 +125,7 @@ impl MekiMemory {
         if d_mem == 0 || d_mem > 1 << 16 {
             return Err(format!("{} = {d_mem} is out of range", super::KEY_DIM));
         }
-        let l = Loader { file };
+        let l = Loader::new(file);
         let width = n_layer
             .checked_mul(d_mem)
             .ok_or("MeKi table width overflows")?;

@@ -160,9 +160,19 @@ pub struct ModelWeights {
 /// Looks tensors up by llama.cpp name and checks type and shape.
 pub(crate) struct Loader<'a> {
     pub file: &'a GgufFile,
+    /// The file opened once for the vectors' `pread`s (`None`: read them
+    /// through the map).
+    reader: Option<SourceReader>,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    pub fn new(file: &'a GgufFile) -> Loader<'a> {
+        Loader {
+            file,
+            reader: SourceReader::open(file),
+        }
+    }
+
     pub fn get(&self, name: &str, cols: usize, rows: usize) -> Result<Weight, String> {
         self.find(name, cols, rows)?.ok_or_else(|| {
             format!(
@@ -188,11 +198,14 @@ impl Loader<'_> {
         // tensors would fault in (and keep resident) the pages of the large
         // weights around it, which repacked matrices otherwise never touch.
         let mut buf = Vec::new();
-        let bytes =
-            match SourceReader::open(self.file).and_then(|f| f.read(w.range.clone(), &mut buf)) {
-                Some(b) => b,
-                None => w.bytes(self.file),
-            };
+        let bytes = match self
+            .reader
+            .as_ref()
+            .and_then(|f| f.read(w.range.clone(), &mut buf))
+        {
+            Some(b) => b,
+            None => w.bytes(self.file),
+        };
         let values: Vec<f32> = bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -267,7 +280,7 @@ impl Loader<'_> {
 
 impl ModelWeights {
     pub fn load(file: &GgufFile, c: &Config) -> Result<ModelWeights, String> {
-        let l = Loader { file };
+        let l = Loader::new(file);
         let token_embd = l.get("token_embd.weight", c.n_embd, c.n_vocab)?;
         let output_norm = l.vector("output_norm.weight", c.n_embd)?;
         let (output, tied_output) = match l.find("output.weight", c.n_embd, c.n_vocab)? {
