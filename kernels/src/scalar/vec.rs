@@ -112,18 +112,54 @@ pub fn rope_tables(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], neo
     }
 }
 
-/// `s[i*n + j] = q_i . k_j` (f64 sums) for `r` query rows of `d` and `n` keys.
-pub fn attn_tile_scores(q: &[f32], d: usize, keys: &[f32], stride: usize, s: &mut [f32], n: usize) {
+/// `x[i] = exp(x[i] - shift)`, returning their sum.
+pub fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = (*v - shift).exp();
+        sum += *v as f64;
+    }
+    sum as f32
+}
+
+/// `s[i*n + j] = q_i . k_j` (f64 sums) for `r` query rows of `d` and `n`
+/// keys, element `i` of key `j` read by `key(j, i)`.
+fn tile_scores(q: &[f32], d: usize, s: &mut [f32], n: usize, key: impl Fn(usize, usize) -> f64) {
     for (qi, si) in q.chunks_exact(d).zip(s.chunks_exact_mut(n)) {
         for (j, o) in si.iter_mut().enumerate() {
-            let k = &keys[j * stride..j * stride + d];
             *o = qi
                 .iter()
-                .zip(k)
-                .map(|(&a, &b)| a as f64 * b as f64)
+                .enumerate()
+                .map(|(i, &a)| a as f64 * key(j, i))
                 .sum::<f64>() as f32;
         }
     }
+}
+
+/// `o_i += sum_j p[i*n + j] v_j` (f64 sums) for `r` rows of `d` and `n`
+/// values, element `k` of value `j` read by `value(j, k)`.
+fn tile_accumulate(
+    p: &[f32],
+    d: usize,
+    o: &mut [f32],
+    n: usize,
+    value: impl Fn(usize, usize) -> f64,
+) {
+    for (pi, oi) in p.chunks_exact(n).zip(o.chunks_exact_mut(d)) {
+        for (k, ok) in oi.iter_mut().enumerate() {
+            let sum: f64 = pi
+                .iter()
+                .enumerate()
+                .map(|(j, &w)| w as f64 * value(j, k))
+                .sum();
+            *ok = (*ok as f64 + sum) as f32;
+        }
+    }
+}
+
+/// `s[i*n + j] = q_i . k_j` (f64 sums) for `r` query rows of `d` and `n` keys.
+pub fn attn_tile_scores(q: &[f32], d: usize, keys: &[f32], stride: usize, s: &mut [f32], n: usize) {
+    tile_scores(q, d, s, n, |j, i| keys[j * stride + i] as f64)
 }
 
 /// `o_i += sum_j p[i*n + j] v_j` (f64 sums) for `r` rows of `d` and `n` values.
@@ -135,26 +171,7 @@ pub fn attn_tile_accumulate(
     o: &mut [f32],
     n: usize,
 ) {
-    for (pi, oi) in p.chunks_exact(n).zip(o.chunks_exact_mut(d)) {
-        for (k, ok) in oi.iter_mut().enumerate() {
-            let sum: f64 = pi
-                .iter()
-                .enumerate()
-                .map(|(j, &w)| w as f64 * values[j * stride + k] as f64)
-                .sum();
-            *ok = (*ok as f64 + sum) as f32;
-        }
-    }
-}
-
-/// `x[i] = exp(x[i] - shift)`, returning their sum.
-pub fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
-    let mut sum = 0f64;
-    for v in x.iter_mut() {
-        *v = (*v - shift).exp();
-        sum += *v as f64;
-    }
-    sum as f32
+    tile_accumulate(p, d, o, n, |j, k| values[j * stride + k] as f64)
 }
 
 fn f16_at(b: &[u8], i: usize) -> f64 {
@@ -170,16 +187,7 @@ pub fn attn_tile_scores_f16(
     s: &mut [f32],
     n: usize,
 ) {
-    for (qi, si) in q.chunks_exact(d).zip(s.chunks_exact_mut(n)) {
-        for (j, o) in si.iter_mut().enumerate() {
-            let k = &keys[j * stride..j * stride + 2 * d];
-            *o = qi
-                .iter()
-                .enumerate()
-                .map(|(i, &a)| a as f64 * f16_at(k, i))
-                .sum::<f64>() as f32;
-        }
-    }
+    tile_scores(q, d, s, n, |j, i| f16_at(&keys[j * stride..], i))
 }
 
 /// [`attn_tile_accumulate`] for f16 values at byte stride `stride`.
@@ -191,14 +199,5 @@ pub fn attn_tile_accumulate_f16(
     o: &mut [f32],
     n: usize,
 ) {
-    for (pi, oi) in p.chunks_exact(n).zip(o.chunks_exact_mut(d)) {
-        for (k, ok) in oi.iter_mut().enumerate() {
-            let sum: f64 = pi
-                .iter()
-                .enumerate()
-                .map(|(j, &w)| w as f64 * f16_at(&values[j * stride..], k))
-                .sum();
-            *ok = (*ok as f64 + sum) as f32;
-        }
-    }
+    tile_accumulate(p, d, o, n, |j, k| f16_at(&values[j * stride..], k))
 }
