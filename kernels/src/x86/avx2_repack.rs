@@ -111,16 +111,24 @@ unsafe fn tile_q8_0x8<const RN: usize>(
     acc
 }
 
-/// `pshufb` mask giving, in i32 lane `i'` of each 128-bit half, the i16 pair
-/// (byte `4i' + a`, byte `4i' + b`) zero-extended: from a vector whose
-/// byte `4i + s` holds row `i`'s value `s`, row `i`'s values `a` and `b`.
+/// `pshufb` mask giving, in i32 lane `i'` of each 128-bit half, the bytes
+/// `4i' + a` and `4i' + b` of a vector whose byte `4i + s` holds row `i`'s
+/// value `s`, as the two i16 halves: zero-extended (the low byte of each
+/// half) unless `HIGH`, else as the high bytes with zero low bytes (an
+/// arithmetic shift right by 8 then sign-extends them).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pair_mask(a: i8, b: i8) -> __m256i {
-    let lane = |i: i8| {
-        let (x, y) = (4 * i + a, 4 * i + b);
-        (x as u8 as u32) | 0x8000 | ((y as u8 as u32) << 16) | 0x8000_0000
+unsafe fn pair_mask<const HIGH: bool>(a: i8, b: i8) -> __m256i {
+    // One i16 half: the source byte `v` and a zeroing index (0x80).
+    let half = |v: i8| {
+        let v = v as u8 as u32;
+        if HIGH {
+            0x80 | (v << 8)
+        } else {
+            v | 0x8000
+        }
     };
+    let lane = |i: i8| half(4 * i + a) | (half(4 * i + b) << 16);
     let m = _mm_set_epi32(
         lane(3) as i32,
         lane(2) as i32,
@@ -158,10 +166,10 @@ unsafe fn tile_q4_kx8<const RN: usize>(
     let m6 = _mm256_set1_epi8(0x3F);
     let m30 = _mm256_set1_epi8(0x30);
     let dup = [
-        pair_mask(0, 0),
-        pair_mask(1, 1),
-        pair_mask(2, 2),
-        pair_mask(3, 3),
+        pair_mask::<false>(0, 0),
+        pair_mask::<false>(1, 1),
+        pair_mask::<false>(2, 2),
+        pair_mask::<false>(3, 3),
     ];
     let mut acc = [_mm256_setzero_ps(); RN];
     for b in 0..nb {
@@ -237,25 +245,6 @@ unsafe fn tile_q4_kx8<const RN: usize>(
     acc
 }
 
-/// `pshufb` mask giving, in i32 lane `i'` of each 128-bit half, the bytes
-/// `4i' + a` and `4i' + b` as the high bytes of the two i16 halves (low bytes
-/// zero): an arithmetic shift right by 8 then sign-extends them.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hi_pair_mask(a: i8, b: i8) -> __m256i {
-    let lane = |i: i8| {
-        let (x, y) = (4 * i + a, 4 * i + b);
-        0x80 | ((x as u8 as u32) << 8) | 0x80_0000 | ((y as u8 as u32) << 24)
-    };
-    let m = _mm_set_epi32(
-        lane(3) as i32,
-        lane(2) as i32,
-        lane(1) as i32,
-        lane(0) as i32,
-    );
-    _mm256_broadcastsi128_si256(m)
-}
-
 /// 8 rows (lanes) x RN tokens of one Q6_K group over `nb` super-blocks
 /// (prepared Q8_K activations). The 6-bit quants `u` (0..=63, the stored
 /// value plus 32) are built from `ql` and `qh` once per tile; per 8 quants
@@ -279,12 +268,12 @@ unsafe fn tile_q6_kx8<const RN: usize>(
     let m4 = _mm256_set1_epi8(0x0F);
     let m30 = _mm256_set1_epi8(0x30);
     let dup = [
-        hi_pair_mask(0, 0),
-        hi_pair_mask(1, 1),
-        hi_pair_mask(2, 2),
-        hi_pair_mask(3, 3),
+        pair_mask::<true>(0, 0),
+        pair_mask::<true>(1, 1),
+        pair_mask::<true>(2, 2),
+        pair_mask::<true>(3, 3),
     ];
-    let pairs = [hi_pair_mask(0, 1), hi_pair_mask(2, 3)];
+    let pairs = [pair_mask::<true>(0, 1), pair_mask::<true>(2, 3)];
     let mut acc = [_mm256_setzero_ps(); RN];
     for b in 0..nb {
         let wb = w.add(b * Q6_KX8_BLOCK);
