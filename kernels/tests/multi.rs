@@ -93,7 +93,6 @@ fn multi_equals_single_products() {
                     .collect();
                 matvec_multi(i, pool, &mut jobs).unwrap();
                 for (j, (y, w)) in ys.iter().zip(&want).enumerate() {
-                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(y),
                         bits(w),
@@ -254,7 +253,6 @@ fn multi_mixes_plain_and_packed_jobs() {
                     .collect();
                 matvec_multi(i, pool, &mut jobs).unwrap();
                 for (j, (y, w)) in ys.iter().zip(&want).enumerate() {
-                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(y),
                         bits(w),

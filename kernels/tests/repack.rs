@@ -291,7 +291,6 @@ fn every_token_count_equals_scalar_reference() {
                 p.prepare_input(isa, &x, n, &mut acts).unwrap();
                 let mut y = vec![f32::NAN; n * rows];
                 repack::matmul(isa, &pool, &p, n, &acts, &mut y).unwrap();
-                let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&y), bits(&want), "{ty} {isa} {n} tokens");
             }
         }

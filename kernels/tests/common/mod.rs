@@ -268,6 +268,12 @@ pub fn exact_dot(ty: GgmlType, w: &[u8], x: &[u8], n: usize) -> (f64, f64) {
     (dot, mag)
 }
 
+/// The bit patterns of `v`, to compare results for bit-for-bit equality
+/// (NaN included) with a readable diff.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
 pub fn random_f32(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.f32() * scale).collect()
 }
