@@ -8,7 +8,7 @@
 use super::identity::backbone_id;
 use crate::gguf::GgufFile;
 use crate::kernels::formats::GgmlType;
-use crate::model::weights::{Loader, Weight};
+use crate::model::weights::{Loader, RepackMode, Weight};
 use crate::model::Config;
 use std::path::Path;
 
@@ -148,10 +148,9 @@ impl MekiMemory {
         // short rows, d_mem / 32 blocks, cost no horizontal sums: about 2x
         // faster per multiply-add than the plain tiles for these shapes),
         // other types by the backbone's rule (MEKI_REPACK=all).
-        let repack = std::env::var("MEKI_REPACK").unwrap_or_default();
-        let repack = match repack.trim() {
-            "0" => None,
-            mode => Some(mode == "all"),
+        let repack = match RepackMode::from_env() {
+            RepackMode::Off => None,
+            mode => Some(mode == RepackMode::All),
         };
         let all_for =
             |w: &Weight, all: bool| all || matches!(w.ty, GgmlType::Q4_0 | GgmlType::Q8_0);
@@ -164,9 +163,9 @@ impl MekiMemory {
             };
             if let Some(all) = repack {
                 let all_gate = all_for(&layer.gate, all);
-                layer.gate.repack(file, all_gate)?;
+                l.repack(&mut layer.gate, all_gate)?;
                 let all_out = all_for(&layer.out, all);
-                layer.out.repack(file, all_out)?;
+                l.repack(&mut layer.out, all_out)?;
             }
             layers.push(layer);
         }

@@ -63,7 +63,12 @@ impl Weight {
 
     /// Copies the matrix into its interleaved layout when the active kernel
     /// family has one for its type and shape.
-    pub(crate) fn repack(&mut self, file: &GgufFile, all: bool) -> Result<(), String> {
+    fn repack(
+        &mut self,
+        file: &GgufFile,
+        reader: Option<&SourceReader>,
+        all: bool,
+    ) -> Result<(), String> {
         let isa = crate::kernels::isa();
         let wanted = if all {
             Packed::supported(isa, self.ty, self.rows, self.cols)
@@ -79,15 +84,11 @@ impl Weight {
         let rb = self.row_bytes();
         // Rows read in pieces of whole 8-row groups (~256 KiB).
         let step = ((256 << 10) / (8 * rb).max(1)).max(1) * 8;
-        let reader = SourceReader::open(file);
         let mut buf = Vec::new();
         for r0 in (0..self.rows).step_by(step) {
             let r1 = (r0 + step).min(self.rows);
             let range = self.range.start + r0 * rb..self.range.start + r1 * rb;
-            let src = match reader
-                .as_ref()
-                .and_then(|f| f.read(range.clone(), &mut buf))
-            {
+            let src = match reader.and_then(|f| f.read(range.clone(), &mut buf)) {
                 Some(b) => b,
                 None => &file.as_bytes()[range],
             };
@@ -157,6 +158,25 @@ pub struct ModelWeights {
     pub tied_output: bool,
 }
 
+/// Which matrices are repacked at load (env `MEKI_REPACK`, see the module
+/// docs): `0` none, `all` every one with a kernel, else the preferred ones.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RepackMode {
+    Off,
+    Preferred,
+    All,
+}
+
+impl RepackMode {
+    pub(crate) fn from_env() -> RepackMode {
+        match std::env::var("MEKI_REPACK").unwrap_or_default().trim() {
+            "0" => RepackMode::Off,
+            "all" => RepackMode::All,
+            _ => RepackMode::Preferred,
+        }
+    }
+}
+
 /// Looks tensors up by llama.cpp name and checks type and shape.
 pub(crate) struct Loader<'a> {
     pub file: &'a GgufFile,
@@ -214,6 +234,13 @@ impl<'a> Loader<'a> {
             values: Some(values.into()),
             ..w
         })
+    }
+
+    /// Repacks `w` ([`Weight::packed`]) if its kernel family has an
+    /// interleaved kernel for it: every such matrix if `all`, else those for
+    /// which it pays ([`Packed::preferred`]).
+    pub fn repack(&self, w: &mut Weight, all: bool) -> Result<(), String> {
+        w.repack(self.file, self.reader.as_ref(), all)
     }
 
     pub fn opt_vector(&self, name: &str, n: usize) -> Result<Option<Weight>, String> {
@@ -323,9 +350,9 @@ impl ModelWeights {
                 ffn_down: l.get(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
             });
         }
-        let mode = std::env::var("MEKI_REPACK").unwrap_or_default();
-        if mode.trim() != "0" {
-            let all = mode.trim() == "all";
+        let mode = RepackMode::from_env();
+        if mode != RepackMode::Off {
+            let all = mode == RepackMode::All;
             layers.par_iter_mut().try_for_each(|lw| {
                 for w in [
                     &mut lw.wq,
@@ -336,7 +363,7 @@ impl ModelWeights {
                     &mut lw.ffn_up,
                     &mut lw.ffn_down,
                 ] {
-                    w.repack(file, all)?;
+                    l.repack(w, all)?;
                 }
                 Ok::<(), String>(())
             })?;
