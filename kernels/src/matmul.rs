@@ -43,6 +43,9 @@ struct Plan {
     row_bytes: usize,
     act_bytes: usize,
     act: GgmlType,
+    /// The gemm kernel takes every token in one call (AVX2 float weights:
+    /// it converts a row group to f32 once and blocks for the caches itself).
+    all_tokens: bool,
 }
 
 fn plan(isa: Isa, ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Plan, KernelError> {
@@ -74,6 +77,7 @@ fn plan(isa: Isa, ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Pl
         row_bytes,
         act_bytes,
         act,
+        all_tokens: isa == Isa::Avx2 && act == GgmlType::F32,
     })
 }
 
@@ -219,7 +223,11 @@ fn run_tiles(
 ) {
     let chunk = chunk_rows(rows, p.row_bytes, pool.n_threads());
     let n_chunks = rows.div_ceil(chunk);
-    let token_tile = (TOKEN_TILE_BYTES / p.act_bytes.max(1)).clamp(4, 64);
+    let token_tile = if p.all_tokens {
+        n_tokens.max(1)
+    } else {
+        (TOKEN_TILE_BYTES / p.act_bytes.max(1)).clamp(4, 64)
+    };
     let out = SyncPtr(ys.as_mut_ptr());
     let (dot, gemm, rb, ab) = (p.dot, p.gemm, p.row_bytes, p.act_bytes);
     pool.run_chunks(n_chunks, &|c| {
