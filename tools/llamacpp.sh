@@ -5,6 +5,9 @@
 #
 #   tools/llamacpp.sh fetch          # source only: gguf-py, vocab GGUFs + test vectors
 #   tools/llamacpp.sh build [FLAVOR] # FLAVOR: avx2 (default) or native
+#   tools/llamacpp.sh shim           # target/ext/affinity_nprocs.so: LD_PRELOAD it into
+#                                    # test-backend-ops so it uses as many threads as
+#                                    # taskset allows (see tools/affinity_nprocs.c)
 #
 # Prints the llama.cpp source directory on its last line.
 set -euo pipefail
@@ -41,6 +44,8 @@ build() {
 case ${1:-fetch} in
   fetch) fetch ;;
   build) fetch; build "${2:-avx2}" ;;
-  *) echo "usage: $0 fetch | build [avx2|native]" >&2; exit 2 ;;
+  shim) cc -O2 -shared -fPIC -o "$ext/affinity_nprocs.so" "$here/tools/affinity_nprocs.c"
+        echo "$ext/affinity_nprocs.so" >&2 ;;
+  *) echo "usage: $0 fetch | build [avx2|native] | shim" >&2; exit 2 ;;
 esac
 echo "$src"

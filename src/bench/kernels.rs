@@ -421,13 +421,52 @@ fn table(o: &Options, pool: &ThreadPool, bw: f64, peak: f64) -> Result<(), Strin
     Ok(())
 }
 
+/// The number of CPUs Linux reports online (`/sys/devices/system/cpu/online`,
+/// e.g. `0-15` or `0,2-3`), which is what glibc's `get_nprocs` and so
+/// libstdc++'s `hardware_concurrency` return, whatever the affinity mask.
+fn online_cpus() -> Option<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    let mut n = 0;
+    for part in text.trim().split(',') {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?,
+            None => 1,
+        };
+    }
+    Some(n)
+}
+
+/// The threads test-backend-ops gives its CPU backend:
+/// `hardware_concurrency() / 2`, i.e. half the online CPUs, or half of twice
+/// the allowed CPUs when `tools/affinity_nprocs.c` is preloaded.
+fn llama_test_threads(allowed: usize) -> usize {
+    let shim = std::env::var("LD_PRELOAD").is_ok_and(|p| p.contains("affinity_nprocs"));
+    let cpus = if shim {
+        2 * allowed
+    } else {
+        online_cpus().unwrap_or(allowed)
+    };
+    (cpus / 2).max(1)
+}
+
 /// Runs llama.cpp's `test-backend-ops perf -o MUL_MAT` for our formats (its
 /// perf cases are m=4096, k=14336 with n = 1 and 512 tokens here) and the
-/// same products with our kernels, side by side, and prints the ratio.
-/// test-backend-ops uses hardware_concurrency/2 threads on the CPU backend;
-/// we run with the same count.
+/// same products with our kernels, side by side, and prints the ratio. Both
+/// sides run the thread count test-backend-ops picks (it has no option for
+/// it); when that exceeds the CPUs `taskset` allows, llama.cpp's spinning
+/// threads would share cores, so the comparison is refused unless
+/// `tools/affinity_nprocs.c` is preloaded.
 pub fn vs_llama(o: &Options, exe: &std::path::Path) -> Result<(), String> {
-    let llama_threads = (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1);
+    let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let llama_threads = llama_test_threads(allowed);
+    if llama_threads > allowed {
+        return Err(format!(
+            "test-backend-ops would run {llama_threads} threads (half the machine's {} online CPUs) \
+             on the {allowed} CPU(s) this process may use, an unfair comparison: build the shim with \
+             `tools/llamacpp.sh shim` and run with LD_PRELOAD=target/ext/affinity_nprocs.so",
+            2 * llama_threads
+        ));
+    }
     let pool = ThreadPool::new(llama_threads);
     let names: Vec<String> = o
         .formats
