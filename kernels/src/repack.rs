@@ -54,6 +54,15 @@ use crate::dot::KernelError;
 use crate::formats::{GgmlType, QK, QK_K};
 use crate::pool::ThreadPool;
 use half::f16;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Prefetch distance of the one-token Q8_0 product, in packed blocks per
+/// stream (see `x86/avx2_repack_decode.rs`; 8 = 2176 bytes: on the EPYC 4
+/// was ~3% faster from DRAM, 8 up to 1.3x faster from L3). Read once per
+/// call; the decode speed test in tests/repack.rs sweeps it (REPACK_PF) to
+/// tune another machine.
+#[doc(hidden)]
+pub static DECODE_PREFETCH_BLOCKS: AtomicUsize = AtomicUsize::new(8);
 
 /// Weight rows per interleaved group.
 pub const GROUP: usize = 8;
@@ -463,22 +472,20 @@ impl Packed {
                     // SAFETY: the caller's contract; `data` holds `n_groups *
                     // nb` packed blocks (built by `Packed::zeroed`).
                     use crate::x86::avx2_repack as k;
+                    let w = self.data.as_ptr().add(g0 * gb);
+                    if n == 1 && ty == GgmlType::Q8_0 {
+                        // One token: the two-stream decode kernel.
+                        let pf = DECODE_PREFETCH_BLOCKS.load(Ordering::Relaxed);
+                        crate::x86::avx2_repack_decode::gemv_q8_0x8(nb, w, g1 - g0, x, y, pf);
+                        continue;
+                    }
                     let gemm = match ty {
                         GgmlType::Q4_0 => k::gemm_q4_0x8,
                         GgmlType::Q4K => k::gemm_q4_kx8,
                         GgmlType::Q6K => k::gemm_q6_kx8,
                         _ => k::gemm_q8_0x8,
                     };
-                    gemm(
-                        nb,
-                        self.data.as_ptr().add(g0 * gb),
-                        g1 - g0,
-                        x,
-                        ab,
-                        n,
-                        y,
-                        ldy,
-                    )
+                    gemm(nb, w, g1 - g0, x, ab, n, y, ldy)
                 }
                 _ => {
                     for t in 0..n {

@@ -297,6 +297,80 @@ fn every_token_count_equals_scalar_reference() {
     }
 }
 
+/// One token of Q8_0 (the two-stream decode kernel): odd and even group
+/// counts in one call (one thread through `matvec_multi`: the whole matrix)
+/// and in chunks (2-3 threads, `matmul`), 1..33 blocks per row, unaligned
+/// activations, several prefetch distances (0, past the end of a stream):
+/// equals the scalar reference bit for bit.
+#[test]
+fn decode_q8_0_equals_scalar_reference() {
+    use meki_kernels::multi::{matvec_multi, Job, PackedJob};
+    use std::sync::atomic::Ordering::Relaxed;
+    let ty = GgmlType::Q8_0;
+    let mut rng = Rng::new(404);
+    let pools: Vec<ThreadPool> = [1, 2, 3].into_iter().map(ThreadPool::new).collect();
+    let isas: Vec<Isa> = [Isa::Scalar, Isa::Avx2]
+        .into_iter()
+        .filter(|i| i.is_available())
+        .collect();
+    let default_pf = repack::DECODE_PREFETCH_BLOCKS.load(Relaxed);
+    for (k, &(groups, nb)) in [
+        (1, 1),
+        (1, 4),
+        (2, 3),
+        (3, 1),
+        (3, 8),
+        (5, 2),
+        (7, 33),
+        (9, 4),
+        (17, 5),
+        (33, 32),
+        (129, 4),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (rows, cols) = (GROUP * groups, nb * 32);
+        let w = random_matrix(&mut rng, ty, rows, nb);
+        let mut xq = random_q8(&mut rng, ty, nb);
+        if k % 2 == 1 {
+            // Extreme activations: -127 and 127 against the weights' -128.
+            for blk in xq.chunks_exact_mut(34) {
+                for (e, q) in blk[2..].iter_mut().enumerate() {
+                    *q = if e % 3 == 0 { 0x81 } else { 0x7f };
+                }
+            }
+        }
+        let want = reference(ty, &w, rows, cols, &xq, 1);
+        let p = Packed::new(ty, &w, rows, cols).unwrap();
+        let acts = prepare(ty, &xq, 1, cols);
+        for (j, pf) in [0, 1, 8, 40, 1000].into_iter().enumerate() {
+            repack::DECODE_PREFETCH_BLOCKS.store(pf, Relaxed);
+            for &isa in &isas {
+                for (t, pool) in pools.iter().enumerate() {
+                    let (buf, range) = at_offset(&acts, (j + t) % 4);
+                    let what = format!(
+                        "{isa} {} threads, {rows}x{cols}, prefetch {pf}",
+                        pool.n_threads()
+                    );
+                    let mut y = vec![f32::NAN; rows];
+                    repack::matmul(isa, pool, &p, 1, &buf[range.clone()], &mut y).unwrap();
+                    assert_eq!(bits(&y), bits(&want), "matmul {what}");
+                    let mut y = vec![f32::NAN; rows];
+                    let mut jobs = [Job::from(PackedJob {
+                        w: &p,
+                        acts: &buf[range],
+                        y: &mut y,
+                    })];
+                    matvec_multi(isa, pool, &mut jobs).unwrap();
+                    assert_eq!(bits(&y), bits(&want), "matvec_multi {what}");
+                }
+            }
+        }
+    }
+    repack::DECODE_PREFETCH_BLOCKS.store(default_pf, Relaxed);
+}
+
 #[test]
 fn short_buffers_are_errors() {
     let mut rng = Rng::new(3);
@@ -438,4 +512,219 @@ fn clock(threads: usize) -> f64 {
         .get_or_init(std::time::Instant::now)
         .elapsed()
         .as_secs_f64()
+}
+
+/// One decode product of the speed test below: a matrix in both forms.
+struct DecodeMat {
+    rows: usize,
+    cols: usize,
+    plain: Vec<u8>,
+    packed: Packed,
+}
+
+/// Decode (one token) through `matvec_multi` with Q8_0 matrices plain vs
+/// repacked, on layers of a Qwen3 shape with MeKi projections (d_mem 128):
+/// per layer the groups of a decode step (Q/K/V; O; gate, up and the MeKi
+/// gate; down and the MeKi output), several layers so that the weights do
+/// not stay in cache, then the output head. Each round runs the whole step
+/// plain and packed in turn (order alternating); prints per group the
+/// median wall time of a call in each form (medians: robust to the
+/// preemptions of a loaded machine) and their ratio:
+/// `REPACK_THREADS=2 cargo test --release -p meki-kernels --test repack --
+/// --ignored --nocapture speed_decode` (env REPACK_MODEL 0.6b or 1.7b,
+/// default both; REPACK_LAYERS, default 6; REPACK_ROUNDS, default 40;
+/// REPACK_HEAD=0 skips the head; REPACK_PF=4,8,12 times the packed form
+/// at each of these prefetch distances, `DECODE_PREFETCH_BLOCKS`).
+/// REPACK_LAYERS=1 REPACK_HEAD=0 keeps the weights in a large L3.
+#[test]
+#[ignore]
+fn speed_decode_q8_0_plain_vs_packed() {
+    use meki_kernels::multi::{matvec_multi, Job, MatvecJob, PackedJob};
+    use std::sync::atomic::Ordering::Relaxed;
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let threads = env("REPACK_THREADS", 1);
+    let n_layers = env("REPACK_LAYERS", 6);
+    let rounds = env("REPACK_ROUNDS", 40);
+    let head = env("REPACK_HEAD", 1) != 0;
+    let isa = Isa::Avx2;
+    if !isa.is_available() {
+        eprintln!("skipped: no AVX2");
+        return;
+    }
+    let ty = GgmlType::Q8_0;
+    let pool = ThreadPool::new(threads);
+    let mut rng = Rng::new(3);
+    let models: Vec<(&str, usize, usize, usize)> =
+        [("0.6b", 1024, 2048, 3072), ("1.7b", 2048, 2048, 6144)]
+            .into_iter()
+            .filter(|m| std::env::var("REPACK_MODEL").map_or(true, |v| v == m.0))
+            .collect();
+    for (model, d, q_dim, ff) in models {
+        let kv = 1024;
+        // (group name, [(rows, cols)]) of one layer.
+        let groups: [(&str, Vec<(usize, usize)>); 4] = [
+            ("qkv", vec![(q_dim, d), (kv, d), (kv, d)]),
+            ("o", vec![(d, q_dim)]),
+            ("gate+up+mg", vec![(ff, d), (ff, d), (128, d)]),
+            ("down+mo", vec![(d, ff), (d, 128)]),
+        ];
+        // One random matrix per shape, copied per layer (distinct memory).
+        let mut protos: Vec<((usize, usize), Vec<u8>)> = Vec::new();
+        let mut proto = |rows: usize, cols: usize| {
+            if let Some((_, w)) = protos.iter().find(|(s, _)| *s == (rows, cols)) {
+                return w.clone();
+            }
+            let w = random_matrix(&mut rng, ty, rows, cols / 32);
+            protos.push(((rows, cols), w.clone()));
+            w
+        };
+        let mut mk = |rows: usize, cols: usize| {
+            let plain = proto(rows, cols);
+            let packed = Packed::new(ty, &plain, rows, cols).unwrap();
+            DecodeMat {
+                rows,
+                cols,
+                plain,
+                packed,
+            }
+        };
+        // steps[g] = the layers' groups of kind g, then the head.
+        let mut steps: Vec<(String, Vec<Vec<DecodeMat>>)> = groups
+            .iter()
+            .map(|(name, _)| (name.to_string(), Vec::new()))
+            .collect();
+        for _ in 0..n_layers {
+            for (k, (_, shapes)) in groups.iter().enumerate() {
+                let mats = shapes.iter().map(|&(r, c)| mk(r, c)).collect();
+                steps[k].1.push(mats);
+            }
+        }
+        if head {
+            steps.push(("head".into(), vec![vec![mk(151936, d)]]));
+        }
+        // One input per column count, in both forms.
+        let mut inputs: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
+        for c in [d, q_dim, ff, 128] {
+            if inputs.iter().any(|i| i.0 == c) {
+                continue;
+            }
+            let x = random_f32(&mut rng, c, 2.0);
+            let mut xq = vec![0u8; c / 32 * 34];
+            quantize_activations(isa, ty, &x, &mut xq).unwrap();
+            let mut acts = Vec::new();
+            repack::prepare_acts(&xq, 1, c, &mut acts).unwrap();
+            inputs.push((c, xq, acts));
+        }
+        let input = |c: usize| inputs.iter().find(|i| i.0 == c).unwrap();
+        let max_rows = steps
+            .iter()
+            .flat_map(|(_, ls)| ls.iter().flatten())
+            .map(|m| m.rows)
+            .max()
+            .unwrap();
+        let mut ys: Vec<Vec<f32>> = (0..3).map(|_| vec![0f32; max_rows]).collect();
+        let run = |mats: &[DecodeMat], packed: bool, ys: &mut [Vec<f32>]| {
+            let mut jobs: Vec<Job> = mats
+                .iter()
+                .zip(ys.iter_mut())
+                .map(|(m, y)| {
+                    let (_, xq, acts) = input(m.cols);
+                    if packed {
+                        Job::from(PackedJob {
+                            w: &m.packed,
+                            acts,
+                            y: &mut y[..m.rows],
+                        })
+                    } else {
+                        Job::from(MatvecJob {
+                            w: &m.plain,
+                            ty,
+                            rows: m.rows,
+                            cols: m.cols,
+                            xq,
+                            y: &mut y[..m.rows],
+                        })
+                    }
+                })
+                .collect();
+            matvec_multi(isa, &pool, &mut jobs).unwrap();
+        };
+        // Variants: plain, then packed at each prefetch distance.
+        let default_pf = repack::DECODE_PREFETCH_BLOCKS.load(Relaxed);
+        let pfs: Vec<usize> = std::env::var("REPACK_PF")
+            .map(|v| v.split(',').filter_map(|d| d.parse().ok()).collect())
+            .unwrap_or_else(|_| vec![default_pf]);
+        let nv = 1 + pfs.len();
+        let mut times = vec![vec![Vec::new(); nv]; steps.len()];
+        let mut totals = vec![Vec::new(); nv];
+        let clock = std::time::Instant::now();
+        for round in 0..rounds + 2 {
+            for pass in 0..nv {
+                let v = (round + pass) % nv;
+                let packed = v > 0;
+                if packed {
+                    repack::DECODE_PREFETCH_BLOCKS.store(pfs[v - 1], Relaxed);
+                }
+                let mut total = 0.0;
+                for (g, (_, layers)) in steps.iter().enumerate() {
+                    for mats in layers {
+                        let t0 = clock.elapsed().as_secs_f64();
+                        run(mats, packed, &mut ys);
+                        let t = clock.elapsed().as_secs_f64() - t0;
+                        total += t;
+                        // Two warm-up rounds.
+                        if round >= 2 {
+                            times[g][v].push(t);
+                        }
+                    }
+                }
+                if round >= 2 {
+                    totals[v].push(total);
+                }
+            }
+        }
+        repack::DECODE_PREFETCH_BLOCKS.store(default_pf, Relaxed);
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "{model} Q8_0 decode, {threads} thr, {n_layers} layers, {rounds} rounds, load {} (median call us; packed at prefetch distances {pfs:?} blocks: us, plain/packed)",
+            load.split_whitespace().next().unwrap_or("?")
+        );
+        let mut sums = vec![0.0; nv];
+        for (g, (name, layers)) in steps.iter().enumerate() {
+            let m: Vec<f64> = times[g].iter().map(|t| median(t)).collect();
+            let mut line = format!("  {name:<11} plain {:8.1}", m[0] * 1e6);
+            for v in 1..nv {
+                line += &format!(" | {:8.1} {:.3}", m[v] * 1e6, m[0] / m[v]);
+            }
+            println!("{line}");
+            for v in 0..nv {
+                sums[v] += m[v] * layers.len() as f64;
+            }
+        }
+        let mut line = format!("  step        plain {:8.1}", sums[0] * 1e6);
+        for v in 1..nv {
+            let r: Vec<f64> = totals[0]
+                .iter()
+                .zip(&totals[v])
+                .map(|(p, k)| p / k)
+                .collect();
+            line += &format!(
+                " | {:8.1} {:.3} (rounds {:.3})",
+                sums[v] * 1e6,
+                sums[0] / sums[v],
+                median(&r)
+            );
+        }
+        println!("{line}");
+    }
 }
