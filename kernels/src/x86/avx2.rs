@@ -1041,7 +1041,7 @@ impl FloatWeights for BF16W {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f32_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= 4 * n && x.len() >= 4 * n);
-    tile_float::<F32W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+    tile_float::<F32W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
 }
 
 /// The F16 dot of [`crate::dot::dot_fn`] (the 1 x 1 tile, so that matrix
@@ -1049,7 +1049,7 @@ pub(crate) unsafe fn dot_f32_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f16_f32_tile(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
-    tile_float::<F16W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+    tile_float::<F16W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
 }
 
 /// A latency-friendly F16 dot for short rows used one at a time (attention
@@ -1083,12 +1083,14 @@ pub(crate) unsafe fn dot_f16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_bf16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
-    tile_float::<BF16W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0)[0][0]
+    tile_float::<BF16W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
 }
 
 /// RM float weight rows (`w + i * ws`) times RN f32 activation rows (`x + j *
 /// xs`, bytes), `n` elements: one 8-lane FMA accumulator per pair, then the
-/// `n % 8` tail in scalar order.
+/// `n % 8` tail in scalar order. A non-null `pf` is prefetched alongside, as
+/// many bytes per step as the step reads from the RM rows (decode: the next
+/// tile, when the rows are consecutive).
 #[inline]
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -1098,10 +1100,15 @@ pub(crate) unsafe fn tile_float<W: FloatWeights, const RM: usize, const RN: usiz
     ws: usize,
     x: *const u8,
     xs: usize,
+    pf: *const u8,
 ) -> [[f32; RM]; RN] {
     let mut acc = [[_mm256_setzero_ps(); RM]; RN];
     let mut k = 0;
+    let step = RM * 8 * W::BYTES;
     while k + 8 <= n {
+        if !pf.is_null() {
+            prefetch_span(pf.wrapping_add(k / 8 * step), step);
+        }
         let mut wv = [_mm256_setzero_ps(); RM];
         for i in 0..RM {
             wv[i] = W::load8(w.add(i * ws + W::BYTES * k));
@@ -1317,13 +1324,21 @@ unsafe fn gemm_float<W: FloatWeights>(
     while r < rows {
         let rm = (rows - r).min(rm_max);
         let wr = w.add(r * wrb);
+        // Decode of short consecutive rows (the output head, most of the
+        // backbone): prefetch the next 4-row tile spread over this one's
+        // loop, as `gemm_q8` does (longer tiles would evict this one from L1).
+        let pf = if toks == 1 && rm == 4 && 4 * wrb <= SHORT_TILE_BYTES && wrb == n * W::BYTES {
+            wr.wrapping_add(4 * wrb)
+        } else {
+            std::ptr::null()
+        };
         let mut t = 0;
         while t < toks {
             let rn = (toks - t).min(rn_max);
             let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
             macro_rules! go {
                 ($m:literal, $n:literal) => {
-                    store_tile(tile_float::<W, $m, $n>(n, wr, wrb, xt, xrb), yt, ys)
+                    store_tile(tile_float::<W, $m, $n>(n, wr, wrb, xt, xrb, pf), yt, ys)
                 };
             }
             match (rm, rn) {
