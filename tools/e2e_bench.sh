@@ -10,7 +10,7 @@
 #   both. Writes target/bench/SHAPE-{f16,q8_0,q4_0,q4_k_m}.gguf (meki-convert quantize
 #   of a random F16 model) and the MeKi variant SHAPE-TYPE-meki.gguf of each
 #   (tools/add_random_meki.py: d_mem 128, f16 table, projections typed as
-#   meki-convert does). TYPES env narrows the types.
+#   meki-convert does). TYPES env narrows the types; NO_MEKI=1 skips the MeKi variants.
 #
 # run: env THREADS ("1 2"), ROUNDS (3), PP (512), TG (128), DEPTH (empty; e.g. 4096
 #   adds a tg row at that many tokens of context: llama-bench -d, meki-run with a
@@ -60,7 +60,8 @@ if [ "${1:-}" = make ]; then
     for ty in ${TYPES:-f16 q8_0 q4_0 q4_k_m}; do
       out=$here/target/bench/$s-$ty.gguf
       [ -f "$out" ] || "$MEKI_CONVERT" quantize "$base" "$out" "$ty" 2>/dev/null
-      [ -f "${out%.gguf}-meki.gguf" ] || python3 "$here/tools/add_random_meki.py" "$out" "${out%.gguf}-meki.gguf"
+      [ -n "${NO_MEKI:-}" ] || [ -f "${out%.gguf}-meki.gguf" ] ||
+        python3 "$here/tools/add_random_meki.py" "$out" "${out%.gguf}-meki.gguf"
     done
   done
   exit 0
