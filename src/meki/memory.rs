@@ -190,13 +190,7 @@ impl MekiMemory {
         let row = self.table.row_bytes();
         let seg = row / self.layers.len();
         let start = token as usize * row + layer * seg;
-        let src = &bytes[start..start + seg];
-        // The SIMD row converters (the table types were checked at load).
-        match self.table.ty {
-            GgmlType::F16 => crate::kernels::vec::f16_to_f32(src, out),
-            GgmlType::Q8_0 => crate::kernels::vec::q8_0_to_f32(src, out),
-            ty => crate::model::ops::dequantize_row(ty, src, out),
-        }
+        crate::model::ops::dequantize_row(self.table.ty, &bytes[start..start + seg], out);
     }
 
     /// Ask the kernel to start reading the table rows of `tokens` (all layers:

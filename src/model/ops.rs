@@ -177,10 +177,17 @@ pub fn linear_once(
     }
 }
 
-/// One row of a weight (or embedding) as f32.
+/// One row of a weight, embedding or MeKi table as f32: F16 and Q8_0 rows
+/// on the SIMD converters of [`kernels::vec`] (the same values as the
+/// reference dequantizers: one exact conversion or one product per element),
+/// other types on [`formats::dequantize_row`].
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
-    // Types and row lengths are checked when the model is loaded.
-    formats::dequantize_row(ty, src, dst).expect("weight type and shape checked at load");
+    match ty {
+        GgmlType::F16 => kernels::vec::f16_to_f32(src, dst),
+        GgmlType::Q8_0 => kernels::vec::q8_0_to_f32(src, dst),
+        // Types and row lengths are checked when the model is loaded.
+        _ => formats::dequantize_row(ty, src, dst).expect("weight type and shape checked at load"),
+    }
 }
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
