@@ -144,6 +144,31 @@ impl ThreadPool {
         self.dispatch(&body, false);
     }
 
+    /// Calls `f(i, chunk)` for every chunk `i` of `data.chunks_mut(chunk_len)`
+    /// (the last one may be shorter), spread over the pool's threads like
+    /// [`ThreadPool::run_chunks`]: each call writes its own chunk, so threads
+    /// fill disjoint parts of one buffer without locks.
+    pub fn run_chunks_mut<T: Send>(
+        &self,
+        data: &mut [T],
+        chunk_len: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        assert!(chunk_len > 0, "run_chunks_mut: chunk length 0");
+        let len = data.len();
+        let base = SendPtr(data.as_mut_ptr());
+        self.run_chunks(len.div_ceil(chunk_len), &|i| {
+            let start = i * chunk_len;
+            let end = len.min(start + chunk_len);
+            // SAFETY: `run_chunks` calls this once per `i` and returns only
+            // after every call has finished; the ranges `start..end` of
+            // distinct `i` are disjoint and inside `data`, which stays
+            // mutably borrowed (so touched by nothing else) until then.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(base.at(start), end - start) };
+            f(i, chunk);
+        });
+    }
+
     /// Publishes `f`, runs the caller's share, closes the job (after the
     /// caller's share unless `all`: then after every worker joined) and waits
     /// for the joined workers.
@@ -184,6 +209,22 @@ impl ThreadPool {
         if s.panicked.swap(false, Ordering::AcqRel) {
             panic!("a kernel worker thread panicked");
         }
+    }
+}
+
+/// The base of a buffer that [`ThreadPool::run_chunks_mut`] hands out in
+/// disjoint chunks.
+struct SendPtr<T>(*mut T);
+
+// SAFETY: the pointer is only used to build disjoint `&mut [T]` chunks, one
+// per thread at a time, so sharing it is like sending those chunks (`T: Send`).
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// `base + i` (a method, so closures capture the whole `Sync` wrapper,
+    /// not its raw-pointer field).
+    fn at(&self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
     }
 }
 
@@ -359,6 +400,30 @@ mod tests {
                 );
                 if round % 60 == 0 {
                     std::thread::sleep(YIELD * 3);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_mut_chunk_is_its_own() {
+        for n in [1, 2, 3, 5] {
+            let pool = ThreadPool::new(n);
+            for len in [0, 1, 7, 32, 33, 100] {
+                for chunk_len in [1, 3, 8, 200] {
+                    let mut data = vec![usize::MAX; len];
+                    let calls = AtomicUsize::new(0);
+                    pool.run_chunks_mut(&mut data, chunk_len, &|i, chunk| {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                        assert!(!chunk.is_empty() && chunk.len() <= chunk_len);
+                        for (k, v) in chunk.iter_mut().enumerate() {
+                            assert_eq!(*v, usize::MAX, "element written twice");
+                            *v = i * chunk_len + k;
+                        }
+                    });
+                    let want: Vec<usize> = (0..len).collect();
+                    assert_eq!(data, want, "n={n} len={len} chunk_len={chunk_len}");
+                    assert_eq!(calls.load(Ordering::Relaxed), len.div_ceil(chunk_len));
                 }
             }
         }

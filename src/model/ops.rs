@@ -67,27 +67,17 @@ struct PreparedInput {
 }
 
 /// Quantizes and prepares `n` rows of `x` for `p` into `out`, split over the
-/// pool by pieces of rows.
+/// pool by pieces of rows (about four per thread), each written by the
+/// thread that takes it.
 fn prepare(pool: &ThreadPool, p: &Packed, x: &[f32], n: usize, out: &mut Vec<u8>) {
     let isa = kernels::isa();
     let (ab, cols) = (p.act_row_bytes(), p.cols());
     out.resize(n * ab, 0);
     let per = n.div_ceil(4 * pool.n_threads()).max(1);
-    if n <= 1 || per >= n {
-        return p
-            .prepare_rows(isa, &x[..n * cols], out)
-            .unwrap_or_else(|e| panic!("preparing activations: {e}"));
-    }
-    // Disjoint pieces of the output, one per item.
-    let pieces: Vec<std::sync::Mutex<&mut [u8]>> = out
-        .chunks_mut(per * ab)
-        .map(std::sync::Mutex::new)
-        .collect();
-    pool.run_chunks(pieces.len(), &|c| {
-        let mut piece = pieces[c].lock().unwrap_or_else(|e| e.into_inner());
-        let rows = piece.len() / ab;
-        let xs = &x[c * per * cols..(c * per + rows) * cols];
-        p.prepare_rows(isa, xs, &mut piece)
+    pool.run_chunks_mut(&mut out[..], per * ab, &|piece, rows| {
+        let first = piece * per;
+        let xs = &x[first * cols..(first + rows.len() / ab) * cols];
+        p.prepare_rows(isa, xs, rows)
             .unwrap_or_else(|e| panic!("preparing activations: {e}"));
     });
 }
