@@ -13,16 +13,43 @@ use super::weights::Weight;
 use crate::gguf::GgufFile;
 use crate::kernels::formats::GgmlType;
 use crate::kernels::multi::{matvec_multi, Job, MatvecJob, PackedJob, MAX_JOBS};
+use crate::kernels::repack::Packed;
 use crate::kernels::{self, ThreadPool};
 
-/// The format of one quantized form of an input.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Form {
-    /// Activation rows of [`kernels::vec_dot_type`] (plain matrices).
+/// How a matrix reads its input.
+#[derive(Clone, Copy)]
+enum Form<'w> {
+    /// Rows quantized to this activation type ([`kernels::vec_dot_type`];
+    /// f32 bytes for float weights), for a matrix in its GGUF layout.
     Plain(GgmlType),
-    /// Rows prepared for repacked matrices of this
-    /// [`act_kind`](crate::kernels::repack::Packed::act_kind).
+    /// Rows prepared for this repacked matrix ([`Packed::prepare_rows`]).
+    Packed(&'w Packed),
+}
+
+/// The bytes of a [`Form`]: matrices whose forms have equal formats read
+/// the same prepared input.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Plain(GgmlType),
+    /// Prepared rows of this [`Packed::act_kind`].
     Packed(GgmlType),
+}
+
+impl<'w> Form<'w> {
+    /// The form `w` reads.
+    fn of(w: &'w Weight) -> Form<'w> {
+        match &w.packed {
+            Some(p) => Form::Packed(p),
+            None => Form::Plain(kernels::vec_dot_type(w.ty).expect("weight types checked at load")),
+        }
+    }
+
+    fn format(self) -> Format {
+        match self {
+            Form::Plain(act) => Format::Plain(act),
+            Form::Packed(p) => Format::Packed(p.act_kind()),
+        }
+    }
 }
 
 /// One input vector quantized to the activation formats of the weights that
@@ -31,10 +58,10 @@ enum Form {
 /// allocates nothing for them.
 #[derive(Default)]
 pub struct QuantizedInput {
-    /// Form, bytes in use, buffer (kept at its largest size: forms of
+    /// Format, bytes in use, buffer (kept at its largest size: formats of
     /// different lengths take turns in a slot, and growing a `Vec` back
     /// would zero-fill it every time).
-    slots: Vec<(Form, usize, Vec<u8>)>,
+    slots: Vec<(Format, usize, Vec<u8>)>,
     used: usize,
 }
 
@@ -44,55 +71,46 @@ impl QuantizedInput {
         self.used = 0;
     }
 
-    /// The form `w` reads.
-    fn form(w: &Weight) -> Form {
-        match &w.packed {
-            Some(p) => Form::Packed(p.act_kind()),
-            None => Form::Plain(kernels::vec_dot_type(w.ty).expect("weight types checked at load")),
-        }
-    }
-
     /// Make sure `x` is available in the form `w` reads.
     fn prepare(&mut self, w: &Weight, x: &[f32]) {
-        let form = Self::form(w);
-        if self.slots[..self.used].iter().any(|(f, _, _)| *f == form) {
+        let form = Form::of(w);
+        let format = form.format();
+        if self.slots[..self.used].iter().any(|(f, _, _)| *f == format) {
             return;
         }
         if self.used == self.slots.len() {
-            self.slots.push((form, 0, Vec::new()));
+            self.slots.push((format, 0, Vec::new()));
         }
-        let len = match (form, &w.packed) {
-            (Form::Packed(_), Some(p)) => p.act_row_bytes(),
-            (Form::Plain(act), _) => act
+        let len = match form {
+            Form::Packed(p) => p.act_row_bytes(),
+            Form::Plain(act) => act
                 .row_bytes(x.len() as u64)
                 .expect("shape checked at load") as usize,
-            (Form::Packed(_), None) => unreachable!("packed form of a plain matrix"),
         };
-        let (slot_form, slot_len, buf) = &mut self.slots[self.used];
-        *slot_form = form;
+        let (slot_format, slot_len, buf) = &mut self.slots[self.used];
+        *slot_format = format;
         *slot_len = len;
         if buf.len() < len {
             buf.resize(len, 0);
         }
         let bytes = &mut buf[..len];
         let isa = kernels::isa();
-        match (form, &w.packed) {
-            (Form::Packed(_), Some(p)) => p
+        match form {
+            Form::Packed(p) => p
                 .prepare_rows(isa, x, bytes)
                 .unwrap_or_else(|e| panic!("prepare {} input: {e}", w.name)),
-            (Form::Plain(GgmlType::F32), _) => bytes.copy_from_slice(bytemuck::cast_slice(x)),
-            (Form::Plain(act), _) => kernels::quantize_activations(isa, act, x, bytes)
+            Form::Plain(GgmlType::F32) => bytes.copy_from_slice(bytemuck::cast_slice(x)),
+            Form::Plain(act) => kernels::quantize_activations(isa, act, x, bytes)
                 .unwrap_or_else(|e| panic!("quantize {act} activations: {e}")),
-            (Form::Packed(_), None) => unreachable!("packed form of a plain matrix"),
         }
         self.used += 1;
     }
 
     fn bytes(&self, w: &Weight) -> &[u8] {
-        let form = Self::form(w);
+        let format = Form::of(w).format();
         let (_, len, b) = self.slots[..self.used]
             .iter()
-            .find(|(f, _, _)| *f == form)
+            .find(|(f, _, _)| *f == format)
             .expect("prepared before use");
         &b[..*len]
     }
