@@ -13,21 +13,32 @@ use crate::meki::GateInput;
 use std::sync::Mutex;
 
 /// Buffers of the forward pass, kept between calls so that a decode step
-/// allocates nothing once they have reached their size.
+/// allocates nothing once they have reached their size. Activations hold one
+/// row per token of the batch, of the width in brackets.
 #[derive(Default)]
 struct Scratch {
+    /// The residual stream [d].
     x: Vec<f32>,
+    /// `x` normalized, the input of a block's products [d].
     xn: Vec<f32>,
+    /// Query, key and value [q_dim, kv_dim, kv_dim].
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    /// Attention output, the input of Wo [q_dim].
     att: Vec<f32>,
+    /// A block's output before it is added to `x` [d].
     proj: Vec<f32>,
+    /// FFN: W_gate h, W_up h, and silu(gate) * up, the input of W_down [n_ff].
     gate: Vec<f32>,
     up: Vec<f32>,
     ffh: Vec<f32>,
+    /// MeKi (names of MEKI.md): W_gate u, then g = sigmoid(W_gate u), then
+    /// v = e + g, the input of W_out [d_mem].
     meki_g: Vec<f32>,
+    /// MeKi W_out v [d].
     meki_y: Vec<f32>,
+    /// MeKi e = T_l[x_t], one table row (one token at a time) [d_mem].
     meki_e: Vec<f32>,
     /// One rotation table per token of the batch (shared by all layers).
     rope: Vec<RopeTable>,
@@ -116,8 +127,10 @@ impl<'m> Session<'m> {
                 c.n_vocab
             ));
         }
+        // Widths: model, all query heads, all key (or value) heads, one head.
         let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
-        let vec = |wt: &'m Weight| -> &'m [f32] { wt.f32s(file) };
+        // Norm weights and biases are f32 vectors in the map.
+        let f32s = |wt: &'m Weight| -> &'m [f32] { wt.f32s(file) };
 
         // MeKi rows are known from the token ids alone: start reading them now.
         if let Some(mem) = &model.meki {
@@ -138,10 +151,10 @@ impl<'m> Session<'m> {
         let acts = &mut s.acts;
 
         // Embedding lookup: one row of token_embd per token.
-        let emb = w.token_embd.bytes(file);
-        let rb = w.token_embd.row_bytes();
+        let embd = w.token_embd.bytes(file);
+        let row_bytes = w.token_embd.row_bytes();
         for (t, &tok) in tokens.iter().enumerate() {
-            let row = &emb[tok as usize * rb..(tok as usize + 1) * rb];
+            let row = &embd[tok as usize * row_bytes..(tok as usize + 1) * row_bytes];
             ops::dequantize_row(w.token_embd.ty, row, &mut x[t * d..(t + 1) * d]);
         }
 
@@ -169,7 +182,7 @@ impl<'m> Session<'m> {
 
         for (l, lw) in w.layers.iter().enumerate() {
             // Attention block: x += Wo attn(norm(x)).
-            let attn_norm = vec(&lw.attn_norm);
+            let attn_norm = f32s(&lw.attn_norm);
             for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
                 kernels::vec::rms_norm(xr, attn_norm, c.rms_eps, nr);
             }
@@ -216,7 +229,7 @@ impl<'m> Session<'m> {
             ] {
                 if let Some(b) = b {
                     for row in out.chunks_exact_mut(width) {
-                        kernels::vec::add(row, vec(b));
+                        kernels::vec::add(row, f32s(b));
                     }
                 }
             }
@@ -225,10 +238,10 @@ impl<'m> Session<'m> {
                 let qt = &mut q[t * qd..(t + 1) * qd];
                 let kt = &mut k[t * kvd..(t + 1) * kvd];
                 if let Some(qn) = &lw.q_norm {
-                    ops::rms_norm_heads(qt, hd, vec(qn), c.rms_eps);
+                    ops::rms_norm_heads(qt, hd, f32s(qn), c.rms_eps);
                 }
                 if let Some(kn) = &lw.k_norm {
-                    ops::rms_norm_heads(kt, hd, vec(kn), c.rms_eps);
+                    ops::rms_norm_heads(kt, hd, f32s(kn), c.rms_eps);
                 }
                 kernels::vec::rope_table(qt, hd, &rope[t]);
                 kernels::vec::rope_table(kt, hd, &rope[t]);
@@ -249,22 +262,25 @@ impl<'m> Session<'m> {
             kernels::vec::add(x, proj);
 
             // Feed-forward block: x += W_down (silu(W_gate h) * W_up h), h = norm(x).
-            let ffn_norm = vec(&lw.ffn_norm);
+            let ffn_norm = f32s(&lw.ffn_norm);
             for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
                 kernels::vec::rms_norm(xr, ffn_norm, c.rms_eps, nr);
             }
-            // MeKi branch, parallel to the FFN: y = RMSNorm_post(W_out (T_l[x_t] + sigmoid(W_gate u))),
-            // with u = h (demo form) or the residual x (Megatron form). Added after the FFN.
+            // MeKi branch, parallel to the FFN (MEKI.md): e = T_l[x_t] (a table
+            // row), g = sigmoid(W_gate u) with u = h (demo form) or the
+            // residual x (Megatron form), y = RMSNorm_post(W_out (e + g)).
+            // Added to x after the FFN.
             let meki = model
                 .meki
                 .as_ref()
                 .map(|mem| (mem, &mem.layers[l], mem.file(file)));
-            let dm = meki.map_or(0, |(mem, _, _)| mem.d_mem);
-            let mg = resize(meki_g, n * dm);
-            let my = resize(meki_y, if meki.is_some() { n * d } else { 0 });
-            let me = resize(meki_e, dm);
+            let d_mem = meki.map_or(0, |(mem, _, _)| mem.d_mem);
+            let meki_g = resize(meki_g, n * d_mem);
+            let meki_y = resize(meki_y, if meki.is_some() { n * d } else { 0 });
+            let meki_e = resize(meki_e, d_mem);
 
-            // 1. The products that read the block's input.
+            // 1. The products that read the block's input: W_gate h, W_up h
+            //    and MeKi W_gate u.
             if n == 1 {
                 in_a.reset();
                 in_b.reset();
@@ -293,7 +309,7 @@ impl<'m> Session<'m> {
                             file: mfile,
                             w: &ml.gate,
                             input,
-                            y: &mut *mg,
+                            y: &mut *meki_g,
                         };
                         matvec_group(pool, &inputs, quant, [ffn_gate, ffn_up, meki_gate]);
                     }
@@ -305,21 +321,22 @@ impl<'m> Session<'m> {
                 linear(pool, file, &lw.ffn_up, xn, n, acts, up);
                 if let Some((mem, ml, mfile)) = meki {
                     match mem.gate_input {
-                        GateInput::FfnNorm => linear(pool, mfile, &ml.gate, xn, n, acts, mg),
-                        GateInput::Residual => linear_once(pool, mfile, &ml.gate, x, n, mg),
+                        GateInput::FfnNorm => linear(pool, mfile, &ml.gate, xn, n, acts, meki_g),
+                        GateInput::Residual => linear_once(pool, mfile, &ml.gate, x, n, meki_g),
                     }
                 }
             }
 
-            // 2. Element-wise: SwiGLU; MeKi v = T_l[x_t] + sigmoid(W_gate u).
+            // 2. Element-wise: SwiGLU; MeKi v = e + g, in place of W_gate u.
             kernels::vec::silu_mul(gate, up, ffh);
             if let Some((mem, _, _)) = meki {
-                kernels::vec::sigmoid(mg);
+                kernels::vec::sigmoid(meki_g);
                 for (t, &tok) in tokens.iter().enumerate() {
-                    mem.gather(file, tok, l, me);
-                    kernels::vec::add(&mut mg[t * dm..(t + 1) * dm], me);
+                    mem.gather(file, tok, l, meki_e);
+                    kernels::vec::add(&mut meki_g[t * d_mem..(t + 1) * d_mem], meki_e);
                 }
             }
+            let meki_v = &*meki_g;
 
             // 3. The output products: W_down, MeKi W_out.
             if n == 1 {
@@ -331,7 +348,7 @@ impl<'m> Session<'m> {
                     input: 0,
                     y: &mut *proj,
                 };
-                let inputs: [&[f32]; 2] = [ffh, mg];
+                let inputs: [&[f32]; 2] = [ffh, meki_v];
                 let quant = &mut [&mut *in_a, &mut *in_b];
                 match meki {
                     Some((_, ml, mfile)) => {
@@ -339,7 +356,7 @@ impl<'m> Session<'m> {
                             file: mfile,
                             w: &ml.out,
                             input: 1,
-                            y: &mut *my,
+                            y: &mut *meki_y,
                         };
                         matvec_group(pool, &inputs, quant, [down, out]);
                     }
@@ -348,7 +365,7 @@ impl<'m> Session<'m> {
             } else {
                 linear_once(pool, file, &lw.ffn_down, ffh, n, proj);
                 if let Some((_, ml, mfile)) = meki {
-                    linear_once(pool, mfile, &ml.out, mg, n, my);
+                    linear_once(pool, mfile, &ml.out, meki_v, n, meki_y);
                 }
             }
 
@@ -356,7 +373,7 @@ impl<'m> Session<'m> {
             kernels::vec::add(x, proj);
             if let Some((_, ml, mfile)) = meki {
                 let post = ml.post_norm.f32s(mfile);
-                for (yr, pr) in my.chunks_exact(d).zip(proj.chunks_exact_mut(d)) {
+                for (yr, pr) in meki_y.chunks_exact(d).zip(proj.chunks_exact_mut(d)) {
                     kernels::vec::rms_norm(yr, post, c.rms_eps, pr);
                 }
                 kernels::vec::add(x, proj);
@@ -371,7 +388,7 @@ impl<'m> Session<'m> {
         };
         let m = n - first;
         let hn = &mut xn[..m * d];
-        let out_norm = vec(&w.output_norm);
+        let out_norm = f32s(&w.output_norm);
         for (src, dst) in x[first * d..].chunks_exact(d).zip(hn.chunks_exact_mut(d)) {
             kernels::vec::rms_norm(src, out_norm, c.rms_eps, dst);
         }
