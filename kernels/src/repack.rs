@@ -57,12 +57,12 @@ use half::f16;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Prefetch distance of the one-token Q8_0 product, in packed blocks per
-/// stream (see `x86/avx2_repack_decode.rs`; 8 = 2176 bytes: on the EPYC 4
-/// was ~3% faster from DRAM, 8 up to 1.3x faster from L3). Read once per
-/// call; the decode speed test in tests/repack.rs sweeps it (REPACK_PF) to
-/// tune another machine.
+/// stream (see `x86/avx2_repack_decode.rs`; 4 = 1088 bytes). On the EPYC,
+/// 0.6B-shape decode groups at 2 threads: 4, 6 and 8 equal from L3, 4 ahead
+/// of 6 and 8 by 10-20% from DRAM. Read once per call; the decode speed test
+/// in tests/repack.rs sweeps it (REPACK_PF) to tune another machine.
 #[doc(hidden)]
-pub static DECODE_PREFETCH_BLOCKS: AtomicUsize = AtomicUsize::new(8);
+pub static DECODE_PREFETCH_BLOCKS: AtomicUsize = AtomicUsize::new(4);
 
 /// Weight rows per interleaved group.
 pub const GROUP: usize = 8;
@@ -157,19 +157,23 @@ impl std::fmt::Debug for Packed {
 }
 
 impl Packed {
-    /// Whether repacking pays off by default: Q4_0 and Q4_K. Measured on the
-    /// Qwen3-0.6B shape: Q4_0 prefill ~2x and decode not slower; Q4_K
-    /// kernel prefill ~1.8-2.2x the row kernels at 1 thread (see the
-    /// ignored speed test in tests/repack.rs). Q8_0
-    /// (`MEKI_REPACK=all`): prefill ~1.7x, decode equal within noise at 2
-    /// threads on a quiet Xeon (1.42x vs 1.44x llama.cpp) but ~10% slower at 1
-    /// thread on the loaded EPYC, and its decode products no longer share one
-    /// dispatch (`matvec_multi` has no packed jobs yet), so it stays opt-in.
-    /// Q6_K (opt-in too): prefill ~1.0-1.2x the row kernels, hot decode
-    /// ~0.75x (building the 6-bit quants from `ql`/`qh` costs as much as
-    /// the products at 4 tokens per tile).
+    /// Whether repacking pays off by default: Q4_0, Q4_K and Q8_0. Measured
+    /// on the Qwen3-0.6B shape: Q4_0 prefill ~2x and decode not slower; Q4_K
+    /// kernel prefill ~1.8-2.2x the row kernels at 1 thread (see the ignored
+    /// speed tests in tests/repack.rs). Q8_0: prefill 1.42x llama.cpp
+    /// packed vs 0.95x plain (2 threads, Xeon); decode through the
+    /// two-stream kernel (`x86/avx2_repack_decode.rs`), on the loaded
+    /// 2-core EPYC: the layer products of a decode step (`matvec_multi`
+    /// groups, 0.6B shapes, weights from DRAM) 1.25x (2 threads) / 1.38x (1
+    /// thread) the plain tiles, 1.16-1.40x with the weights in L3; end to
+    /// end (1 thread, load 6-9) its layer kernels took 0.88x the plain
+    /// ones' CPU time and decode ran 1.09x (before: 0.89x, Xeon).
+    /// Q6_K (opt-in, `MEKI_REPACK=all`): prefill ~1.0-1.2x the row kernels,
+    /// hot decode ~0.75x (building the 6-bit quants from `ql`/`qh` costs as
+    /// much as the products at 4 tokens per tile).
     pub fn preferred(isa: Isa, ty: GgmlType, rows: usize, cols: usize) -> bool {
-        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K) && Packed::supported(isa, ty, rows, cols)
+        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K | GgmlType::Q8_0)
+            && Packed::supported(isa, ty, rows, cols)
     }
 
     /// Whether `isa` has a packed kernel for this type and shape

@@ -17,7 +17,7 @@
 //!   do not: the 0.6B-shape decode groups ran 1.35-1.75x faster from L3 and
 //!   1.05-1.25x from DRAM (2 threads, EPYC; 4 streams was no better from L3
 //!   and worse from DRAM).
-//! - Each stream prefetches [`DECODE_PREFETCH_BLOCKS`] packed blocks (~2 KiB)
+//! - Each stream prefetches [`DECODE_PREFETCH_BLOCKS`] packed blocks (~1 KiB)
 //!   ahead and stops at its end (the bytes after the call's groups are
 //!   another chunk's). The prefill tile's prefetch (the same block of the
 //!   next group, 8.5 KiB ahead at 1024 columns, 25.5 KiB at 3072) ran too
