@@ -3,13 +3,13 @@
 //! are fed, and `rewind` drops cached positions.
 
 use super::attention::{attention, AttnScratch, KvStore, KvType};
-use super::group::{matvec_group, Product, QuantizedInput};
-use super::ops::{self, linear, linear_once, SharedActs};
+use super::group::{matvec_group, Product};
+use super::ops::{self, linear, PreparedInput};
 use super::weights::Weight;
 use super::Model;
 use crate::kernels;
 use crate::kernels::vec::{RopeMode, RopeTable};
-use crate::meki::GateInput;
+use crate::meki::{GateInput, MekiMemory};
 use std::sync::Mutex;
 
 /// Buffers of the forward pass, kept between calls so that a decode step
@@ -43,13 +43,20 @@ struct Scratch {
     /// One rotation table per token of the batch (shared by all layers).
     rope: Vec<RopeTable>,
     angles: Vec<(f32, f32)>,
-    /// Activations quantized once for several matrices of the same input.
-    acts: SharedActs,
-    /// Decode: the quantized inputs of a product group (two inputs at most).
-    in_a: QuantizedInput,
-    in_b: QuantizedInput,
+    /// The current products' inputs, quantized once for all the matrices
+    /// that read them: [0] the block's input (`xn`, `att`, `ffh`), [1] the
+    /// MeKi branch's own (the residual `x` for a Megatron gate, `v` for W_out).
+    prepared: [PreparedInput; 2],
     /// Per-thread attention rows (scores, a head copy).
     attn: Vec<Mutex<AttnScratch>>,
+}
+
+/// Which input of the FFN block, `[h, x]`, the MeKi gate reads.
+fn gate_input_index(mem: &MekiMemory) -> usize {
+    match mem.gate_input {
+        GateInput::FfnNorm => 0,
+        GateInput::Residual => 1,
+    }
 }
 
 fn resize(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -148,7 +155,7 @@ impl<'m> Session<'m> {
         let gate = resize(&mut s.gate, n * c.n_ff);
         let up = resize(&mut s.up, n * c.n_ff);
         let ffh = resize(&mut s.ffh, n * c.n_ff);
-        let acts = &mut s.acts;
+        let prepared = &mut s.prepared;
 
         // Embedding lookup: one row of token_embd per token.
         let embd = w.token_embd.bytes(file);
@@ -178,7 +185,6 @@ impl<'m> Session<'m> {
         s.attn.resize_with(pool.n_threads(), Default::default);
         let attn_scratch = &s.attn[..];
         let (meki_g, meki_y, meki_e) = (&mut s.meki_g, &mut s.meki_y, &mut s.meki_e);
-        let (in_a, in_b) = (&mut s.in_a, &mut s.in_b);
 
         for (l, lw) in w.layers.iter().enumerate() {
             // Attention block: x += Wo attn(norm(x)).
@@ -186,15 +192,15 @@ impl<'m> Session<'m> {
             for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
                 kernels::vec::rms_norm(xr, attn_norm, c.rms_eps, nr);
             }
-            // Decode groups the products that read the same input into one
-            // dispatch (plain and repacked matrices alike).
+            // Q, K and V read xn: quantized once for the three. Decode runs
+            // them as one dispatch (plain and repacked matrices alike).
+            prepared[0].reset();
             if n == 1 {
-                in_a.reset();
                 let (wq, wk, wv) = (&lw.wq, &lw.wk, &lw.wv);
                 matvec_group(
                     pool,
                     &[xn],
-                    &mut [&mut *in_a],
+                    &mut prepared[..1],
                     [
                         Product {
                             file,
@@ -217,10 +223,9 @@ impl<'m> Session<'m> {
                     ],
                 );
             } else {
-                acts.reset();
-                linear(pool, file, &lw.wq, xn, n, acts, q);
-                linear(pool, file, &lw.wk, xn, n, acts, k);
-                linear(pool, file, &lw.wv, xn, n, acts, v);
+                linear(pool, file, &lw.wq, xn, n, &mut prepared[0], q);
+                linear(pool, file, &lw.wk, xn, n, &mut prepared[0], k);
+                linear(pool, file, &lw.wv, xn, n, &mut prepared[0], v);
             }
             for (out, b, width) in [
                 (&mut *q, &lw.bq, qd),
@@ -257,8 +262,8 @@ impl<'m> Session<'m> {
                 att,
                 attn_scratch,
             );
-            acts.reset();
-            linear(pool, file, &lw.wo, att, n, acts, proj);
+            prepared[0].reset();
+            linear(pool, file, &lw.wo, att, n, &mut prepared[0], proj);
             kernels::vec::add(x, proj);
 
             // Feed-forward block: x += W_down (silu(W_gate h) * W_up h), h = norm(x).
@@ -280,10 +285,11 @@ impl<'m> Session<'m> {
             let meki_e = resize(meki_e, d_mem);
 
             // 1. The products that read the block's input: W_gate h, W_up h
-            //    and MeKi W_gate u.
+            //    and MeKi W_gate u. inputs[i] is prepared in prepared[i].
+            let inputs: [&[f32]; 2] = [xn, x];
+            prepared[0].reset();
+            prepared[1].reset();
             if n == 1 {
-                in_a.reset();
-                in_b.reset();
                 let (wg, wu) = (&lw.ffn_gate, &lw.ffn_up);
                 let ffn_gate = Product {
                     file,
@@ -297,33 +303,32 @@ impl<'m> Session<'m> {
                     input: 0,
                     y: &mut *up,
                 };
-                let inputs: [&[f32]; 2] = [xn, x];
-                let quant = &mut [&mut *in_a, &mut *in_b];
                 match meki {
                     Some((mem, ml, mfile)) => {
-                        let input = match mem.gate_input {
-                            GateInput::FfnNorm => 0,
-                            GateInput::Residual => 1,
-                        };
                         let meki_gate = Product {
                             file: mfile,
                             w: &ml.gate,
-                            input,
+                            input: gate_input_index(mem),
                             y: &mut *meki_g,
                         };
-                        matvec_group(pool, &inputs, quant, [ffn_gate, ffn_up, meki_gate]);
+                        matvec_group(pool, &inputs, prepared, [ffn_gate, ffn_up, meki_gate]);
                     }
-                    None => matvec_group(pool, &inputs, quant, [ffn_gate, ffn_up]),
+                    None => matvec_group(pool, &inputs, prepared, [ffn_gate, ffn_up]),
                 }
             } else {
-                acts.reset();
-                linear(pool, file, &lw.ffn_gate, xn, n, acts, gate);
-                linear(pool, file, &lw.ffn_up, xn, n, acts, up);
+                linear(pool, file, &lw.ffn_gate, xn, n, &mut prepared[0], gate);
+                linear(pool, file, &lw.ffn_up, xn, n, &mut prepared[0], up);
                 if let Some((mem, ml, mfile)) = meki {
-                    match mem.gate_input {
-                        GateInput::FfnNorm => linear(pool, mfile, &ml.gate, xn, n, acts, meki_g),
-                        GateInput::Residual => linear_once(pool, mfile, &ml.gate, x, n, meki_g),
-                    }
+                    let i = gate_input_index(mem);
+                    linear(
+                        pool,
+                        mfile,
+                        &ml.gate,
+                        inputs[i],
+                        n,
+                        &mut prepared[i],
+                        meki_g,
+                    );
                 }
             }
 
@@ -339,9 +344,9 @@ impl<'m> Session<'m> {
             let meki_v = &*meki_g;
 
             // 3. The output products: W_down, MeKi W_out.
+            prepared[0].reset();
+            prepared[1].reset();
             if n == 1 {
-                in_a.reset();
-                in_b.reset();
                 let down = Product {
                     file,
                     w: &lw.ffn_down,
@@ -349,7 +354,6 @@ impl<'m> Session<'m> {
                     y: &mut *proj,
                 };
                 let inputs: [&[f32]; 2] = [ffh, meki_v];
-                let quant = &mut [&mut *in_a, &mut *in_b];
                 match meki {
                     Some((_, ml, mfile)) => {
                         let out = Product {
@@ -358,14 +362,14 @@ impl<'m> Session<'m> {
                             input: 1,
                             y: &mut *meki_y,
                         };
-                        matvec_group(pool, &inputs, quant, [down, out]);
+                        matvec_group(pool, &inputs, prepared, [down, out]);
                     }
-                    None => matvec_group(pool, &inputs, quant, [down]),
+                    None => matvec_group(pool, &inputs, prepared, [down]),
                 }
             } else {
-                linear_once(pool, file, &lw.ffn_down, ffh, n, proj);
+                linear(pool, file, &lw.ffn_down, ffh, n, &mut prepared[0], proj);
                 if let Some((_, ml, mfile)) = meki {
-                    linear_once(pool, mfile, &ml.out, meki_v, n, meki_y);
+                    linear(pool, mfile, &ml.out, meki_v, n, &mut prepared[1], meki_y);
                 }
             }
 
@@ -393,7 +397,8 @@ impl<'m> Session<'m> {
             kernels::vec::rms_norm(src, out_norm, c.rms_eps, dst);
         }
         let mut logits = vec![0f32; m * c.n_vocab];
-        linear_once(pool, file, &w.output, hn, m, &mut logits);
+        prepared[0].reset();
+        linear(pool, file, &w.output, hn, m, &mut prepared[0], &mut logits);
         Ok(logits)
     }
 }

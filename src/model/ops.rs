@@ -1,167 +1,186 @@
 //! Numeric building blocks of the forward pass, on f32 activations.
 //!
-//! `linear` is the only heavy operation; the element-wise ones run on the
-//! per-token vector kernels of `meki-kernels` (called from `forward.rs`),
-//! except a few small ones kept here in plain code.
+//! `linear` is the only heavy operation; its input is prepared once per
+//! activation format by [`PreparedInput`] and shared by the matrices that
+//! read it. The element-wise operations run on the per-token vector kernels
+//! of `meki-kernels` (called from `forward.rs`), except a few small ones kept
+//! here in plain code.
 
 use super::weights::Weight;
 use crate::gguf::GgufFile;
 use crate::kernels::formats::{self, GgmlType};
 use crate::kernels::repack::{self, Packed};
 use crate::kernels::{self, ThreadPool};
-use std::cell::RefCell;
 
-/// One token's activations quantized to a weight type's activation type
-/// ([`kernels::vec_dot_type`]), kept for the next matrix that reads the same
-/// input (Q, K and V; FFN gate, up and the MeKi gate): quantized once, not
-/// once per matrix. [`SharedActs::reset`] when the input changes.
-/// Repacked matrices share the input's prepared rows
-/// ([`Packed::prepare_input`]) the same way, for any number of tokens, one
-/// set per activation format ([`Packed::act_kind`]): in a Q4_K_M layer a
-/// Q4_K and a Q6_K matrix read the same input in different formats.
-#[derive(Default)]
-pub struct SharedActs {
-    act: Option<GgmlType>,
-    bytes: Vec<u8>,
-    packed: Vec<PreparedInput>,
+/// How a matrix reads its input.
+#[derive(Clone, Copy)]
+pub(super) enum Form<'w> {
+    /// Rows quantized to this activation type ([`kernels::vec_dot_type`];
+    /// f32 bytes for float weights), for a matrix in its GGUF layout.
+    Plain(GgmlType),
+    /// Rows prepared for this repacked matrix ([`Packed::prepare_rows`]).
+    Packed(&'w Packed),
 }
 
-impl SharedActs {
-    pub fn reset(&mut self) {
-        self.act = None;
-        for p in &mut self.packed {
-            p.ready_for = None;
+impl<'w> Form<'w> {
+    /// The form `w` reads.
+    pub(super) fn of(w: &'w Weight) -> Form<'w> {
+        match &w.packed {
+            Some(p) => Form::Packed(p),
+            None => Form::Plain(kernels::vec_dot_type(w.ty).expect("weight types checked at load")),
         }
     }
 
-    /// The input `x` (`n` rows) prepared for `p`, prepared now unless an
-    /// earlier matrix of the same activation format already did.
-    fn prepared_for(&mut self, pool: &ThreadPool, p: &Packed, x: &[f32], n: usize) -> &[u8] {
-        let kind = p.act_kind();
-        let i = match self.packed.iter().position(|e| e.kind == kind) {
-            Some(i) => i,
-            None => {
-                self.packed.push(PreparedInput {
-                    kind,
-                    ready_for: None,
-                    rows: Vec::new(),
-                });
-                self.packed.len() - 1
+    fn format(self) -> Format {
+        match self {
+            Form::Plain(act) => Format::Plain(act),
+            Form::Packed(p) => Format::Packed(p.act_kind()),
+        }
+    }
+
+    /// Bytes of one prepared row of `cols` elements.
+    fn row_bytes(self, cols: usize) -> usize {
+        match self {
+            Form::Plain(act) => act.row_bytes(cols as u64).expect("shape checked at load") as usize,
+            Form::Packed(p) => p.act_row_bytes(),
+        }
+    }
+
+    /// Prepares the rows of `x` (`cols` elements each) into `out` (one
+    /// [`Form::row_bytes`] row each).
+    fn prepare_rows(self, x: &[f32], cols: usize, out: &mut [u8]) {
+        let isa = kernels::isa();
+        let r = match self {
+            Form::Packed(p) => p.prepare_rows(isa, x, out),
+            Form::Plain(GgmlType::F32) => {
+                out.copy_from_slice(bytemuck::cast_slice(x));
+                Ok(())
+            }
+            Form::Plain(act) => {
+                let rb = self.row_bytes(cols);
+                x.chunks_exact(cols)
+                    .zip(out.chunks_exact_mut(rb))
+                    .try_for_each(|(xr, dst)| kernels::quantize_activations(isa, act, xr, dst))
             }
         };
-        let e = &mut self.packed[i];
-        if e.ready_for != Some((n, p.cols())) {
-            prepare(pool, p, x, n, &mut e.rows);
-            e.ready_for = Some((n, p.cols()));
-        }
-        &e.rows
+        // Shapes and types were checked at load, so an error here is a bug.
+        r.unwrap_or_else(|e| panic!("preparing activations: {e}"));
     }
 }
 
-/// Prepared input rows of one activation format.
-struct PreparedInput {
-    kind: GgmlType,
-    /// Tokens and columns of `rows`, if ready.
-    ready_for: Option<(usize, usize)>,
-    rows: Vec<u8>,
+/// The bytes a [`Form`] reads: matrices of equal formats (and columns) can
+/// share one prepared input.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Plain(GgmlType),
+    /// Prepared rows of this [`Packed::act_kind`].
+    Packed(GgmlType),
 }
 
-/// Quantizes and prepares `n` rows of `x` for `p` into `out`, split over the
-/// pool by pieces of rows (about four per thread), each written by the
-/// thread that takes it.
-fn prepare(pool: &ThreadPool, p: &Packed, x: &[f32], n: usize, out: &mut Vec<u8>) {
-    let isa = kernels::isa();
-    let (ab, cols) = (p.act_row_bytes(), p.cols());
-    out.resize(n * ab, 0);
-    let per = n.div_ceil(4 * pool.n_threads()).max(1);
-    pool.run_chunks_mut(&mut out[..], per * ab, &|piece, rows| {
-        let first = piece * per;
-        let xs = &x[first * cols..(first + rows.len() / ab) * cols];
-        p.prepare_rows(isa, xs, rows)
-            .unwrap_or_else(|e| panic!("preparing activations: {e}"));
-    });
+/// An f32 input (one or more tokens) prepared once per format that the
+/// matrices reading it take, so that Q, K and V (or the FFN gate, up and the
+/// MeKi gate) quantize it once, not once per matrix. There are at most a few
+/// formats per input: e.g. Q8_0 and Q8_K rows in a Q4_K_M layer, or plain
+/// and repacked rows. [`PreparedInput::reset`] when the input changes.
+/// Buffers are kept between calls: a decode step allocates nothing for them.
+#[derive(Default)]
+pub struct PreparedInput {
+    slots: Vec<Slot>,
+    /// Slots `..used` hold the current input.
+    used: usize,
 }
 
-thread_local! {
-    /// Input buffer of repacked products that share nothing (`linear_once`).
-    static ONCE_ACTS: RefCell<Vec<u8>> = RefCell::default();
+/// The input in one format.
+struct Slot {
+    format: Format,
+    tokens: usize,
+    cols: usize,
+    /// Bytes of `buf` in use. The buffer keeps its largest size: formats of
+    /// different lengths take turns in a slot, and growing a `Vec` back
+    /// would zero-fill it every time.
+    len: usize,
+    buf: Vec<u8>,
 }
 
-/// `y = W x` for `n` tokens on a repacked matrix, with prepared rows.
-fn linear_packed(pool: &ThreadPool, w: &Weight, p: &Packed, acts: &[u8], n: usize, y: &mut [f32]) {
-    if let Err(e) = repack::matmul(kernels::isa(), pool, p, n, acts, y) {
-        panic!("linear {}: {e}", w.name);
+impl PreparedInput {
+    /// Forget the previous input.
+    pub fn reset(&mut self) {
+        self.used = 0;
+    }
+
+    /// The slot holding `x` (`n` rows of `cols`) in `form`, prepared now
+    /// (split over the pool by pieces of rows, about four per thread) unless
+    /// an earlier matrix of the same format already did it.
+    pub(super) fn prepare(
+        &mut self,
+        pool: &ThreadPool,
+        form: Form<'_>,
+        x: &[f32],
+        n: usize,
+        cols: usize,
+    ) -> usize {
+        let format = form.format();
+        let ready = |s: &Slot| s.format == format && s.tokens == n && s.cols == cols;
+        if let Some(i) = self.slots[..self.used].iter().position(ready) {
+            return i;
+        }
+        if self.used == self.slots.len() {
+            self.slots.push(Slot {
+                format,
+                tokens: 0,
+                cols: 0,
+                len: 0,
+                buf: Vec::new(),
+            });
+        }
+        let rb = form.row_bytes(cols);
+        let slot = &mut self.slots[self.used];
+        (slot.format, slot.tokens, slot.cols, slot.len) = (format, n, cols, n * rb);
+        if slot.buf.len() < slot.len {
+            slot.buf.resize(slot.len, 0);
+        }
+        let per = n.div_ceil(4 * pool.n_threads()).max(1);
+        pool.run_chunks_mut(&mut slot.buf[..slot.len], per * rb, &|piece, rows| {
+            let first = piece * per;
+            let xs = &x[first * cols..(first + rows.len() / rb) * cols];
+            form.prepare_rows(xs, cols, rows);
+        });
+        self.used += 1;
+        self.used - 1
+    }
+
+    /// The bytes of slot `i` (from [`PreparedInput::prepare`]).
+    pub(super) fn bytes(&self, i: usize) -> &[u8] {
+        let slot = &self.slots[i];
+        &slot.buf[..slot.len]
     }
 }
 
 /// `y[t] = W x[t]` for `n` tokens (`x`: `n x w.cols`, `y`: `n x w.rows`),
-/// sharing the quantized activations of a single token through `acts`.
+/// with `x` prepared in `input` (shared with the other matrices that read
+/// it). Runs on the kernels of `meki-kernels` (activations quantized to the
+/// weight type's pair, as ggml does), split over the pool's threads by rows.
 pub fn linear(
     pool: &ThreadPool,
     file: &GgufFile,
     w: &Weight,
     x: &[f32],
     n: usize,
-    acts: &mut SharedActs,
+    input: &mut PreparedInput,
     y: &mut [f32],
 ) {
-    if let Some(p) = &w.packed {
-        let prepared = acts.prepared_for(pool, p, x, n);
-        return linear_packed(pool, w, p, prepared, n, y);
-    }
-    let act = kernels::vec_dot_type(w.ty);
-    let act = match act {
-        Some(a) if n == 1 && a != GgmlType::F32 => a,
-        _ => return linear_once(pool, file, w, x, n, y),
-    };
+    let form = Form::of(w);
+    let slot = input.prepare(pool, form, x, n, w.cols);
+    let acts = input.bytes(slot);
     let isa = kernels::isa();
-    if acts.act != Some(act) {
-        let len = act.row_bytes(w.cols as u64).expect("shape checked at load") as usize;
-        acts.bytes.resize(len, 0);
-        kernels::quantize_activations(isa, act, &x[..w.cols], &mut acts.bytes)
-            .unwrap_or_else(|e| panic!("linear {}: {e}", w.name));
-        acts.act = Some(act);
-    }
-    let r = kernels::matmul::matvec_quantized(
-        isa,
-        pool,
-        w.bytes(file),
-        w.ty,
-        w.rows,
-        w.cols,
-        &acts.bytes,
-        y,
-    );
-    if let Err(e) = r {
-        panic!("linear {}: {e}", w.name);
-    }
-}
-
-/// `y[t] = W x[t]` for `n` tokens: `x` is `n x w.cols`, `y` is `n x w.rows`.
-/// Runs on the kernels of `meki-kernels` (activations quantized to the
-/// weight type's pair, as ggml does), split over the pool's threads by rows.
-pub fn linear_once(
-    pool: &ThreadPool,
-    file: &GgufFile,
-    w: &Weight,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-) {
-    if let Some(p) = &w.packed {
-        return ONCE_ACTS.with(|a| {
-            let mut a = a.borrow_mut();
-            prepare(pool, p, x, n, &mut a);
-            linear_packed(pool, w, p, &a, n, y);
-        });
-    }
-    let bytes = w.bytes(file);
-    // Shapes and types were checked at load, so a kernel error is a bug here.
-    let r = if n == 1 {
-        kernels::matvec(pool, bytes, w.ty, w.rows, w.cols, x, y)
-    } else {
-        kernels::matmul(pool, bytes, w.ty, w.rows, w.cols, n, x, y)
+    let r = match form {
+        Form::Packed(p) => repack::matmul(isa, pool, p, n, acts, y),
+        Form::Plain(_) => {
+            let bytes = w.bytes(file);
+            kernels::matmul::matmul_quantized(isa, pool, bytes, w.ty, w.rows, w.cols, n, acts, y)
+        }
     };
+    // Shapes and types were checked at load, so a kernel error is a bug here.
     if let Err(e) = r {
         panic!("linear {}: {e}", w.name);
     }
