@@ -535,8 +535,9 @@ struct DecodeMat {
 /// --ignored --nocapture speed_decode` (env REPACK_MODEL 0.6b or 1.7b,
 /// default both; REPACK_LAYERS, default 6; REPACK_ROUNDS, default 40;
 /// REPACK_HEAD=0 skips the head; REPACK_PF=4,8,12 times the packed form
-/// at each of these prefetch distances, `DECODE_PREFETCH_BLOCKS`).
-/// REPACK_LAYERS=1 REPACK_HEAD=0 keeps the weights in a large L3.
+/// at each of these prefetch distances, `DECODE_PREFETCH_BLOCKS`;
+/// REPACK_LAYERS=1 REPACK_HEAD=0 keeps the weights in a large L3;
+/// REPACK_MEKI=1 times the MeKi projections alone, one dispatch each).
 #[test]
 #[ignore]
 fn speed_decode_q8_0_plain_vs_packed() {
@@ -551,7 +552,9 @@ fn speed_decode_q8_0_plain_vs_packed() {
     let threads = env("REPACK_THREADS", 1);
     let n_layers = env("REPACK_LAYERS", 6);
     let rounds = env("REPACK_ROUNDS", 40);
-    let head = env("REPACK_HEAD", 1) != 0;
+    // The MeKi projections alone (`d x 128`, `128 x d`), no head.
+    let meki_only = env("REPACK_MEKI", 0) != 0;
+    let head = env("REPACK_HEAD", 1) != 0 && !meki_only;
     let isa = Isa::Avx2;
     if !isa.is_available() {
         eprintln!("skipped: no AVX2");
@@ -568,12 +571,16 @@ fn speed_decode_q8_0_plain_vs_packed() {
     for (model, d, q_dim, ff) in models {
         let kv = 1024;
         // (group name, [(rows, cols)]) of one layer.
-        let groups: [(&str, Vec<(usize, usize)>); 4] = [
-            ("qkv", vec![(q_dim, d), (kv, d), (kv, d)]),
-            ("o", vec![(d, q_dim)]),
-            ("gate+up+mg", vec![(ff, d), (ff, d), (128, d)]),
-            ("down+mo", vec![(d, ff), (d, 128)]),
-        ];
+        let groups: Vec<(&str, Vec<(usize, usize)>)> = if meki_only {
+            vec![("meki gate", vec![(128, d)]), ("meki out", vec![(d, 128)])]
+        } else {
+            vec![
+                ("qkv", vec![(q_dim, d), (kv, d), (kv, d)]),
+                ("o", vec![(d, q_dim)]),
+                ("gate+up+mg", vec![(ff, d), (ff, d), (128, d)]),
+                ("down+mo", vec![(d, ff), (d, 128)]),
+            ]
+        };
         // One random matrix per shape, copied per layer (distinct memory).
         let mut protos: Vec<((usize, usize), Vec<u8>)> = Vec::new();
         let mut proto = |rows: usize, cols: usize| {
