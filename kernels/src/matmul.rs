@@ -23,6 +23,10 @@ const ROW_CHUNK: usize = 16;
 /// Weight bytes per unit of work at least (below that the shared counter and
 /// the loop set-up cost more than the balance they buy).
 const MIN_CHUNK_BYTES: usize = 32 << 10;
+/// Longest float rows that the AVX2 prefill converts to f32 and runs over
+/// every token at once: 3 activation rows (one register tile's tokens) stay
+/// in L1 up to here; longer rows take token tiles and the converting tiles.
+pub(crate) const FLOAT_PACK_MAX_COLS: usize = 4096;
 /// Work units per thread at least, for balance when threads run unevenly.
 const CHUNKS_PER_THREAD: usize = 4;
 /// Bytes of activations kept hot against a chunk of weight rows (prefill):
@@ -77,7 +81,7 @@ fn plan(isa: Isa, ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Pl
         row_bytes,
         act_bytes,
         act,
-        all_tokens: isa == Isa::Avx2 && act == GgmlType::F32,
+        all_tokens: isa == Isa::Avx2 && act == GgmlType::F32 && cols <= FLOAT_PACK_MAX_COLS,
     })
 }
 

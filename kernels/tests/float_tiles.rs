@@ -1,7 +1,8 @@
 //! Float-weight (F32/F16/BF16) matrix products through every tile path:
 //! one token (decode tiles), a few tokens (tiles converting as they load),
 //! and from the conversion threshold on (row groups converted to f32 once,
-//! 4 x 3 tiles, groups smaller than a thread's rows when rows are long).
+//! 4 x 3 tiles; rows longer than the conversion limit keep the converting
+//! tiles).
 //! Every element equals the single-row dot of the same family bit for bit,
 //! and lies within the f32-accumulation bound of an f64 reference.
 #![allow(clippy::needless_range_loop)] // index loops read clearer in reference checks
@@ -89,13 +90,16 @@ fn float_products_equal_row_dots_short_rows() {
     }
 }
 
-/// Rows long enough that a converted row group (256 KiB of f32) holds fewer
-/// rows than a thread's chunk, so chunks are converted in several groups.
+/// Long rows: the longest that are converted (4096, and 4093 with a scalar
+/// tail) and longer ones (5003), which take token tiles and the converting
+/// tiles instead.
 #[test]
 fn float_products_equal_row_dots_long_rows() {
     let mut rng = Rng::new(43);
     let pools: Vec<ThreadPool> = [1, 2].into_iter().map(ThreadPool::new).collect();
     for ty in [GgmlType::F16, GgmlType::BF16, GgmlType::F32] {
-        check(&mut rng, &pools, ty, 37, 5003, &[1, 7, 9]);
+        for cols in [4093, 4096, 5003] {
+            check(&mut rng, &pools, ty, 37, cols, &[1, 7, 9]);
+        }
     }
 }

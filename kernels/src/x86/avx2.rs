@@ -1295,9 +1295,10 @@ unsafe fn gemm_converted<W: FloatWeights>(
 }
 
 /// [`crate::dot::GemmFn`] for float weights and f32 activations: from
-/// [`PACK_MIN_TOKENS`] tokens on, 4 x 3 tiles over f32 rows (F16/BF16 rows
-/// converted once per group), else 2 x 4 tiles converting as they load, and
-/// 4 x 1 for one token.
+/// [`PACK_MIN_TOKENS`] tokens on and for rows of at most
+/// [`crate::matmul::FLOAT_PACK_MAX_COLS`], 4 x 3 tiles over f32 rows
+/// (F16/BF16 rows converted once per group), else 2 x 4 tiles converting as
+/// they load, and 4 x 1 for one token.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_float<W: FloatWeights>(
@@ -1311,7 +1312,7 @@ unsafe fn gemm_float<W: FloatWeights>(
     y: *mut f32,
     ys: usize,
 ) {
-    if toks >= PACK_MIN_TOKENS {
+    if toks >= PACK_MIN_TOKENS && n <= crate::matmul::FLOAT_PACK_MAX_COLS {
         if W::BYTES == 4 {
             gemm_f32_rows(n, w, wrb, rows, x, xrb, toks, y, ys);
         } else {
