@@ -227,6 +227,7 @@ impl<'m> Session<'m> {
                 linear(pool, file, &lw.wk, xn, n, &mut prepared[0], k);
                 linear(pool, file, &lw.wv, xn, n, &mut prepared[0], v);
             }
+            // Q/K/V biases (Qwen2).
             for (out, b, width) in [
                 (&mut *q, &lw.bq, qd),
                 (&mut *k, &lw.bk, kvd),
@@ -238,6 +239,8 @@ impl<'m> Session<'m> {
                     }
                 }
             }
+            // Per token: Qwen3's per-head q/k norm, rotation, then K and V
+            // into the cache at the token's position.
             for t in 0..n {
                 let pos = self.n_past + t;
                 let qt = &mut q[t * qd..(t + 1) * qd];
@@ -252,6 +255,8 @@ impl<'m> Session<'m> {
                 kernels::vec::rope_table(kt, hd, &rope[t]);
                 self.cache[l].store(pos * kvd, kt, &v[t * kvd..(t + 1) * kvd]);
             }
+            // att = softmax(q K^T / sqrt(hd)) V over the cached positions
+            // (causal within the batch).
             attention(
                 pool,
                 c,
