@@ -31,16 +31,17 @@ use std::arch::x86_64::*;
 /// Streams run side by side.
 const STREAMS: usize = 2;
 
-/// Prefetches the 4 cache lines from `p`: with 272-byte blocks, every line
-/// of a stream starts within 256 bytes of some block's start, so 4 per block
-/// cover the stream.
+/// Prefetches the 5 cache lines holding `p`, `p + 64`, .., `p + 256`: with
+/// blocks of 272 bytes (4.25 lines) that covers every line of a block except
+/// possibly the last, which holds the next block's start and so its first
+/// prefetch (4 prefetches per block would leave a line out every fourth
+/// block).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn prefetch_block(p: *const u8) {
-    _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64) as *const i8);
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128) as *const i8);
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(192) as *const i8);
+    for o in [0, 64, 128, 192, 256] {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o) as *const i8);
+    }
 }
 
 /// `acc` plus the 8 rows of the packed block `wb` times the prepared block
