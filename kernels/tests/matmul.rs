@@ -59,7 +59,9 @@ fn matmul_equals_row_dots() {
     let mut rng = Rng::new(21);
     let pools: Vec<ThreadPool> = [1, 2, 3].into_iter().map(ThreadPool::new).collect();
     for ty in TYPES {
-        for (rows, nb) in [(1usize, 1usize), (17, 2), (40, 3)] {
+        // nb = 9: k-quant prefill runs in pieces of K (4 super-blocks), the
+        // last one partial.
+        for (rows, nb) in [(1usize, 1usize), (17, 2), (40, 3), (5, 9)] {
             let cols = nb * ty.block_size().max(32);
             let rb = ty.row_bytes(cols as u64).unwrap() as usize;
             let w = random_weights(&mut rng, ty, rows * rb / ty.type_size());

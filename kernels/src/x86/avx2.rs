@@ -744,12 +744,31 @@ unsafe fn tile_q45_k<const FIVE: bool, const RN: usize>(
     xs: usize,
     pf: *const u8,
 ) -> [f32; RN] {
+    let mut acc = [_mm256_setzero_ps(); RN];
+    q45_k_blocks::<FIVE, RN>(0, nb, w, x, xs, pf, &mut acc);
+    hsum_col(&acc)
+}
+
+/// Super-blocks `i0..i1` of [`tile_q45_k`], accumulated into `acc` (see
+/// [`q6_k_blocks`]).
+#[inline]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q45_k_blocks<const FIVE: bool, const RN: usize>(
+    i0: usize,
+    i1: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    pf: *const u8,
+    acc: &mut [__m256; RN],
+) {
+    let mut a = *acc;
     let bytes = if FIVE { BQ5K } else { BQ4K };
     let m4 = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); RN];
     // d * d_y and -dmin * d_y per token, read back as broadcast loads.
     let mut dd = [[0f32; 8]; 2];
-    for i in 0..nb {
+    for i in i0..i1 {
         if !pf.is_null() {
             prefetch_span(pf.wrapping_add(i * bytes), bytes);
         }
@@ -802,14 +821,21 @@ unsafe fn tile_q45_k<const FIVE: bool, const RN: usize>(
             let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
             let prod_m = _mm256_zextsi128_si256(_mm_madd_epi16(mins, pairs));
             let d = broadcast_load(dd[0].as_ptr().add(j));
-            acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+            a[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[j]), a[j]);
             let dm = broadcast_load(dd[1].as_ptr().add(j));
-            acc[j] = _mm256_fmadd_ps(dm, _mm256_cvtepi32_ps(prod_m), acc[j]);
+            a[j] = _mm256_fmadd_ps(dm, _mm256_cvtepi32_ps(prod_m), a[j]);
         }
     }
+    *acc = a;
+}
+
+/// The horizontal sums of one accumulator per token.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_col<const RN: usize>(acc: &[__m256; RN]) -> [f32; RN] {
     let mut out = [0f32; RN];
-    for j in 0..RN {
-        out[j] = hsum_ps(acc[j]);
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = hsum_ps(*a);
     }
     out
 }
@@ -819,7 +845,7 @@ unsafe fn tile_q45_k<const FIVE: bool, const RN: usize>(
 /// tokens at a time (8 measured ~10% faster than 4 for Q4_K/Q5_K prefill:
 /// the row's decode and scales are shared by more tokens).
 macro_rules! gemm_row_x4 {
-    ($name:ident, $tile:ident, $rn:literal) => {
+    ($name:ident, $tile:ident, $blocks:ident, $rn:literal) => {
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(crate) unsafe fn $name(
@@ -834,6 +860,51 @@ macro_rules! gemm_row_x4 {
             ys: usize,
         ) {
             let nb = n / QK_K;
+            if toks > 1 && nb >= 2 * K_PIECE {
+                // Prefill in pieces of K (see `K_PIECE`): for each piece,
+                // every row against every token group, the accumulators
+                // kept in memory between pieces (the same operations per
+                // lane as in one pass, so the results are bit-identical).
+                let groups = toks.div_ceil($rn);
+                let mut acc = vec![[_mm256_setzero_ps(); $rn]; rows * groups];
+                let pf = std::ptr::null();
+                let mut i0 = 0;
+                while i0 < nb {
+                    let i1 = (i0 + K_PIECE).min(nb);
+                    for (r, ar) in acc.chunks_exact_mut(groups).enumerate() {
+                        let wr = w.add(r * wrb);
+                        for (g, a) in ar.iter_mut().enumerate() {
+                            let t = g * $rn;
+                            let xt = x.add(t * xrb);
+                            macro_rules! go {
+                                ($n:literal) => {{
+                                    let mut v = [_mm256_setzero_ps(); $n];
+                                    v.copy_from_slice(&a[..$n]);
+                                    $blocks::<$n>(i0, i1, wr, xt, xrb, pf, &mut v);
+                                    a[..$n].copy_from_slice(&v);
+                                }};
+                            }
+                            match (toks - t).min($rn) {
+                                8 => go!(8),
+                                7 => go!(7),
+                                6 => go!(6),
+                                5 => go!(5),
+                                4 => go!(4),
+                                3 => go!(3),
+                                2 => go!(2),
+                                _ => go!(1),
+                            }
+                        }
+                    }
+                    i0 = i1;
+                }
+                for (r, ar) in acc.chunks_exact(groups).enumerate() {
+                    for t in 0..toks {
+                        *y.add(t * ys + r) = hsum_ps(ar[t / $rn][t % $rn]);
+                    }
+                }
+                return;
+            }
             for r in 0..rows {
                 let wr = w.add(r * wrb);
                 // Decode: prefetch the next row, spread over this one's
@@ -866,9 +937,46 @@ macro_rules! gemm_row_x4 {
     };
 }
 
-gemm_row_x4!(gemm_q4_k_q8_k, tile_q4_k, 8);
-gemm_row_x4!(gemm_q5_k_q8_k, tile_q5_k, 8);
-gemm_row_x4!(gemm_q6_k_q8_k, tile_q6_k, 8);
+gemm_row_x4!(gemm_q4_k_q8_k, tile_q4_k, q4_k_blocks, 8);
+gemm_row_x4!(gemm_q5_k_q8_k, tile_q5_k, q5_k_blocks, 8);
+gemm_row_x4!(gemm_q6_k_q8_k, tile_q6_k, q6_k_blocks, 8);
+
+/// Super-blocks per piece of K in the k-quant prefill: 4 (1024 columns)
+/// keep a 16-token tile's part of the activations (16 x 4 x 292 bytes =
+/// 18.7 KB) in L1 while the chunk's rows pass over it, where whole rows
+/// re-read 8 tokens' activations (131 KB for 14336 columns) from L2 for
+/// every weight row.
+const K_PIECE: usize = 4;
+
+#[inline]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_blocks<const RN: usize>(
+    i0: usize,
+    i1: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    pf: *const u8,
+    acc: &mut [__m256; RN],
+) {
+    q45_k_blocks::<false, RN>(i0, i1, w, x, xs, pf, acc)
+}
+
+#[inline]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_blocks<const RN: usize>(
+    i0: usize,
+    i1: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    pf: *const u8,
+    acc: &mut [__m256; RN],
+) {
+    q45_k_blocks::<true, RN>(i0, i1, w, x, xs, pf, acc)
+}
 
 /// Writes one row's results for RN tokens to `y[t * ys]`.
 #[inline]
@@ -904,12 +1012,32 @@ pub(crate) unsafe fn tile_q6_k<const RN: usize>(
     xs: usize,
     pf: *const u8,
 ) -> [f32; RN] {
+    let mut acc = [_mm256_setzero_ps(); RN];
+    q6_k_blocks::<RN>(0, nb, w, x, xs, pf, &mut acc);
+    hsum_col(&acc)
+}
+
+/// Super-blocks `i0..i1` of [`tile_q6_k`], accumulated into `acc` (one
+/// vector per token): a row can be taken in pieces of K with the same
+/// operations in the same order per lane as in one pass.
+#[inline]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_blocks<const RN: usize>(
+    i0: usize,
+    i1: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    pf: *const u8,
+    acc: &mut [__m256; RN],
+) {
+    let mut a = *acc;
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x30);
     let even_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    let mut acc = [_mm256_setzero_ps(); RN];
     let mut dd = [0f32; 8];
-    for i in 0..nb {
+    for i in i0..i1 {
         if !pf.is_null() {
             prefetch_span(pf.wrapping_add(i * BQ6K), BQ6K);
         }
@@ -962,14 +1090,10 @@ pub(crate) unsafe fn tile_q6_k<const RN: usize>(
         }
         for j in 0..RN {
             let d = broadcast_load(dd.as_ptr().add(j));
-            acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+            a[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[j]), a[j]);
         }
     }
-    let mut out = [0f32; RN];
-    for j in 0..RN {
-        out[j] = hsum_ps(acc[j]);
-    }
-    out
+    *acc = a;
 }
 
 #[inline]
