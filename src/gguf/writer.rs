@@ -61,9 +61,14 @@ impl GgufWriter {
         tmp_name.push(name);
         tmp_name.push(format!(".tmp-{}", std::process::id()));
         let tmp_path = path.with_file_name(tmp_name);
-        let file = File::create(&tmp_path).map_err(|e| GgufError::io(&tmp_path, e))?;
-        // Removed by a terminating signal too (see `mmap::cleanup_on_signal`).
+        // Removed by a terminating signal too (see `mmap::cleanup_on_signal`);
+        // registered before it exists, so a signal that arrives once the file
+        // is visible always finds it in the list.
         super::mmap::register_temp_file(&tmp_path);
+        let file = File::create(&tmp_path).map_err(|e| {
+            super::mmap::unregister_temp_file(&tmp_path);
+            GgufError::io(&tmp_path, e)
+        })?;
         Ok(GgufWriter {
             path,
             tmp_path,
