@@ -26,7 +26,7 @@
 #   Each (model, threads) also gets a peak resident memory row (MiB, from
 #   /usr/bin/time -f %M over meki-run's pp run and llama-bench's pp+tg run;
 #   contexts PP+8 and PP+TG), ratio meki / llama.cpp (target: <= 1).
-#   meki-run repacks Q4_0/Q4_K matrices at load (MEKI_REPACK=0 to compare, =all adds Q8_0/Q6_K).
+#   meki-run repacks Q4_0/Q4_K/Q8_0 matrices at load (MEKI_REPACK=0 to compare, =all adds Q6_K).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 THREADS=${THREADS:-1 2}
