@@ -54,7 +54,7 @@ use crate::dot::KernelError;
 use crate::formats::{GgmlType, QK, QK_K};
 use crate::pool::ThreadPool;
 use half::f16;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 /// Prefetch distance of the one-token Q8_0 product, in packed blocks per
 /// stream (see `x86/avx2_repack_decode.rs`; 4 = 1088 bytes). On the EPYC,
@@ -479,7 +479,7 @@ impl Packed {
                     let w = self.data.as_ptr().add(g0 * gb);
                     if n == 1 && ty == GgmlType::Q8_0 {
                         // One token: the two-stream decode kernel.
-                        let pf = DECODE_PREFETCH_BLOCKS.load(Ordering::Relaxed);
+                        let pf = DECODE_PREFETCH_BLOCKS.load(std::sync::atomic::Ordering::Relaxed);
                         crate::x86::avx2_repack_decode::gemv_q8_0x8(nb, w, g1 - g0, x, y, pf);
                         continue;
                     }
