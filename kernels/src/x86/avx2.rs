@@ -26,6 +26,27 @@ const BQ5K: usize = std::mem::size_of::<BlockQ5K>();
 const BQ6K: usize = std::mem::size_of::<BlockQ6K>();
 const BQ8K: usize = std::mem::size_of::<BlockQ8K>();
 
+/// Calls `$go!(M, N)` with the const-generic tile of `$rm` rows (1..=4) x
+/// `$rn` tokens (1..=3): the edges of a 4x3 tiling.
+macro_rules! tile_up_to_4x3 {
+    ($rm:expr, $rn:expr, $go:ident) => {
+        match ($rm, $rn) {
+            (4, 3) => $go!(4, 3),
+            (4, 2) => $go!(4, 2),
+            (4, _) => $go!(4, 1),
+            (3, 3) => $go!(3, 3),
+            (3, 2) => $go!(3, 2),
+            (3, _) => $go!(3, 1),
+            (2, 3) => $go!(2, 3),
+            (2, 2) => $go!(2, 2),
+            (2, _) => $go!(2, 1),
+            (_, 3) => $go!(1, 3),
+            (_, 2) => $go!(1, 2),
+            _ => $go!(1, 1),
+        }
+    };
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
@@ -624,20 +645,7 @@ unsafe fn gemm_q8<W: Q8Weights>(
                     store_tile(W::tile::<$m, $n>(nb, wr, wrb, xt, xrb, pf), yt, ys)
                 };
             }
-            match (rm, rn) {
-                (4, 3) => go!(4, 3),
-                (4, 2) => go!(4, 2),
-                (4, _) => go!(4, 1),
-                (3, 3) => go!(3, 3),
-                (3, 2) => go!(3, 2),
-                (3, _) => go!(3, 1),
-                (2, 3) => go!(2, 3),
-                (2, 2) => go!(2, 2),
-                (2, _) => go!(2, 1),
-                (_, 3) => go!(1, 3),
-                (_, 2) => go!(1, 2),
-                _ => go!(1, 1),
-            }
+            tile_up_to_4x3!(rm, rn, go);
             t += rn;
         }
         r += rm;
@@ -1341,20 +1349,7 @@ unsafe fn gemm_f32_rows(
                     store_tile(tile_f32_xreg::<$m, $n>(n, wr, wrb, xt, xrb), yt, ys)
                 };
             }
-            match (rm, rn) {
-                (4, 3) => go!(4, 3),
-                (4, 2) => go!(4, 2),
-                (4, _) => go!(4, 1),
-                (3, 3) => go!(3, 3),
-                (3, 2) => go!(3, 2),
-                (3, _) => go!(3, 1),
-                (2, 3) => go!(2, 3),
-                (2, 2) => go!(2, 2),
-                (2, _) => go!(2, 1),
-                (_, 3) => go!(1, 3),
-                (_, 2) => go!(1, 2),
-                _ => go!(1, 1),
-            }
+            tile_up_to_4x3!(rm, rn, go);
             r += rm;
         }
         t += rn;
