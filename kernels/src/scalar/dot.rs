@@ -80,6 +80,8 @@ const KMASK2: u32 = 0x0f0f0f0f;
 const KMASK3: u32 = 0x03030303;
 
 /// The 12 packed bytes of Q4_K/Q5_K -> [scales 0..8 | mins 0..8] as bytes.
+/// (The NEON kernels' helper; AVX2 unpacks in vector registers.)
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn unpack_scales_k4(p: &[u8]) -> [u32; 4] {
     let r = |i: usize| u32::from_le_bytes([p[4 * i], p[4 * i + 1], p[4 * i + 2], p[4 * i + 3]]);

@@ -12,7 +12,6 @@
 //! scalar reference, summed in a different order.
 
 use crate::formats::*;
-use crate::scalar::dot::unpack_scales_k4;
 use std::arch::x86_64::*;
 
 const BQ4_0: usize = std::mem::size_of::<BlockQ4_0>();
@@ -757,6 +756,56 @@ unsafe fn tile_q45_k<const FIVE: bool, const RN: usize>(
     hsum_col(&acc)
 }
 
+/// The 8 six-bit scales and 8 mins of the k-quant super-block at `wb`
+/// (`d`, `dmin`, then the 12 packed scale bytes, Q4_K and Q5_K), unpacked
+/// with vector operations from one 16-byte load (the scalar unpacking and
+/// its moves to a vector register cost twice the µops): bytes 0..8 are
+/// scales 0..7, bytes 8..16 mins 0..7.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales_mins_k4(wb: *const u8) -> __m128i {
+    // Dwords u0, u1, u2 of the scale bytes (the fourth is quants, unused).
+    let v = _mm_loadu_si128(wb.add(4) as *const __m128i);
+    // Scales 0..3 = u0 & 0x3f.., mins 0..3 = u1 & 0x3f..
+    let low = _mm_and_si128(v, _mm_set1_epi32(0x3f3f3f3f));
+    // Scales 4..7 = (u2 & 0x0f..) | ((u0 >> 2) & 0x30..), mins 4..7 =
+    // ((u2 >> 4) & 0x0f..) | ((u1 >> 2) & 0x30..): the four terms in the
+    // dwords of t, then OR'ed pairwise.
+    let w = _mm_shuffle_epi32(v, 0b01_00_10_10); // u2, u2, u0, u1
+    let t = _mm_and_si128(
+        _mm_srlv_epi32(w, _mm_setr_epi32(0, 4, 2, 2)),
+        _mm_setr_epi32(0x0f0f0f0f, 0x0f0f0f0f, 0x30303030, 0x30303030),
+    );
+    let high = _mm_or_si128(t, _mm_shuffle_epi32(t, 0b11_10_11_10));
+    _mm_unpacklo_epi32(low, high)
+}
+
+/// `vpshufb` masks: `[s]` (s < 8) zero-extends byte `s` of each 128-bit
+/// half (scale `s` of [`scales_mins_k4`]) into every i16, `[8]` bytes
+/// 8..16 (the mins) into the 8 i16 of each half. Hidden from the optimizer,
+/// which turns a constant splat `vpshufb` into a shift and a
+/// `vpbroadcastw`: two µops (the broadcast on Intel's port 5 alone)
+/// instead of one.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scale_masks_k4() -> [__m256i; 9] {
+    let splat = |s: i16| _mm256_set1_epi16(s | (0x80 << 8));
+    let mins = _mm_setr_epi8(
+        8, -128, 9, -128, 10, -128, 11, -128, 12, -128, 13, -128, 14, -128, 15, -128,
+    );
+    std::hint::black_box([
+        splat(0),
+        splat(1),
+        splat(2),
+        splat(3),
+        splat(4),
+        splat(5),
+        splat(6),
+        splat(7),
+        _mm256_broadcastsi128_si256(mins),
+    ])
+}
+
 /// Super-blocks `i0..i1` of [`tile_q45_k`], accumulated into `acc` (see
 /// [`q6_k_blocks`]).
 #[inline]
@@ -774,28 +823,20 @@ unsafe fn q45_k_blocks<const FIVE: bool, const RN: usize>(
     let mut a = *acc;
     let bytes = if FIVE { BQ5K } else { BQ4K };
     let m4 = _mm256_set1_epi8(0x0F);
-    // d * d_y and -dmin * d_y per token, read back as broadcast loads.
-    let mut dd = [[0f32; 8]; 2];
+    let masks = scale_masks_k4();
     for i in i0..i1 {
         if !pf.is_null() {
             prefetch_span(pf.wrapping_add(i * bytes), bytes);
         }
         let wb = w.add(i * bytes);
-        let s = unpack_scales_k4(std::slice::from_raw_parts(wb.add(4), 12));
-        let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi32(
-            0,
-            0,
-            s[1] as i32,
-            s[0] as i32,
-        )));
-        let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, s[3] as i32, s[2] as i32));
-        let (wd, wdmin) = (f16_at(wb), f16_at(wb.add(2)));
+        let sm = scales_mins_k4(wb);
+        let mins = _mm_shuffle_epi8(sm, _mm256_castsi256_si128(masks[8]));
+        let sm = _mm256_broadcastsi128_si256(sm);
+        // (d, dmin) in every lane pair: times d_y gives d * d_y and
+        // dmin * d_y (the product the scalar code negates; the FNMA below
+        // subtracts it instead, the same single rounding).
+        let dpair = _mm256_cvtph_ps(_mm_set1_epi32((wb as *const i32).read_unaligned()));
         let mut sumi = [_mm256_setzero_si256(); RN];
-        for j in 0..RN {
-            let yd = f32_at(x.add(j * xs + i * BQ8K));
-            dd[0][j] = yd * wd;
-            dd[1][j] = -(yd * wdmin);
-        }
         let (q4, mut hbits) = if FIVE {
             (wb.add(48), load256(wb.add(16)))
         } else {
@@ -815,8 +856,8 @@ unsafe fn q45_k_blocks<const FIVE: bool, const RN: usize>(
                 hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hbits, 3), b16));
                 hbits = _mm256_srli_epi16(hbits, 2);
             }
-            let sl = _mm256_shuffle_epi8(sc, i16_lane_mask(2 * k));
-            let sh = _mm256_shuffle_epi8(sc, i16_lane_mask(2 * k + 1));
+            let sl = _mm256_shuffle_epi8(sm, masks[2 * k]);
+            let sh = _mm256_shuffle_epi8(sm, masks[2 * k + 1]);
             for j in 0..RN {
                 let q8 = x.add(j * xs + i * BQ8K + 4 + 64 * k);
                 let pl = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(lo, load256(q8)));
@@ -825,13 +866,18 @@ unsafe fn q45_k_blocks<const FIVE: bool, const RN: usize>(
             }
         }
         for j in 0..RN {
-            let b = load256(x.add(j * xs + i * BQ8K + 4 + QK_K));
-            let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+            let xb = x.add(j * xs + i * BQ8K);
+            // Pairs of 16-quant sums: the 32-quant sums of the sub-blocks.
+            let bs = xb.add(4 + QK_K);
+            let pairs = _mm_hadd_epi16(
+                _mm_loadu_si128(bs as *const __m128i),
+                _mm_loadu_si128(bs.add(16) as *const __m128i),
+            );
             let prod_m = _mm256_zextsi128_si256(_mm_madd_epi16(mins, pairs));
-            let d = broadcast_load(dd[0].as_ptr().add(j));
+            let dd = _mm256_mul_ps(dpair, _mm256_set1_ps(f32_at(xb)));
+            let (d, dm) = (_mm256_permute_ps(dd, 0x00), _mm256_permute_ps(dd, 0x55));
             a[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[j]), a[j]);
-            let dm = broadcast_load(dd[1].as_ptr().add(j));
-            a[j] = _mm256_fmadd_ps(dm, _mm256_cvtepi32_ps(prod_m), a[j]);
+            a[j] = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(prod_m), a[j]);
         }
     }
     *acc = a;
