@@ -8,6 +8,11 @@
 //! hits all of them, and each round's ratio compares time spent side by
 //! side. Each block starts with one untimed step (it wakes the model's
 //! thread pool, which parks while the other models run).
+//!
+//! `--cold` drops the MeKi tables from the page cache before every round
+//! (`madvise` + `posix_fadvise(DONTNEED)` on the table's byte range): the
+//! MeKi model then reads its rows from storage while it decodes, which is
+//! what a phone does with tables larger than its free RAM.
 
 use crate::model::forward::Logits;
 use crate::model::{KvType, MekiSource, Model, Session};
@@ -33,6 +38,18 @@ pub struct TwinOptions {
     /// Timed steps per block (a model's turn).
     pub block: usize,
     pub rounds: usize,
+    /// Drop the MeKi tables from the page cache before every round, so the
+    /// MeKi model reads its rows from storage while it decodes.
+    pub cold: bool,
+}
+
+/// Drops `m`'s MeKi tables from its map and from the page cache.
+fn evict_tables(m: &Model) -> Result<(), String> {
+    let mem = m.meki.as_ref().ok_or("the model has no MeKi memory")?;
+    let file = mem.file(&m.file);
+    let len = mem.table.bytes(file).len();
+    file.evict(mem.table.offset_in_file(), len)
+        .map_err(|e| format!("evicting the MeKi tables: {e}"))
 }
 
 /// Median and range of a list.
@@ -95,11 +112,16 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
         })
         .collect();
     println!(
-        "twin decode: {} timed steps per model per round in blocks of {}, {} rounds, {} threads",
+        "twin decode: {} timed steps per model per round in blocks of {}, {} rounds, {} threads{}",
         blocks * o.block,
         o.block,
         o.rounds,
-        o.threads
+        o.threads,
+        if o.cold {
+            "; MeKi tables dropped from the page cache before every round"
+        } else {
+            ""
+        }
     );
     let mut per_model: [Vec<f64>; 3] = Default::default();
     let (mut r_dense, mut r_nomeki, mut r_base) = (Vec::new(), Vec::new(), Vec::new());
@@ -110,6 +132,9 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
             .collect();
         for s in sessions.iter_mut() {
             s.forward(&ids[..1], Logits::Last)?;
+        }
+        if o.cold {
+            evict_tables(&models[0].1)?;
         }
         let mut spent = [Duration::ZERO; 3];
         let mut pos = 1;

@@ -65,6 +65,10 @@ enum Cmd {
         /// Rounds (each with fresh KV caches); the ratio is reported per round.
         #[arg(long, default_value_t = 9)]
         rounds: usize,
+        /// Drop the MeKi tables from the page cache before every round (the
+        /// MeKi model then reads its table rows from storage while decoding).
+        #[arg(long)]
+        cold: bool,
     },
 }
 
@@ -125,6 +129,7 @@ fn main() {
             tokens,
             block,
             rounds,
+            cold,
         } => twin::run(&twin::TwinOptions {
             meki,
             dense,
@@ -132,6 +137,7 @@ fn main() {
             tokens,
             block,
             rounds,
+            cold,
         }),
     };
     if let Err(e) = result {

@@ -64,6 +64,49 @@ impl FileMap {
         #[cfg(not(unix))]
         let _ = (offset, len);
     }
+
+    /// Makes `offset..offset + len` cold again, for benchmarks of reading
+    /// from storage: drops the range from this process's map and asks the
+    /// kernel to drop its pages from the page cache (`file` is the mapped
+    /// file; pages that other processes map stay). The next read of the
+    /// range faults its pages in from the file. Unix only; elsewhere an
+    /// `Unsupported` error.
+    pub fn evict(&self, file: &File, offset: usize, len: usize) -> std::io::Result<()> {
+        let in_range = offset.checked_add(len).is_some_and(|end| end <= self.len());
+        if !in_range {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "evict: {offset}+{len} is outside the {}-byte map",
+                    self.len()
+                ),
+            ));
+        }
+        #[cfg(unix)]
+        if let Some(map) = &self.map {
+            use std::os::fd::AsRawFd;
+            // SAFETY: the map is private, read-only and never written, so
+            // MADV_DONTNEED only drops its page-table entries: the memory stays
+            // mapped, and the next read of the range sees the same bytes again
+            // (faulted in from the file), so slices borrowed from it stay valid.
+            unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) }?;
+            let (off, n) = (offset as libc::off_t, len as libc::off_t);
+            // SAFETY: a plain system call on an open descriptor; it reads no
+            // memory of ours.
+            let rc =
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_DONTNEED) };
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            return Ok(());
+        }
+        #[cfg(not(unix))]
+        let _ = file;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "evicting pages needs a Unix map",
+        ))
+    }
 }
 
 impl Drop for FileMap {

@@ -184,6 +184,14 @@ impl GgufFile {
         self.map.advise_willneed(offset, len);
     }
 
+    /// Drops `offset..offset + len` of the file from this process's map and
+    /// from the page cache ([`FileMap::evict`]): benchmarks of cold storage.
+    pub fn evict(&self, offset: usize, len: usize) -> Result<()> {
+        let io = |e| GgufError::io(&self.path, e);
+        let file = std::fs::File::open(&self.path).map_err(io)?;
+        self.map.evict(&file, offset, len).map_err(io)
+    }
+
     /// The data bytes of `info` (a tensor of this file), borrowed from the map.
     pub fn tensor_data(&self, info: &TensorInfo) -> Result<&[u8]> {
         self.header
