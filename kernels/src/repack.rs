@@ -147,7 +147,35 @@ pub struct Packed {
     ty: GgmlType,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    data: PackedBytes,
+}
+
+/// A region of memory that many packed matrices share (a model's weight
+/// arena): it must return the same bytes on every call.
+pub type SharedRegion = std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// Where a packed matrix's bytes live: its own buffer, or a range of a
+/// region shared with other matrices. Reads as a plain `&[u8]` (exactly
+/// [`Packed::byte_len`] bytes).
+enum PackedBytes {
+    Owned(Vec<u8>),
+    Shared {
+        region: SharedRegion,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl std::ops::Deref for PackedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            PackedBytes::Owned(v) => v,
+            PackedBytes::Shared { region, start, len } => {
+                &(**region).as_ref()[*start..*start + *len]
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Packed {
@@ -190,7 +218,7 @@ impl Packed {
     /// Repacks `rows` rows of `cols` elements of `ty` (raw GGUF bytes).
     pub fn new(ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Packed, KernelError> {
         let mut p = Packed::zeroed(ty, rows, cols)?;
-        let need = p.data.len();
+        let need = p.n_bytes();
         if w.len() < need {
             return Err(KernelError::BufferTooSmall {
                 what: "weight matrix",
@@ -205,34 +233,95 @@ impl Packed {
     /// An all-zero packed matrix of this type and shape, to [`Packed::fill`]
     /// piece by piece (the source then never has to be in memory at once).
     pub fn zeroed(ty: GgmlType, rows: usize, cols: usize) -> Result<Packed, KernelError> {
-        let l = layout(ty).ok_or(KernelError::Unsupported(ty))?;
-        if cols == 0 || !cols.is_multiple_of(l.elems) || !rows.is_multiple_of(GROUP) {
-            return Err(KernelError::BadLength { ty, n: cols });
-        }
-        let need = rows
-            .checked_mul(cols / l.elems * l.bytes)
-            .ok_or(KernelError::BadLength { ty, n: cols })?;
+        let need = Packed::byte_len(ty, rows, cols)?;
         Ok(Packed {
             ty,
             rows,
             cols,
-            data: vec![0u8; need],
+            data: PackedBytes::Owned(vec![0u8; need]),
+        })
+    }
+
+    /// Bytes of a packed matrix of this type and shape (the same as the
+    /// original matrix), or why it cannot be packed.
+    pub fn byte_len(ty: GgmlType, rows: usize, cols: usize) -> Result<usize, KernelError> {
+        let l = layout(ty).ok_or(KernelError::Unsupported(ty))?;
+        if cols == 0 || !cols.is_multiple_of(l.elems) || !rows.is_multiple_of(GROUP) {
+            return Err(KernelError::BadLength { ty, n: cols });
+        }
+        rows.checked_mul(cols / l.elems * l.bytes)
+            .ok_or(KernelError::BadLength { ty, n: cols })
+    }
+
+    /// A packed matrix whose bytes are `region[start..start + byte_len]`,
+    /// already packed there with [`Packed::fill_into`]. Shared matrices
+    /// are read-only ([`Packed::fill`] refuses them).
+    pub fn from_shared(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        region: SharedRegion,
+        start: usize,
+    ) -> Result<Packed, KernelError> {
+        let len = Packed::byte_len(ty, rows, cols)?;
+        let have = (*region).as_ref().len();
+        if start.checked_add(len).is_none_or(|end| end > have) {
+            return Err(KernelError::BufferTooSmall {
+                what: "shared region (packed matrix past its end)",
+                need: start.saturating_add(len),
+                have,
+            });
+        }
+        Ok(Packed {
+            ty,
+            rows,
+            cols,
+            data: PackedBytes::Shared { region, start, len },
         })
     }
 
     /// Packs the original rows `src` (whole groups: a multiple of 8 rows of
     /// raw GGUF bytes) as rows `first_row..` of the matrix.
     pub fn fill(&mut self, first_row: usize, src: &[u8]) -> Result<(), KernelError> {
-        let ty = self.ty;
+        let (ty, rows, cols) = (self.ty, self.rows, self.cols);
+        match &mut self.data {
+            PackedBytes::Owned(data) => Packed::fill_into(ty, rows, cols, data, first_row, src),
+            PackedBytes::Shared { len, .. } => Err(KernelError::BufferTooSmall {
+                what: "shared packed matrix (read-only; fill its region first)",
+                need: *len,
+                have: 0,
+            }),
+        }
+    }
+
+    /// [`Packed::fill`] on the bytes of a `rows x cols` packed matrix of
+    /// `ty` held elsewhere (`data`: exactly [`Packed::byte_len`] bytes), to
+    /// be shared with [`Packed::from_shared`].
+    pub fn fill_into(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &mut [u8],
+        first_row: usize,
+        src: &[u8],
+    ) -> Result<(), KernelError> {
+        let need = Packed::byte_len(ty, rows, cols)?;
+        if data.len() != need {
+            return Err(KernelError::BufferTooSmall {
+                what: "packed matrix bytes (exactly the packed size)",
+                need,
+                have: data.len(),
+            });
+        }
         let l = layout(ty).ok_or(KernelError::Unsupported(ty))?;
         let bs = l.bytes;
-        let nb = self.cols / l.elems;
+        let nb = cols / l.elems;
         let rb = nb * bs;
         let n_rows = src.len() / rb;
         if !first_row.is_multiple_of(GROUP)
             || src.len() != n_rows * rb
             || !n_rows.is_multiple_of(GROUP)
-            || first_row + n_rows > self.rows
+            || first_row + n_rows > rows
         {
             return Err(KernelError::BufferTooSmall {
                 what: "rows to pack (whole 8-row groups inside the matrix)",
@@ -241,7 +330,7 @@ impl Packed {
             });
         }
         let pbs = GROUP * bs;
-        let out = &mut self.data[first_row * rb..(first_row + n_rows) * rb];
+        let out = &mut data[first_row * rb..(first_row + n_rows) * rb];
         for (g, out) in out.chunks_exact_mut(nb * pbs).enumerate() {
             for (b, pb) in out.chunks_exact_mut(pbs).enumerate() {
                 for i in 0..GROUP {
@@ -268,6 +357,14 @@ impl Packed {
     /// Bytes held (the same as the original matrix).
     pub fn n_bytes(&self) -> usize {
         self.data.len()
+    }
+    /// The packed bytes (what the kernels read).
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+    /// Whether the bytes live in a shared region ([`Packed::from_shared`]).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.data, PackedBytes::Shared { .. })
     }
 
     /// Row `r` in its original GGUF layout (tests, debugging).

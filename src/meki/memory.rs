@@ -8,7 +8,7 @@
 use super::identity::backbone_id;
 use crate::gguf::GgufFile;
 use crate::kernels::formats::GgmlType;
-use crate::model::weights::{Loader, RepackMode, Weight};
+use crate::model::weights::{Loader, Placement, RepackMode, Weight};
 use crate::model::Config;
 use std::path::Path;
 
@@ -156,19 +156,25 @@ impl MekiMemory {
             |w: &Weight, all: bool| all || matches!(w.ty, GgmlType::Q4_0 | GgmlType::Q8_0);
         let mut layers = Vec::with_capacity(n_layer.min(4096));
         for i in 0..n_layer {
-            let mut layer = MekiLayer {
+            layers.push(MekiLayer {
                 gate: l.get(&super::gate_name(i), c.n_embd, d_mem)?,
                 out: l.get(&super::out_name(i), d_mem, c.n_embd)?,
                 post_norm: l.vector(&super::post_norm_name(i), c.n_embd)?,
-            };
-            if let Some(all) = repack {
-                let all_gate = all_for(&layer.gate, all);
-                l.repack(&mut layer.gate, all_gate)?;
-                let all_out = all_for(&layer.out, all);
-                l.repack(&mut layer.out, all_out)?;
-            }
-            layers.push(layer);
+            });
         }
+        // The projections share one weight arena of their own (the table
+        // stays in the map: it is storage, read a few rows per token).
+        let mut jobs = Vec::new();
+        if let Some(all) = repack {
+            for layer in &mut layers {
+                for w in [&mut layer.gate, &mut layer.out] {
+                    if w.repack_wanted(all_for(w, all)) {
+                        jobs.push((w, Placement::Repack));
+                    }
+                }
+            }
+        }
+        l.place(jobs, "MeKi projections")?;
         Ok(MekiMemory {
             sidecar,
             form,

@@ -3,6 +3,7 @@
 //! Read [`forward::Session::forward`] top to bottom for the whole computation
 //! of one batch of tokens (llama2.c style).
 
+pub mod arena;
 mod attention;
 pub mod config;
 pub mod forward;

@@ -12,11 +12,24 @@
 //! decode is not slower. `MEKI_REPACK=0` keeps every matrix in the map;
 //! `MEKI_REPACK=all` also repacks the other types that have a kernel
 //! ([`Packed::supported`]: Q6_K, faster prefill, slower decode).
+//!
+//! The repacked matrices are not separate heap allocations: the loader plans
+//! their sizes, then places them all in one weight arena ([`super::arena`]:
+//! one anonymous region, 2 MiB aligned, advised `MADV_HUGEPAGE` on Linux and
+//! Android) and fills it in parallel (`pread`, so the file pages are never
+//! mapped in). The MeKi projections get an arena of their own, so the
+//! backbone's layout is the same with or without MeKi. With transparent
+//! huge pages in `madvise` mode decode streams the weights through 2 MiB
+//! pages. `MEKI_HUGEPAGES=0` skips the advice (4 KiB pages; A/B in one
+//! binary). `MEKI_COPY_OUTPUT=1` also copies the output head (for tied
+//! embeddings, `token_embd`) into the arena as it is; MeKi tables always
+//! stay in the map (they are storage, a few rows read per token).
 
+use super::arena::{self, Arena, ArenaPlan, ArenaSlice};
 use super::config::{Arch, Config};
 use crate::gguf::GgufFile;
 use crate::kernels::formats::GgmlType;
-use crate::kernels::repack::Packed;
+use crate::kernels::repack::{Packed, SharedRegion};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
@@ -35,11 +48,19 @@ pub struct Weight {
     pub packed: Option<Arc<Packed>>,
     /// A 1-D F32 tensor's values, copied at load (see [`Loader::vector`]).
     values: Option<Arc<[f32]>>,
+    /// The matrix copied as it is into the weight arena (the output head,
+    /// see [`copy_output_wanted`]); [`Weight::bytes`] then reads the copy.
+    copied: Option<ArenaSlice>,
 }
 
 impl Weight {
-    pub fn bytes<'a>(&self, file: &'a GgufFile) -> &'a [u8] {
-        &file.as_bytes()[self.range.clone()]
+    /// The tensor's bytes in its GGUF layout: the arena copy if it has one,
+    /// else the map.
+    pub fn bytes<'a>(&'a self, file: &'a GgufFile) -> &'a [u8] {
+        match &self.copied {
+            Some(c) => c.bytes(),
+            None => &file.as_bytes()[self.range.clone()],
+        }
     }
 
     /// The values of a 1-D F32 tensor (a norm weight or a bias): the copy
@@ -61,26 +82,45 @@ impl Weight {
         self.range.len() / self.rows.max(1)
     }
 
-    /// Copies the matrix into its interleaved layout when the active kernel
-    /// family has one for its type and shape.
-    fn repack(
-        &mut self,
-        file: &GgufFile,
-        reader: Option<&SourceReader>,
-        all: bool,
-    ) -> Result<(), String> {
+    /// Whether the active kernel family repacks this matrix: every type
+    /// with an interleaved kernel if `all`, else those for which it pays
+    /// ([`Packed::preferred`]).
+    pub(crate) fn repack_wanted(&self, all: bool) -> bool {
         let isa = crate::kernels::isa();
-        let wanted = if all {
+        if all {
             Packed::supported(isa, self.ty, self.rows, self.cols)
         } else {
             Packed::preferred(isa, self.ty, self.rows, self.cols)
-        };
-        if !wanted {
+        }
+    }
+
+    /// Bytes the matrix takes in the arena as `how` places it.
+    fn arena_bytes(&self, how: Placement) -> Result<usize, String> {
+        match how {
+            Placement::Repack => Packed::byte_len(self.ty, self.rows, self.cols)
+                .map_err(|e| format!("repacking tensor '{}': {e}", self.name)),
+            Placement::Copy => Ok(self.range.len()),
+        }
+    }
+
+    /// Writes the matrix into `dst` (its arena bytes) as `how` places it,
+    /// reading the file with `pread` (else through the map).
+    fn fill_arena(
+        &self,
+        file: &GgufFile,
+        reader: Option<&SourceReader>,
+        how: Placement,
+        dst: &mut [u8],
+    ) -> Result<(), String> {
+        let name = &self.name;
+        if how == Placement::Copy {
+            if reader.is_some_and(|f| f.read_into(self.range.start, dst)) {
+                return Ok(());
+            }
+            dst.copy_from_slice(&file.as_bytes()[self.range.clone()]);
             return Ok(());
         }
-        let name = &self.name;
         let err = |e: crate::kernels::KernelError| format!("repacking tensor '{name}': {e}");
-        let mut p = Packed::zeroed(self.ty, self.rows, self.cols).map_err(err)?;
         let rb = self.row_bytes();
         // Rows read in pieces of whole 8-row groups (~256 KiB).
         let step = ((256 << 10) / (8 * rb).max(1)).max(1) * 8;
@@ -92,11 +132,25 @@ impl Weight {
                 Some(b) => b,
                 None => &file.as_bytes()[range],
             };
-            p.fill(r0, src).map_err(err)?;
+            Packed::fill_into(self.ty, self.rows, self.cols, dst, r0, src).map_err(err)?;
         }
-        self.packed = Some(Arc::new(p));
         Ok(())
     }
+}
+
+/// How a matrix is placed in the weight arena.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Placement {
+    /// Repacked into its interleaved layout ([`Weight::packed`]).
+    Repack,
+    /// Copied as it is (the output head, see [`copy_output_wanted`]).
+    Copy,
+}
+
+/// Whether the output head is copied into the weight arena (env
+/// `MEKI_COPY_OUTPUT`; see the module docs).
+pub(crate) fn copy_output_wanted() -> bool {
+    std::env::var("MEKI_COPY_OUTPUT").is_ok_and(|v| v.trim() == "1")
 }
 
 /// The model file opened for `pread`: a repacked matrix's source bytes are
@@ -114,15 +168,20 @@ impl SourceReader {
 
     fn read<'b>(&self, range: Range<usize>, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
         buf.resize(range.len(), 0);
+        self.read_into(range.start, buf).then_some(buf)
+    }
+
+    /// Fills `dst` from file offset `at`; false if the read failed.
+    fn read_into(&self, at: usize, dst: &mut [u8]) -> bool {
         #[cfg(unix)]
         {
             use std::os::unix::fs::FileExt;
-            self.0.read_exact_at(buf, range.start as u64).ok()?;
-            Some(buf)
+            self.0.read_exact_at(dst, at as u64).is_ok()
         }
         #[cfg(not(unix))]
         {
-            None
+            let _ = (at, dst);
+            false
         }
     }
 }
@@ -236,11 +295,40 @@ impl<'a> Loader<'a> {
         })
     }
 
-    /// Repacks `w` ([`Weight::packed`]) if its kernel family has an
-    /// interleaved kernel for it: every such matrix if `all`, else those for
-    /// which it pays ([`Packed::preferred`]).
-    pub fn repack(&self, w: &mut Weight, all: bool) -> Result<(), String> {
-        w.repack(self.file, self.reader.as_ref(), all)
+    /// Places the matrices of `jobs` in one new weight arena ([`arena`]
+    /// module): sizes planned first, the arena allocated once, filled in
+    /// parallel, then shared by the matrices ([`Weight::packed`] for
+    /// repacked ones, [`Weight::bytes`] reads copied ones). `what` names the
+    /// arena in errors.
+    pub fn place(&self, jobs: Vec<(&mut Weight, Placement)>, what: &str) -> Result<(), String> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut plan = ArenaPlan::default();
+        for (w, how) in &jobs {
+            plan.push(w.arena_bytes(*how)?)?;
+        }
+        let mut arena = Arena::allocate(&plan, arena::huge_pages_wanted(), what)?;
+        let slices = arena.split_mut(&plan)?;
+        let reader = self.reader.as_ref();
+        jobs.par_iter()
+            .zip(slices)
+            .try_for_each(|((w, how), dst)| w.fill_arena(self.file, reader, *how, dst))?;
+        let arena = Arc::new(arena);
+        for ((w, how), range) in jobs.into_iter().zip(plan.ranges()) {
+            match how {
+                Placement::Repack => {
+                    let region: SharedRegion = arena.clone();
+                    let p = Packed::from_shared(w.ty, w.rows, w.cols, region, range.start)
+                        .map_err(|e| format!("repacking tensor '{}': {e}", w.name))?;
+                    w.packed = Some(Arc::new(p));
+                }
+                Placement::Copy => {
+                    w.copied = ArenaSlice::new(arena.clone(), range.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn opt_vector(&self, name: &str, n: usize) -> Result<Option<Weight>, String> {
@@ -301,6 +389,7 @@ impl<'a> Loader<'a> {
             range,
             packed: None,
             values: None,
+            copied: None,
         }))
     }
 }
@@ -350,10 +439,12 @@ impl ModelWeights {
                 ffn_down: l.get(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
             });
         }
+        let mut output = output;
+        let mut jobs = Vec::new();
         let mode = RepackMode::from_env();
         if mode != RepackMode::Off {
             let all = mode == RepackMode::All;
-            layers.par_iter_mut().try_for_each(|lw| {
+            for lw in &mut layers {
                 for w in [
                     &mut lw.wq,
                     &mut lw.wk,
@@ -363,10 +454,20 @@ impl ModelWeights {
                     &mut lw.ffn_up,
                     &mut lw.ffn_down,
                 ] {
-                    l.repack(w, all)?;
+                    if w.repack_wanted(all) {
+                        jobs.push((w, Placement::Repack));
+                    }
                 }
-                Ok::<(), String>(())
-            })?;
+            }
+        }
+        if copy_output_wanted() {
+            jobs.push((&mut output, Placement::Copy));
+        }
+        l.place(jobs, "model weights")?;
+        let mut token_embd = token_embd;
+        if tied_output {
+            // The embedding rows are read from the same copy.
+            token_embd.copied = output.copied.clone();
         }
         Ok(ModelWeights {
             token_embd,

@@ -1,0 +1,144 @@
+//! The weight arena (src/model/arena.rs): packed matrices whose bytes live
+//! in an arena equal Vec-backed ones byte for byte and product for product,
+//! and a model gives bit-identical logits with huge pages advised or not and
+//! with its output head copied into the arena or read from the map.
+//!
+//! The loader reads its knobs from the environment, which is process-wide:
+//! the model test sets them in one test, one configuration after another.
+
+use meki::kernels::formats::{self, GgmlType};
+use meki::kernels::repack::{self, Packed, SharedRegion};
+use meki::kernels::ThreadPool;
+use meki::model::arena::{Arena, ArenaPlan};
+use meki::model::forward::Logits;
+use meki::model::{KvType, MekiSource, Model, Session};
+use meki::quant::synth::{ModelSpec, SplitMix64};
+use std::sync::Arc;
+
+/// A `rows x cols` matrix of `ty`, quantized from random values.
+fn random_matrix(rng: &mut SplitMix64, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+    let mut out = vec![0u8; rows * rb];
+    let mut x = vec![0f32; cols];
+    for row in out.chunks_exact_mut(rb) {
+        x.iter_mut().for_each(|v| *v = rng.normalish());
+        formats::quantize_row(ty, &x, row).unwrap();
+    }
+    out
+}
+
+#[test]
+fn arena_backed_packed_equals_vec_backed() {
+    let mut rng = SplitMix64(7);
+    let shapes = [
+        (GgmlType::Q4_0, 24, 96),
+        (GgmlType::Q8_0, 40, 64),
+        (GgmlType::Q4K, 16, 512),
+    ];
+    let mats: Vec<Vec<u8>> = shapes
+        .iter()
+        .map(|&(ty, r, c)| random_matrix(&mut rng, ty, r, c))
+        .collect();
+    let mut plan = ArenaPlan::default();
+    for &(ty, r, c) in &shapes {
+        plan.push(Packed::byte_len(ty, r, c).unwrap()).unwrap();
+    }
+    let mut arena = Arena::allocate(&plan, true, "test").unwrap();
+    for ((&(ty, r, c), w), dst) in shapes
+        .iter()
+        .zip(&mats)
+        .zip(arena.split_mut(&plan).unwrap())
+    {
+        // Two pieces, the second first, as the loader reads big matrices.
+        let rb = w.len() / r;
+        Packed::fill_into(ty, r, c, dst, 8, &w[8 * rb..]).unwrap();
+        Packed::fill_into(ty, r, c, dst, 0, &w[..8 * rb]).unwrap();
+    }
+    let region: SharedRegion = Arc::new(arena);
+    let isa = meki::kernels::isa();
+    let pool = ThreadPool::new(2);
+    for ((&(ty, r, c), w), range) in shapes.iter().zip(&mats).zip(plan.ranges()) {
+        let owned = Packed::new(ty, w, r, c).unwrap();
+        let mut shared = Packed::from_shared(ty, r, c, region.clone(), range.start).unwrap();
+        assert!(shared.is_shared() && !owned.is_shared());
+        assert_eq!(shared.bytes(), owned.bytes(), "{ty}");
+        assert_eq!(
+            shared.bytes().as_ptr() as usize % 64,
+            0,
+            "{ty}: 64-byte aligned"
+        );
+        for n in [1, 5] {
+            let x: Vec<f32> = (0..n * c).map(|_| rng.normalish()).collect();
+            let mut acts = Vec::new();
+            owned.prepare_input(isa, &x, n, &mut acts).unwrap();
+            let (mut y0, mut y1) = (vec![0f32; n * r], vec![1f32; n * r]);
+            repack::matmul(isa, &pool, &owned, n, &acts, &mut y0).unwrap();
+            repack::matmul(isa, &pool, &shared, n, &acts, &mut y1).unwrap();
+            let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y0), bits(&y1), "{ty} x {n} tokens");
+        }
+        // Shared matrices are read-only; a range past the region is refused.
+        assert!(shared.fill(0, &w[..8 * (w.len() / r)]).is_err());
+        assert!(Packed::from_shared(ty, r, c, region.clone(), plan.len() - 1).is_err());
+    }
+}
+
+/// Logits of a prompt and one decode step.
+fn run(model: &Model) -> Vec<u32> {
+    let mut s = Session::new(model, 64, KvType::F32);
+    let mut out = s.forward(&[1, 7, 42, 300, 5, 9], Logits::All).unwrap();
+    out.extend(s.forward(&[11], Logits::Last).unwrap());
+    out.iter().map(|v| v.to_bits()).collect()
+}
+
+fn set(knobs: &[(&str, &str)]) {
+    for (k, v) in knobs {
+        std::env::set_var(k, v);
+    }
+}
+
+#[test]
+fn logits_do_not_depend_on_arena_knobs() {
+    let dir = std::env::temp_dir().join(format!("meki-arena-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (ty, tied) in [(GgmlType::Q8_0, true), (GgmlType::Q4_0, false)] {
+        let spec = ModelSpec {
+            n_layer: 2,
+            output: !tied,
+            ..ModelSpec::golden()
+        };
+        let path = dir.join(format!("{ty}-{tied}.gguf"));
+        spec.write(&path, ty).unwrap();
+        let mut first: Option<Vec<u32>> = None;
+        for knobs in [
+            [("MEKI_HUGEPAGES", "1"), ("MEKI_COPY_OUTPUT", "0")],
+            [("MEKI_HUGEPAGES", "0"), ("MEKI_COPY_OUTPUT", "0")],
+            [("MEKI_HUGEPAGES", "1"), ("MEKI_COPY_OUTPUT", "1")],
+            [("MEKI_HUGEPAGES", "0"), ("MEKI_COPY_OUTPUT", "1")],
+        ] {
+            set(&knobs);
+            let model = Model::open_with(&path, &MekiSource::Disabled, 2).unwrap();
+            let w = &model.weights;
+            let map = model.file.as_bytes().as_ptr_range();
+            let in_map = |b: &[u8]| map.contains(&b.as_ptr());
+            let copied = knobs[1].1 == "1";
+            assert_eq!(!in_map(w.output.bytes(&model.file)), copied, "{knobs:?}");
+            if tied {
+                // The embedding rows come from the same copy.
+                assert_eq!(!in_map(w.token_embd.bytes(&model.file)), copied);
+            } else {
+                assert!(in_map(w.token_embd.bytes(&model.file)));
+            }
+            if let Some(p) = &w.layers[0].wq.packed {
+                assert!(p.is_shared(), "repacked matrices live in the arena");
+            }
+            let logits = run(&model);
+            match &first {
+                None => first = Some(logits),
+                Some(f) => assert!(*f == logits, "{ty} tied={tied} {knobs:?}: logits differ"),
+            }
+        }
+    }
+    set(&[("MEKI_HUGEPAGES", "1"), ("MEKI_COPY_OUTPUT", "0")]);
+    std::fs::remove_dir_all(&dir).ok();
+}
