@@ -56,13 +56,24 @@ use crate::pool::ThreadPool;
 use half::f16;
 use std::sync::atomic::AtomicUsize;
 
-/// Prefetch distance of the one-token Q8_0 product, in packed blocks per
-/// stream (see `x86/avx2_repack_decode.rs`; 4 = 1088 bytes). On the EPYC,
+/// Prefetch distance of the one-token products, in packed Q8_0 blocks per
+/// stream (see `x86/avx2_repack_decode.rs`; 4 = 1088 bytes; Q4_0 and Q4_K
+/// round it up to whole blocks of theirs). On the EPYC, Q8_0
 /// 0.6B-shape decode groups at 2 threads: 4, 6 and 8 equal from L3, 4 ahead
 /// of 6 and 8 by 10-20% from DRAM. Read once per call; the decode speed test
 /// in tests/repack.rs sweeps it (REPACK_PF) to tune another machine.
 #[doc(hidden)]
 pub static DECODE_PREFETCH_BLOCKS: AtomicUsize = AtomicUsize::new(4);
+
+/// Bit set: one token of Q4_0 (bit 0) / Q4_K (bit 1) runs through the
+/// two-stream decode kernel (`x86/avx2_repack_decode.rs`, the default),
+/// else through the prefill tile with one token; Q8_0 always takes the
+/// two-stream one. For A/B timing in one process (the decode speed test in
+/// tests/repack.rs, REPACK_AB=1). EPYC, 1 thread, 0.6B-shape decode
+/// groups: from DRAM Q4_K 1.21x and Q4_0 1.5-1.9x the tile, from L3 1.01x
+/// and 1.08x.
+#[doc(hidden)]
+pub static DECODE_TWO_STREAMS: AtomicUsize = AtomicUsize::new(3);
 
 /// Weight rows per interleaved group.
 pub const GROUP: usize = 8;
@@ -574,11 +585,22 @@ impl Packed {
                     // nb` packed blocks (built by `Packed::zeroed`).
                     use crate::x86::avx2_repack as k;
                     let w = self.data.as_ptr().add(g0 * gb);
-                    if n == 1 && ty == GgmlType::Q8_0 {
-                        // One token: the two-stream decode kernel.
-                        let pf = DECODE_PREFETCH_BLOCKS.load(std::sync::atomic::Ordering::Relaxed);
-                        crate::x86::avx2_repack_decode::gemv_q8_0x8(nb, w, g1 - g0, x, y, pf);
-                        continue;
+                    if n == 1 {
+                        // One token: the two-stream decode kernels.
+                        use crate::x86::avx2_repack_decode as d;
+                        use std::sync::atomic::Ordering::Relaxed;
+                        let two = DECODE_TWO_STREAMS.load(Relaxed);
+                        let gemv = match ty {
+                            GgmlType::Q8_0 => Some(d::gemv_q8_0x8 as d::Gemv),
+                            GgmlType::Q4K if two & 2 != 0 => Some(d::gemv_q4_kx8 as d::Gemv),
+                            GgmlType::Q4_0 if two & 1 != 0 => Some(d::gemv_q4_0x8 as d::Gemv),
+                            _ => None,
+                        };
+                        if let Some(gemv) = gemv {
+                            let pf = DECODE_PREFETCH_BLOCKS.load(Relaxed) * Q8_0X8_BLOCK;
+                            gemv(nb, w, g1 - g0, x, y, pf);
+                            continue;
+                        }
                     }
                     let gemm = match ty {
                         GgmlType::Q4_0 => k::gemm_q4_0x8,

@@ -298,16 +298,16 @@ fn every_token_count_equals_scalar_reference() {
     }
 }
 
-/// One token of Q8_0 (the two-stream decode kernel): odd and even group
+/// One token of Q8_0, Q4_0 and Q4_K (the two-stream decode kernels, and
+/// for Q4_0 / Q4_K the prefill tile with one token too): odd and even group
 /// counts in one call (one thread through `matvec_multi`: the whole matrix)
 /// and in chunks (2-3 threads, `matmul`), 1..33 blocks per row, unaligned
-/// activations, several prefetch distances (0, past the end of a stream):
-/// equals the scalar reference bit for bit.
+/// activations, extreme quants, several prefetch distances (0, past the
+/// end of a stream): equals the scalar reference bit for bit.
 #[test]
-fn decode_q8_0_equals_scalar_reference() {
+fn decode_equals_scalar_reference() {
     use meki_kernels::multi::{matvec_multi, Job, PackedJob};
     use std::sync::atomic::Ordering::Relaxed;
-    let ty = GgmlType::Q8_0;
     let mut rng = Rng::new(404);
     let pools: Vec<ThreadPool> = [1, 2, 3].into_iter().map(ThreadPool::new).collect();
     let isas: Vec<Isa> = [Isa::Scalar, Isa::Avx2]
@@ -315,61 +315,78 @@ fn decode_q8_0_equals_scalar_reference() {
         .filter(|i| i.is_available())
         .collect();
     let default_pf = repack::DECODE_PREFETCH_BLOCKS.load(Relaxed);
-    for (k, &(groups, nb)) in [
-        (1, 1),
-        (1, 4),
-        (2, 3),
-        (3, 1),
-        (3, 8),
-        (5, 2),
-        (7, 33),
-        (9, 4),
-        (17, 5),
-        (33, 32),
-        (129, 4),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let (rows, cols) = (GROUP * groups, nb * 32);
-        let w = random_matrix(&mut rng, ty, rows, nb);
-        let mut xq = random_q8(&mut rng, ty, nb);
-        if k % 2 == 1 {
-            // Extreme activations: -127 and 127 against the weights' -128.
-            for blk in xq.chunks_exact_mut(34) {
-                for (e, q) in blk[2..].iter_mut().enumerate() {
-                    *q = if e % 3 == 0 { 0x81 } else { 0x7f };
+    let default_two = repack::DECODE_TWO_STREAMS.load(Relaxed);
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4K] {
+        let act = act_of(ty);
+        for (k, &(groups, nb)) in [
+            (1, 1),
+            (1, 4),
+            (2, 3),
+            (3, 1),
+            (3, 8),
+            (5, 2),
+            (7, 33),
+            (9, 4),
+            (17, 5),
+            (33, 32),
+            (129, 4),
+        ]
+        .iter()
+        .enumerate()
+        {
+            // Q4_K: fewer (bigger) blocks.
+            let nb: usize = if act == GgmlType::Q8K { nb / 3 + 1 } else { nb };
+            let (rows, cols) = (GROUP * groups, nb * ty.block_size());
+            let w = random_matrix(&mut rng, ty, rows, nb);
+            let xq = match (act, k % 2) {
+                (GgmlType::Q8K, 1) => extreme_q8k(&mut rng, nb),
+                (_, 1) => {
+                    // Extreme activations: -127 (-128 for Q4_0) and 127
+                    // against the weights' extremes.
+                    let lowest = if ty == GgmlType::Q4_0 { 0x80 } else { 0x81 };
+                    let mut xq = random_q8(&mut rng, act, nb);
+                    for blk in xq.chunks_exact_mut(34) {
+                        for (e, q) in blk[2..].iter_mut().enumerate() {
+                            *q = if e % 3 == 0 { lowest } else { 0x7f };
+                        }
+                    }
+                    xq
                 }
-            }
-        }
-        let want = reference(ty, &w, rows, cols, &xq, 1);
-        let p = Packed::new(ty, &w, rows, cols).unwrap();
-        let acts = prepare(ty, &xq, 1, cols);
-        for (j, pf) in [0, 1, 8, 40, 1000].into_iter().enumerate() {
-            repack::DECODE_PREFETCH_BLOCKS.store(pf, Relaxed);
-            for &isa in &isas {
-                for (t, pool) in pools.iter().enumerate() {
-                    let (buf, range) = at_offset(&acts, (j + t) % 4);
-                    let what = format!(
-                        "{isa} {} threads, {rows}x{cols}, prefetch {pf}",
-                        pool.n_threads()
-                    );
-                    let mut y = vec![f32::NAN; rows];
-                    repack::matmul(isa, pool, &p, 1, &buf[range.clone()], &mut y).unwrap();
-                    assert_eq!(bits(&y), bits(&want), "matmul {what}");
-                    let mut y = vec![f32::NAN; rows];
-                    let mut jobs = [Job::from(PackedJob {
-                        w: &p,
-                        acts: &buf[range],
-                        y: &mut y,
-                    })];
-                    matvec_multi(isa, pool, &mut jobs).unwrap();
-                    assert_eq!(bits(&y), bits(&want), "matvec_multi {what}");
+                _ => random_q8(&mut rng, act, nb),
+            };
+            let want = reference(ty, &w, rows, cols, &xq, 1);
+            let p = Packed::new(ty, &w, rows, cols).unwrap();
+            let acts = prepare(ty, &xq, 1, cols);
+            for (j, pf) in [0, 1, 8, 40, 1000].into_iter().enumerate() {
+                repack::DECODE_PREFETCH_BLOCKS.store(pf, Relaxed);
+                for two in [3, 0] {
+                    repack::DECODE_TWO_STREAMS.store(two, Relaxed);
+                    for &isa in &isas {
+                        for (t, pool) in pools.iter().enumerate() {
+                            let (buf, range) = at_offset(&acts, (j + t) % 4);
+                            let what = format!(
+                                "{ty} {isa} {} threads, {rows}x{cols}, prefetch {pf}, two streams {two}",
+                                pool.n_threads()
+                            );
+                            let mut y = vec![f32::NAN; rows];
+                            repack::matmul(isa, pool, &p, 1, &buf[range.clone()], &mut y).unwrap();
+                            assert_eq!(bits(&y), bits(&want), "matmul {what}");
+                            let mut y = vec![f32::NAN; rows];
+                            let mut jobs = [Job::from(PackedJob {
+                                w: &p,
+                                acts: &buf[range],
+                                y: &mut y,
+                            })];
+                            matvec_multi(isa, pool, &mut jobs).unwrap();
+                            assert_eq!(bits(&y), bits(&want), "matvec_multi {what}");
+                        }
+                    }
                 }
             }
         }
     }
     repack::DECODE_PREFETCH_BLOCKS.store(default_pf, Relaxed);
+    repack::DECODE_TWO_STREAMS.store(default_two, Relaxed);
 }
 
 #[test]
@@ -523,8 +540,8 @@ struct DecodeMat {
     packed: Packed,
 }
 
-/// Decode (one token) through `matvec_multi` with Q8_0 matrices plain vs
-/// repacked, on layers of a Qwen3 shape with MeKi projections (d_mem 128):
+/// Decode (one token) through `matvec_multi` with matrices plain vs
+/// repacked (Q8_0; env REPACK_TYPE q4_0 / q4_K / q8_0), on layers of a Qwen3 shape with MeKi projections (d_mem 128):
 /// per layer the groups of a decode step (Q/K/V; O; gate, up and the MeKi
 /// gate; down and the MeKi output), several layers so that the weights do
 /// not stay in cache, then the output head. Each round runs the whole step
@@ -540,7 +557,7 @@ struct DecodeMat {
 /// REPACK_MEKI=1 times the MeKi projections alone, one dispatch each).
 #[test]
 #[ignore]
-fn speed_decode_q8_0_plain_vs_packed() {
+fn speed_decode_plain_vs_packed() {
     use meki_kernels::multi::{matvec_multi, Job, MatvecJob, PackedJob};
     use std::sync::atomic::Ordering::Relaxed;
     let env = |k: &str, d: usize| {
@@ -560,7 +577,12 @@ fn speed_decode_q8_0_plain_vs_packed() {
         eprintln!("skipped: no AVX2");
         return;
     }
-    let ty = GgmlType::Q8_0;
+    let ty = match std::env::var("REPACK_TYPE").as_deref() {
+        Ok("q4_0") => GgmlType::Q4_0,
+        Ok("q4_K") | Ok("q4_k") => GgmlType::Q4K,
+        _ => GgmlType::Q8_0,
+    };
+    let act = act_of(ty);
     let pool = ThreadPool::new(threads);
     let mut rng = Rng::new(3);
     let models: Vec<(&str, usize, usize, usize)> =
@@ -581,13 +603,27 @@ fn speed_decode_q8_0_plain_vs_packed() {
                 ("down+mo", vec![(d, ff), (d, 128)]),
             ]
         };
+        // Shapes the type can hold (the MeKi output's 128 columns are not
+        // whole Q4_K super-blocks).
+        let groups: Vec<(&str, Vec<(usize, usize)>)> = groups
+            .into_iter()
+            .map(|(n, v)| {
+                (
+                    n,
+                    v.into_iter()
+                        .filter(|s| s.1 % ty.block_size() == 0)
+                        .collect(),
+                )
+            })
+            .filter(|(_, v): &(&str, Vec<_>)| !v.is_empty())
+            .collect();
         // One random matrix per shape, copied per layer (distinct memory).
         let mut protos: Vec<((usize, usize), Vec<u8>)> = Vec::new();
         let mut proto = |rows: usize, cols: usize| {
             if let Some((_, w)) = protos.iter().find(|(s, _)| *s == (rows, cols)) {
                 return w.clone();
             }
-            let w = random_matrix(&mut rng, ty, rows, cols / 32);
+            let w = random_matrix(&mut rng, ty, rows, cols / ty.block_size());
             protos.push(((rows, cols), w.clone()));
             w
         };
@@ -618,14 +654,13 @@ fn speed_decode_q8_0_plain_vs_packed() {
         // One input per column count, in both forms.
         let mut inputs: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
         for c in [d, q_dim, ff, 128] {
-            if inputs.iter().any(|i| i.0 == c) {
+            if inputs.iter().any(|i| i.0 == c) || c % ty.block_size() != 0 {
                 continue;
             }
             let x = random_f32(&mut rng, c, 2.0);
-            let mut xq = vec![0u8; c / 32 * 34];
-            quantize_activations(isa, ty, &x, &mut xq).unwrap();
-            let mut acts = Vec::new();
-            repack::prepare_acts(&xq, 1, c, &mut acts).unwrap();
+            let mut xq = vec![0u8; c / act.block_size() * act.type_size()];
+            quantize_activations(isa, act, &x, &mut xq).unwrap();
+            let acts = prepare(ty, &xq, 1, c);
             inputs.push((c, xq, acts));
         }
         let input = |c: usize| inputs.iter().find(|i| i.0 == c).unwrap();
@@ -662,11 +697,18 @@ fn speed_decode_q8_0_plain_vs_packed() {
                 .collect();
             matvec_multi(isa, &pool, &mut jobs).unwrap();
         };
-        // Variants: plain, then packed at each prefetch distance.
+        // Variants: plain, then packed at each prefetch distance (two-stream
+        // kernels), then with REPACK_AB=1 packed through the prefill tile
+        // with one token (Q4_0 / Q4_K: `DECODE_TWO_STREAMS` off).
         let default_pf = repack::DECODE_PREFETCH_BLOCKS.load(Relaxed);
-        let pfs: Vec<usize> = std::env::var("REPACK_PF")
+        let default_two = repack::DECODE_TWO_STREAMS.load(Relaxed);
+        let mut pfs: Vec<usize> = std::env::var("REPACK_PF")
             .map(|v| v.split(',').filter_map(|d| d.parse().ok()).collect())
             .unwrap_or_else(|_| vec![default_pf]);
+        let tile_variant = env("REPACK_AB", 0) != 0 && ty != GgmlType::Q8_0;
+        if tile_variant {
+            pfs.push(default_pf);
+        }
         let nv = 1 + pfs.len();
         let mut times = vec![vec![Vec::new(); nv]; steps.len()];
         let mut totals = vec![Vec::new(); nv];
@@ -677,6 +719,8 @@ fn speed_decode_q8_0_plain_vs_packed() {
                 let packed = v > 0;
                 if packed {
                     repack::DECODE_PREFETCH_BLOCKS.store(pfs[v - 1], Relaxed);
+                    let tile = tile_variant && v == nv - 1;
+                    repack::DECODE_TWO_STREAMS.store(if tile { 0 } else { 3 }, Relaxed);
                 }
                 let mut total = 0.0;
                 for (g, (_, layers)) in steps.iter().enumerate() {
@@ -697,6 +741,7 @@ fn speed_decode_q8_0_plain_vs_packed() {
             }
         }
         repack::DECODE_PREFETCH_BLOCKS.store(default_pf, Relaxed);
+        repack::DECODE_TWO_STREAMS.store(default_two, Relaxed);
         let median = |v: &[f64]| {
             let mut v = v.to_vec();
             v.sort_by(f64::total_cmp);
@@ -704,8 +749,9 @@ fn speed_decode_q8_0_plain_vs_packed() {
         };
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
-            "{model} Q8_0 decode, {threads} thr, {n_layers} layers, {rounds} rounds, load {} (median call us; packed at prefetch distances {pfs:?} blocks: us, plain/packed)",
-            load.split_whitespace().next().unwrap_or("?")
+            "{model} {ty} decode, {threads} thr, {n_layers} layers, {rounds} rounds, load {} (median call us; packed at prefetch distances {pfs:?} blocks{}: us, plain/packed)",
+            load.split_whitespace().next().unwrap_or("?"),
+            if tile_variant { ", the last through the one-token prefill tile" } else { "" }
         );
         let mut sums = vec![0.0; nv];
         for (g, (name, layers)) in steps.iter().enumerate() {
