@@ -6,6 +6,7 @@
 use super::time_median;
 use crate::kernels::formats::GgmlType;
 use crate::kernels::matmul::matmul_with;
+use crate::kernels::repack::{self, Packed};
 use crate::kernels::{peak, Isa, ThreadPool};
 use half::{bf16, f16};
 use std::time::{Duration, Instant};
@@ -25,6 +26,15 @@ pub struct Options {
     pub no_refs: bool,
     /// Alternating rounds of llama.cpp / meki timings in `--vs-llama`.
     pub vs_llama_rounds: usize,
+    /// Skip the engine-path rows (weights repacked, see [`engine_packs`]).
+    pub no_packed: bool,
+}
+
+/// Whether the engine repacks `rows x cols` weights of `ty` at load
+/// (`Packed::preferred`: Q4_0, Q4_K and Q8_0 on AVX2): then what it runs is
+/// the packed kernels, which `meki-bench kernels` times too (`:pk` rows).
+pub fn engine_packs(o: &Options, ty: GgmlType, rows: usize, cols: usize) -> bool {
+    !o.no_packed && Packed::preferred(o.isa, ty, rows, cols)
 }
 
 /// CPU seconds used by all threads of this process so far (Linux
@@ -268,7 +278,14 @@ pub fn dispatch_overhead(threads: usize, calls: usize, hogs: usize) -> Dispatch 
     })
 }
 
-/// One timing of `rows x cols` weights of `ty` against `n_tokens` tokens:
+/// The input of a timing: `n_tokens x cols` values in [-1, 1).
+fn bench_input(n_tokens: usize, cols: usize) -> Vec<f32> {
+    let mut rng = Rng(0x5eed);
+    (0..n_tokens * cols).map(|_| rng.unit()).collect()
+}
+
+/// One timing of `rows x cols` weights of `ty` against `n_tokens` tokens
+/// through the plain row kernels (activations quantized in the call):
 /// seconds per call.
 pub fn time_matmul(
     o: &Options,
@@ -279,17 +296,40 @@ pub fn time_matmul(
     cols: usize,
     n_tokens: usize,
 ) -> f64 {
-    let mut rng = Rng(0x5eed);
-    let xs: Vec<f32> = (0..n_tokens * cols).map(|_| rng.unit()).collect();
+    let xs = bench_input(n_tokens, cols);
     let mut ys = vec![0f32; n_tokens * rows];
+    time_calls(o, pool, n_tokens, &mut || {
+        matmul_with(o.isa, pool, w, ty, rows, cols, n_tokens, &xs, &mut ys).expect("matmul");
+    })
+}
+
+/// [`time_matmul`] on the engine path: the repacked matrix `p`, the input
+/// quantized and prepared in pieces over the pool as the engine does
+/// (`model/ops.rs`), then `repack::matmul`.
+pub fn time_packed(o: &Options, pool: &ThreadPool, p: &Packed, n_tokens: usize) -> f64 {
+    let (rows, cols, rb) = (p.rows(), p.cols(), p.act_row_bytes());
+    let xs = bench_input(n_tokens, cols);
+    let mut ys = vec![0f32; n_tokens * rows];
+    let mut acts = vec![0u8; n_tokens * rb];
+    let per = n_tokens.div_ceil(4 * pool.n_threads()).max(1);
+    time_calls(o, pool, n_tokens, &mut || {
+        pool.run_chunks_mut(&mut acts, per * rb, &|piece, out| {
+            let first = piece * per;
+            let x = &xs[first * cols..(first + out.len() / rb) * cols];
+            p.prepare_rows(o.isa, x, out).expect("prepare input");
+        });
+        repack::matmul(o.isa, pool, p, n_tokens, &acts, &mut ys).expect("packed matmul");
+    })
+}
+
+/// Seconds per `call` (median of wall-clock timings, or CPU time per
+/// thread with `--cpu-time`).
+fn time_calls(o: &Options, pool: &ThreadPool, n_tokens: usize, call: &mut dyn FnMut()) -> f64 {
     let (min_time, reps) = if o.quick { (0.15, 3) } else { (0.5, 5) };
     let (min_time, reps) = if n_tokens > 1 {
         (min_time, 1)
     } else {
         (min_time, reps)
-    };
-    let mut call = || {
-        matmul_with(o.isa, pool, w, ty, rows, cols, n_tokens, &xs, &mut ys).expect("matmul");
     };
     if o.cpu_time {
         if let Some(c0) = process_cpu_seconds() {
@@ -363,9 +403,27 @@ pub fn run(o: &Options) -> Result<(), String> {
     table(o, &pool, bw, peak)
 }
 
+/// The label of a row: the format's name, plus `:pk` on the engine path
+/// (repacked weights).
+fn row_label(ty: GgmlType, packed: bool) -> String {
+    format!("{}{}", ty.name(), if packed { ":pk" } else { "" })
+}
+
 fn table(o: &Options, pool: &ThreadPool, bw: f64, peak: f64) -> Result<(), String> {
     if o.cpu_time {
         println!("(times are CPU time per thread, not wall clock)");
+    }
+    let packs_any = o.formats.iter().any(|&ty| {
+        o.shapes
+            .iter()
+            .any(|&(r, c)| c % ty.block_size() == 0 && engine_packs(o, ty, r, c))
+    });
+    if packs_any {
+        println!(
+            "(FORMAT rows: the plain row kernels, what llama.cpp's test-backend-ops measures; \
+             FORMAT:pk rows: the engine path for the formats it repacks at load, 8-row \
+             interleaved groups, input quantization included in both)"
+        );
     }
     println!();
     println!(
@@ -383,35 +441,47 @@ fn table(o: &Options, pool: &ThreadPool, bw: f64, peak: f64) -> Result<(), Strin
                 continue;
             }
             let w = random_weights(ty, rows, cols, (rows * 31 + cols) as u64);
-            let t = time_matmul(o, pool, ty, &w, rows, cols, 1);
-            let gbs = w.len() as f64 / t / 1e9;
+            let packed = if engine_packs(o, ty, rows, cols) {
+                Some(Packed::new(ty, &w, rows, cols).map_err(|e| format!("repacking {ty}: {e}"))?)
+            } else {
+                None
+            };
             let flops = 2.0 * rows as f64 * cols as f64;
             let head = rows * cols > 100_000_000;
-            let prefill = if head && o.quick {
-                None
-            } else {
-                Some(time_matmul(o, pool, ty, &w, rows, cols, o.prefill_tokens))
-            };
-            let pf = prefill
-                .map(|tp| {
-                    let g = flops * o.prefill_tokens as f64 / tp;
-                    format!(
-                        "{:>10.2} {:>9.1} {:>6.1}%",
-                        tp * 1e3,
-                        g / 1e9,
-                        100.0 * g / peak
-                    )
-                })
-                .unwrap_or_else(|| format!("{:>10} {:>9} {:>7}", "-", "-", "-"));
-            println!(
-                "{:<7} {:>13} {:>10.1} {:>9.1} {:>9.1} {:>6.1}% | {pf}",
-                ty.name(),
-                format!("{rows}x{cols}"),
-                t * 1e6,
-                gbs,
-                flops / t / 1e9,
-                100.0 * gbs / bw,
-            );
+            // The plain row, then the engine path's if it repacks.
+            for p in std::iter::once(None).chain(packed.as_ref().map(Some)) {
+                let time = |n: usize| match p {
+                    Some(p) => time_packed(o, pool, p, n),
+                    None => time_matmul(o, pool, ty, &w, rows, cols, n),
+                };
+                let t = time(1);
+                let gbs = w.len() as f64 / t / 1e9;
+                let prefill = if head && o.quick {
+                    None
+                } else {
+                    Some(time(o.prefill_tokens))
+                };
+                let pf = prefill
+                    .map(|tp| {
+                        let g = flops * o.prefill_tokens as f64 / tp;
+                        format!(
+                            "{:>10.2} {:>9.1} {:>6.1}%",
+                            tp * 1e3,
+                            g / 1e9,
+                            100.0 * g / peak
+                        )
+                    })
+                    .unwrap_or_else(|| format!("{:>10} {:>9} {:>7}", "-", "-", "-"));
+                println!(
+                    "{:<7} {:>13} {:>10.1} {:>9.1} {:>9.1} {:>6.1}% | {pf}",
+                    row_label(ty, p.is_some()),
+                    format!("{rows}x{cols}"),
+                    t * 1e6,
+                    gbs,
+                    flops / t / 1e9,
+                    100.0 * gbs / bw,
+                );
+            }
         }
     }
     if let Some(path) = &o.vs_llama {
@@ -482,7 +552,8 @@ pub fn vs_llama(o: &Options, exe: &std::path::Path) -> Result<(), String> {
     // Rounds alternate llama.cpp and meki; each side keeps its best time, so a
     // burst of load from other processes hurts neither side more.
     let rounds = o.vs_llama_rounds.max(1);
-    let mut rows_seen: Vec<(GgmlType, usize, f64, f64)> = Vec::new();
+    // (format, n, llama µs, meki plain µs, meki engine-path µs if repacked)
+    let mut rows_seen: Vec<(GgmlType, usize, f64, f64, Option<f64>)> = Vec::new();
     for _ in 0..rounds {
         let out = std::process::Command::new(exe)
             .args(["perf", "-o", "MUL_MAT", "-b", "CPU", "-p", &filter])
@@ -499,7 +570,7 @@ pub fn vs_llama(o: &Options, exe: &std::path::Path) -> Result<(), String> {
             ));
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut last_w: Option<(GgmlType, Vec<u8>)> = None;
+        let mut last_w: Option<(GgmlType, Vec<u8>, Option<Packed>)> = None;
         for line in text.lines().filter(|l| l.contains("MUL_MAT(")) {
             let field = |key: &str| -> Option<&str> {
                 let i = line.find(key)? + key.len();
@@ -520,30 +591,51 @@ pub fn vs_llama(o: &Options, exe: &std::path::Path) -> Result<(), String> {
                 continue;
             };
             let (rows, cols) = (4096, 14336);
-            if last_w.as_ref().map(|(t, _)| *t) != Some(ty) {
-                last_w = Some((ty, random_weights(ty, rows, cols, 77)));
+            if last_w.as_ref().map(|l| l.0) != Some(ty) {
+                let w = random_weights(ty, rows, cols, 77);
+                let p = if engine_packs(o, ty, rows, cols) {
+                    Some(
+                        Packed::new(ty, &w, rows, cols)
+                            .map_err(|e| format!("repacking {ty}: {e}"))?,
+                    )
+                } else {
+                    None
+                };
+                last_w = Some((ty, w, p));
             }
-            let w = &last_w.as_ref().expect("set above").1;
+            let (_, w, packed) = last_w.as_ref().expect("set above");
             let t = time_matmul(o, &pool, ty, w, rows, cols, n) * 1e6;
+            let tp = packed.as_ref().map(|p| time_packed(o, &pool, p, n) * 1e6);
             match rows_seen.iter_mut().find(|r| r.0 == ty && r.1 == n) {
                 Some(r) => {
                     r.2 = r.2.min(us);
                     r.3 = r.3.min(t);
+                    r.4 = r.4.zip(tp).map(|(a, b)| a.min(b));
                 }
-                None => rows_seen.push((ty, n, us, t)),
+                None => rows_seen.push((ty, n, us, t, tp)),
             }
         }
     }
     println!(
         "# vs llama.cpp test-backend-ops (both {llama_threads} thread(s), m=4096 k=14336, best of {rounds} alternating rounds)"
     );
-    println!(
-        "{:<7} {:>5} {:>12} {:>12} {:>7}",
-        "format", "n", "llama µs/run", "meki µs/run", "ratio"
-    );
-    for (ty, n, us, t) in rows_seen {
+    if rows_seen.iter().any(|r| r.4.is_some()) {
         println!(
-            "{:<7} {:>5} {:>12.1} {:>12.1} {:>6.2}x",
+            "(meki: the plain row kernels, as test-backend-ops runs llama.cpp's; engine: \
+             meki's engine path, repacked weights, for the formats it repacks at load)"
+        );
+    }
+    println!(
+        "{:<7} {:>5} {:>12} {:>12} {:>7} {:>13} {:>7}",
+        "format", "n", "llama µs/run", "meki µs/run", "ratio", "engine µs/run", "ratio"
+    );
+    for (ty, n, us, t, tp) in rows_seen {
+        let engine = match tp {
+            Some(tp) => format!("{:>13.1} {:>6.2}x", tp, us / tp),
+            None => format!("{:>13} {:>7}", "-", "-"),
+        };
+        println!(
+            "{:<7} {:>5} {:>12.1} {:>12.1} {:>6.2}x {engine}",
             ty.name(),
             n,
             us,

@@ -14,6 +14,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Matrix-vector / matrix-matrix kernel throughput vs memory bandwidth and FMA peak.
+    ///
+    /// Per format and shape: decode (1 token) and prefill (--prefill-tokens)
+    /// through the plain row kernels (the FORMAT rows, what llama.cpp's
+    /// test-backend-ops measures) and, for the formats the engine repacks at
+    /// load (Q4_0, Q4_K, Q8_0 on AVX2), through the engine path on repacked
+    /// 8-row groups (the FORMAT:pk rows; --no-packed skips them). With
+    /// --vs-llama the same for llama.cpp's 4096x14336 cases, side by side.
     Kernels {
         /// Threads (the caller included).
         #[arg(short = 't', long, default_value_t = 2)]
@@ -33,7 +40,8 @@ enum Cmd {
         /// Kernel family (scalar, avx2, neon, neon-nodotprod); default: detected / MEKI_KERNELS.
         #[arg(long)]
         isa: Option<String>,
-        /// Path to llama.cpp's test-backend-ops: compare MUL_MAT side by side.
+        /// Path to llama.cpp's test-backend-ops: compare MUL_MAT side by side
+        /// (llama.cpp / meki ratios for the plain kernels and the engine path).
         #[arg(long)]
         vs_llama: Option<std::path::PathBuf>,
         /// Time by CPU time per thread instead of wall clock (A/B on a loaded machine).
@@ -45,6 +53,9 @@ enum Cmd {
         /// Alternating llama.cpp / meki rounds of `--vs-llama` (best of each side).
         #[arg(long, default_value_t = 3)]
         vs_llama_rounds: usize,
+        /// Skip the engine-path rows (FORMAT:pk: weights repacked at load).
+        #[arg(long)]
+        no_packed: bool,
     },
     /// Decode speed of a MeKi model vs its dense twin and vs itself with
     /// --no-meki, in one process, alternating blocks of tokens (ratios per round).
@@ -86,6 +97,7 @@ fn main() {
             cpu_time,
             no_refs,
             vs_llama_rounds,
+            no_packed,
         } => (|| {
             let formats = if formats.is_empty() {
                 kernels::DEFAULT_FORMATS.to_vec()
@@ -120,6 +132,7 @@ fn main() {
                 cpu_time,
                 no_refs,
                 vs_llama_rounds,
+                no_packed,
             })
         })(),
         Cmd::Twin {
