@@ -197,9 +197,12 @@ impl std::fmt::Debug for Packed {
 
 impl Packed {
     /// Whether repacking pays off by default: Q4_0, Q4_K and Q8_0. Measured
-    /// on the Qwen3-0.6B shape: Q4_0 prefill ~2x and decode not slower; Q4_K
-    /// kernel prefill ~1.8-2.2x the row kernels at 1 thread (see the ignored
-    /// speed tests in tests/repack.rs). Q8_0: prefill 1.42x llama.cpp
+    /// on the Qwen3-0.6B shape: Q4_0 prefill ~2x; Q4_K kernel prefill
+    /// ~1.8-2.2x the row kernels at 1 thread (see the ignored speed tests in
+    /// tests/repack.rs). Decode of both through the two-stream kernels
+    /// (EPYC, 1 thread, the layer products of a decode step): Q4_0 1.4-2.0x
+    /// and Q4_K 1.25-1.5x the row kernels from DRAM, ~2x and ~1.35-2x from
+    /// L3 (the row kernels' times vary with load). Q8_0: prefill 1.42x llama.cpp
     /// packed vs 0.95x plain (2 threads, Xeon); decode through the
     /// two-stream kernel (`x86/avx2_repack_decode.rs`), on the loaded
     /// 2-core EPYC: the layer products of a decode step (`matvec_multi`
