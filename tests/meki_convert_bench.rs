@@ -4,10 +4,11 @@
 //!
 //!     cargo test --release --test meki_convert_bench -- --ignored --nocapture
 //!
-//! Env: MEKI_FOLD_BENCH_ROWS (default 2048), MEKI_FOLD_BENCH_D (2048).
+//! Env: MEKI_FOLD_BENCH_ROWS (default 2048), MEKI_FOLD_BENCH_D (2048);
+//! MEKI_GEMM=generic|avx2|avx512 forces the GEMM path (printed).
 
 use meki::convert::fold::{LayerFold, ROWS_PER_TASK};
-use meki::convert::gemm::PackedB;
+use meki::convert::gemm::{selected_path, PackedB};
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -130,8 +131,9 @@ fn fold_speed_vs_numpy() {
         }
     }
     println!(
-        "meki fold: {rows} rows, d = {d}, d_mem = {dm}, {} threads: best {best_ours:.2} GFLOP/s",
-        rayon::current_num_threads()
+        "meki fold: {rows} rows, d = {d}, d_mem = {dm}, {} threads, gemm path {}: best {best_ours:.2} GFLOP/s",
+        rayon::current_num_threads(),
+        selected_path().name()
     );
     for (what, mut r) in [("wall clock", ratios), ("per CPU-second", cpu_ratios)] {
         if r.is_empty() {
@@ -169,7 +171,8 @@ fn gemm_speed() {
     }
     let s = t.elapsed().as_secs_f64() / 10.0;
     println!(
-        "gemm {m}x{k}x{n} one thread: {:.2} GFLOP/s",
+        "gemm {m}x{k}x{n} one thread, path {}: {:.2} GFLOP/s",
+        selected_path().name(),
         2.0 * (m * k * n) as f64 / s / 1e9
     );
 }
