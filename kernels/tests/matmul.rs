@@ -198,3 +198,115 @@ fn float_matmul_odd_lengths_equal_row_dots() {
         }
     }
 }
+
+/// The AVX2 Q4_K / Q5_K row kernels' arithmetic, lane by lane, in plain
+/// code: per super-block the exact integer sum of lane `l` (quants `4l..4l+4`
+/// of every 32-quant sub-block times its scale) and of lane `q < 4` (mins
+/// `2q`, `2q+1` times their 32-quant activation sums), both FMAed into lane
+/// `l` of an f32 accumulator (`d * d_y`, then `-(dmin * d_y)`), and the
+/// accumulator summed as `hsum_ps` does. Pins the results of those kernels
+/// bit for bit (decode and prefill, any tile), whatever their instructions.
+fn q45_k_lane_model(ty: GgmlType, w: &[u8], x: &[u8], nb: usize) -> f32 {
+    use meki_kernels::formats::{BlockQ4K, BlockQ5K};
+    use meki_kernels::scalar::dot::{scale_min_k4, unpack_q4_k, unpack_q5_k};
+    let (wbs, xbs) = (ty.type_size(), 292);
+    let mut acc = [0f32; 8];
+    for i in 0..nb {
+        let (wb, xb) = (&w[i * wbs..(i + 1) * wbs], &x[i * xbs..(i + 1) * xbs]);
+        let f16_at = |o: usize| half::f16::from_le_bytes([wb[o], wb[o + 1]]).to_f32();
+        let (d, dmin) = (f16_at(0), f16_at(2));
+        let scales: [u8; 12] = wb[4..16].try_into().unwrap();
+        let q: Vec<i32> = if ty == GgmlType::Q4K {
+            unpack_q4_k(&bytemuck::pod_read_unaligned::<BlockQ4K>(wb))
+                .iter()
+                .map(|&v| v as i32)
+                .collect()
+        } else {
+            unpack_q5_k(&bytemuck::pod_read_unaligned::<BlockQ5K>(wb))
+                .iter()
+                .map(|&v| v as i32)
+                .collect()
+        };
+        let dy = f32::from_le_bytes(xb[..4].try_into().unwrap());
+        let y = |e: usize| xb[4 + e] as i8 as i32;
+        let bsum = |k: usize| i16::from_le_bytes([xb[260 + 2 * k], xb[261 + 2 * k]]) as i32;
+        let mut sumi = [0i32; 8];
+        let mut summ = [0i32; 8];
+        for j in 0..8 {
+            let (sc, m) = scale_min_k4(j, &scales);
+            for e in 0..32 {
+                sumi[e / 4] += sc as i32 * q[32 * j + e] * y(32 * j + e);
+            }
+            summ[j / 2] += m as i32 * (bsum(2 * j) + bsum(2 * j + 1));
+        }
+        for l in 0..8 {
+            acc[l] = (d * dy).mul_add(sumi[l] as f32, acc[l]);
+            acc[l] = (-(dmin * dy)).mul_add(summ[l] as f32, acc[l]);
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
+/// AVX2 Q4_K and Q5_K (the row kernels, every token tile of decode and
+/// prefill, K-pieces, one and several threads, unaligned weights) equal
+/// [`q45_k_lane_model`] bit for bit, on random blocks, blocks of all-63
+/// scales and mins with all-15 quants, and extreme activations.
+#[test]
+fn avx2_k4_rows_equal_lane_model() {
+    if !Isa::Avx2.is_available() {
+        eprintln!("skipped: no AVX2");
+        return;
+    }
+    let mut rng = Rng::new(45);
+    let pools: Vec<ThreadPool> = [1, 2].into_iter().map(ThreadPool::new).collect();
+    for ty in [GgmlType::Q4K, GgmlType::Q5K] {
+        for (rows, nb) in [(3usize, 1usize), (5, 3), (4, 9), (2, 14)] {
+            let cols = nb * 256;
+            let rb = nb * ty.type_size();
+            let mut w = random_weights(&mut rng, ty, rows * nb);
+            for blk in w.chunks_exact_mut(ty.type_size()).step_by(3) {
+                blk[4..].fill(0xFF);
+            }
+            let (wbuf, wr) = at_offset(&w, 5);
+            for n_tok in [1usize, 2, 7, 8, 9, 17] {
+                let mut xs = random_f32(&mut rng, n_tok * cols, 2.0);
+                if n_tok > 1 {
+                    // Token 1: -max and +max, quantized to -128 and 127.
+                    for (e, v) in xs[cols..2 * cols].iter_mut().enumerate() {
+                        *v = if (e / 32) % 3 == 1 { 1.0 } else { -1.0 };
+                    }
+                }
+                let ab = nb * 292;
+                let mut xq = vec![0u8; n_tok * ab];
+                for (x, q) in xs.chunks_exact(cols).zip(xq.chunks_exact_mut(ab)) {
+                    quantize_activations(Isa::Avx2, GgmlType::Q8K, x, q).unwrap();
+                }
+                let want: Vec<f32> = (0..n_tok * rows)
+                    .map(|k| {
+                        let (t, r) = (k / rows, k % rows);
+                        let xr = &xq[t * ab..(t + 1) * ab];
+                        q45_k_lane_model(ty, &w[r * rb..(r + 1) * rb], xr, nb)
+                    })
+                    .collect();
+                for pool in &pools {
+                    let mut y = vec![f32::NAN; n_tok * rows];
+                    matmul_with(
+                        Isa::Avx2,
+                        pool,
+                        &wbuf[wr.clone()],
+                        ty,
+                        rows,
+                        cols,
+                        n_tok,
+                        &xs,
+                        &mut y,
+                    )
+                    .unwrap();
+                    assert_eq!(bits(&y), bits(&want), "{ty} {rows}x{cols} {n_tok} tokens");
+                }
+                let d = vec_dot(Isa::Avx2, ty, cols, &w[..rb], &xq[..ab]).unwrap();
+                assert_eq!(d.to_bits(), want[0].to_bits(), "{ty} vec_dot {rows}x{cols}");
+            }
+        }
+    }
+}
