@@ -272,16 +272,31 @@ unsafe fn panel_group<const MR: usize, const NP: usize, K: Micro<MR>>(
         let i0 = ib * MR;
         let mr = MR.min(m - i0);
         let mut acc = [[[0f32; NR]; NP]; MR];
+        // Full-width rows are copied with a constant length (inline vector
+        // moves, not a memcpy call per row).
+        let full = nc == NP * NR;
         if k0 > 0 {
             for (r, acc_r) in acc.iter_mut().enumerate().take(mr) {
-                acc_r.as_flattened_mut()[..nc].copy_from_slice(&c[(i0 + r) * n + j0..][..nc]);
+                let src = &c[(i0 + r) * n + j0..];
+                let dst = acc_r.as_flattened_mut();
+                if full {
+                    dst.copy_from_slice(&src[..NP * NR]);
+                } else {
+                    dst[..nc].copy_from_slice(&src[..nc]);
+                }
             }
         }
         // SAFETY: forwarded from this function's contract; `ap` and `bp`
         // hold `kc` steps.
         unsafe { K::tile::<NP>(&mut acc, &ap[..kc * MR], bp, kc) };
         for (r, acc_r) in acc.iter().enumerate().take(mr) {
-            c[(i0 + r) * n + j0..][..nc].copy_from_slice(&acc_r.as_flattened()[..nc]);
+            let dst = &mut c[(i0 + r) * n + j0..];
+            let src = acc_r.as_flattened();
+            if full {
+                dst[..NP * NR].copy_from_slice(src);
+            } else {
+                dst[..nc].copy_from_slice(&src[..nc]);
+            }
         }
     }
 }
