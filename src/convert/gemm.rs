@@ -3,7 +3,7 @@
 //!
 //! `B` is packed once into panels of [`NR`] = 16 output columns (`k` rows of
 //! 16 contiguous values each) and A, per `KC`-deep slice, into `MR`-row
-//! blocks stored k-major. One driver ([`tiles`]) walks the `MR x (NP * 16)`
+//! blocks stored k-major. One driver (`tiles`) walks the `MR x (NP * 16)`
 //! tiles of `C` and does all edge handling in safe code: A's rows past `m`
 //! are packed as zeros, B's columns past `n` are zeros in the last panel,
 //! and a tile's `C` block goes through a full-size local array of which only
@@ -31,19 +31,24 @@
 //! The fastest path the CPU has is picked at run time; env `MEKI_GEMM` =
 //! `generic` | `avx2` | `avx512` forces one (for tests and benchmarks; a path
 //! the CPU lacks falls back to the best available with a warning), and env
-//! `MEKI_GEMM_KC` overrides the avx512 path's depth per pass (tuning only,
-//! results do not depend on it). [`selected_path`] says which path runs.
+//! `MEKI_GEMM_KC` overrides the avx512 path's depth per pass and
+//! `MEKI_GEMM_PREFETCH=0` turns off its L2 prefetch of the next B panels
+//! (tuning only: results do not depend on either). [`selected_path`] says
+//! which path runs.
 
 use std::sync::OnceLock;
 
 /// Output columns per packed panel.
 pub const NR: usize = 16;
 
-/// `B` (`n x k`, row-major) packed into `ceil(n / NR)` panels of `k x NR`.
+/// `B` (`n x k`, row-major) packed into `ceil(n / NR)` panels of `k x NR`,
+/// starting at a 64-byte boundary (`data[off..]`) so that no panel row (64
+/// bytes) straddles two cache lines: whole-row vector loads never split.
 pub struct PackedB {
     pub n: usize,
     pub k: usize,
     data: Vec<f32>,
+    off: usize,
 }
 
 impl PackedB {
@@ -55,8 +60,14 @@ impl PackedB {
             b.len()
         );
         let panels = n.div_ceil(NR);
-        let mut data = vec![0f32; panels * k * NR];
-        for (p, panel) in data.chunks_exact_mut(k * NR).enumerate() {
+        let len = panels * k * NR;
+        let mut data = vec![0f32; len + 15];
+        // The buffer is never resized, so its address (and alignment) stays.
+        let off = data.as_ptr().align_offset(64).min(15);
+        for (p, panel) in data[off..off + len]
+            .chunks_exact_mut((k * NR).max(1))
+            .enumerate()
+        {
             for c in 0..NR.min(n - p * NR) {
                 let row = &b[(p * NR + c) * k..][..k];
                 for (kk, &v) in row.iter().enumerate() {
@@ -64,12 +75,12 @@ impl PackedB {
                 }
             }
         }
-        PackedB { n, k, data }
+        PackedB { n, k, data, off }
     }
 
     /// Rows `k0..k0 + kc` of panel `p` (`kc x NR` values).
     fn panel_slice(&self, p: usize, k0: usize, kc: usize) -> &[f32] {
-        &self.data[(p * self.k + k0) * NR..][..kc * NR]
+        &self.data[self.off + (p * self.k + k0) * NR..][..kc * NR]
     }
 }
 
@@ -161,13 +172,17 @@ const KC: usize = 256;
 /// in L1 (32-48 KiB on AVX-512 cores) next to the streamed `12 x KC` A block.
 pub const KC_AVX512: usize = 192;
 
-fn kc_avx512() -> usize {
-    static KC: OnceLock<usize> = OnceLock::new();
-    *KC.get_or_init(|| {
-        std::env::var("MEKI_GEMM_KC")
+/// The avx512 path's (depth per pass, prefetch of the next B panels) from
+/// env `MEKI_GEMM_KC` and `MEKI_GEMM_PREFETCH` (0 = off), read once.
+fn avx512_tuning() -> (usize, bool) {
+    static TUNING: OnceLock<(usize, bool)> = OnceLock::new();
+    *TUNING.get_or_init(|| {
+        let kc = std::env::var("MEKI_GEMM_KC")
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
-            .map_or(KC_AVX512, |v| v.clamp(8, 4096))
+            .map_or(KC_AVX512, |v| v.clamp(8, 4096));
+        let prefetch = std::env::var("MEKI_GEMM_PREFETCH").map_or(true, |v| v.trim() != "0");
+        (kc, prefetch)
     })
 }
 
@@ -184,6 +199,13 @@ trait Micro<const MR: usize> {
         bp: [&[f32]; NP],
         kc: usize,
     );
+
+    /// Hints that the cache line at `p` is read soon, by a later tile.
+    ///
+    /// # Safety
+    /// As for `tile`.
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const f32) {}
 }
 
 /// `C (m x n) = A (m x k) · Bᵀ` with `MR x (NP * NR)` tiles of micro-kernel
@@ -195,6 +217,7 @@ trait Micro<const MR: usize> {
 #[inline(always)]
 unsafe fn tiles<const MR: usize, const NP_MAX: usize, K: Micro<MR>>(
     kc_max: usize,
+    prefetch: bool,
     a: &[f32],
     m: usize,
     b: &PackedB,
@@ -228,38 +251,66 @@ unsafe fn tiles<const MR: usize, const NP_MAX: usize, K: Micro<MR>>(
                 }
             }
         }
+        let pass = Pass {
+            apack: &apack,
+            kc_max,
+            kc,
+            k0,
+            m,
+        };
+        // Panels in the group starting at `p`.
+        let group = |p: usize| NP_MAX.min(panels - p);
         let mut p = 0;
         while p < panels {
-            if NP_MAX == 2 && panels - p >= 2 {
+            let np = group(p);
+            let next = if prefetch && p + np < panels {
+                group(p + np)
+            } else {
+                0
+            };
+            if np == 2 {
                 // SAFETY: forwarded from this function's contract.
-                unsafe { panel_group::<MR, 2, K>(&apack, kc_max, kc, k0, b, p, m, c) };
-                p += 2;
+                unsafe { panel_group::<MR, 2, K>(&pass, b, p, next, c) };
             } else {
                 // SAFETY: forwarded from this function's contract.
-                unsafe { panel_group::<MR, 1, K>(&apack, kc_max, kc, k0, b, p, m, c) };
-                p += 1;
+                unsafe { panel_group::<MR, 1, K>(&pass, b, p, next, c) };
             }
+            p += np;
         }
     }
 }
 
+/// One depth slice `k0..k0 + kc` of a [`tiles`] call, A packed.
+struct Pass<'a> {
+    apack: &'a [f32],
+    kc_max: usize,
+    kc: usize,
+    k0: usize,
+    m: usize,
+}
+
 /// Panels `p..p + NP` (columns `p * NR..`) of one depth slice, over every
-/// row block of A.
+/// row block of A. Meanwhile the next `next` panels' slices are prefetched
+/// into L2, a share per row block (B streams from L3 or memory once per
+/// call, so without this the first row block would wait for it).
 ///
 /// # Safety
 /// The CPU has the target features `K` is compiled for.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn panel_group<const MR: usize, const NP: usize, K: Micro<MR>>(
-    apack: &[f32],
-    kc_max: usize,
-    kc: usize,
-    k0: usize,
+    pass: &Pass,
     b: &PackedB,
     p: usize,
-    m: usize,
+    next: usize,
     c: &mut [f32],
 ) {
+    let Pass {
+        apack,
+        kc_max,
+        kc,
+        k0,
+        m,
+    } = *pass;
     let n = b.n;
     let j0 = p * NR;
     // Valid columns of this tile; the rest of it multiplies B's zero padding.
@@ -268,9 +319,21 @@ unsafe fn panel_group<const MR: usize, const NP: usize, K: Micro<MR>>(
     for (q, s) in bp.iter_mut().enumerate() {
         *s = b.panel_slice(p + q, k0, kc);
     }
+    let row_blocks = apack.len() / (kc_max * MR);
+    // Rows (of NR values = one 64-byte line) of each next panel to prefetch
+    // per row block.
+    let pf_share = kc.div_ceil(row_blocks.max(1));
     for (ib, ap) in apack.chunks_exact(kc_max * MR).enumerate() {
         let i0 = ib * MR;
         let mr = MR.min(m - i0);
+        for q in 0..next {
+            let s = b.panel_slice(p + NP + q, k0, kc);
+            for kk in (ib * pf_share..kc).take(pf_share) {
+                // SAFETY: forwarded from this function's contract; the
+                // address is inside `s`, and a prefetch reads nothing.
+                unsafe { K::prefetch(s[kk * NR..].as_ptr()) };
+            }
+        }
         let mut acc = [[[0f32; NR]; NP]; MR];
         // Full-width rows are copied with a constant length (inline vector
         // moves, not a memcpy call per row).
@@ -372,6 +435,9 @@ trait Lanes16: Copy {
     unsafe fn splat(p: *const f32) -> Self;
     /// `a * b + c`, one rounding.
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+    /// Fetches the line at `p` into L2 (a hint; no-op by default).
+    #[inline(always)]
+    unsafe fn prefetch_l2(_p: *const f32) {}
 }
 
 /// The avx512 micro-kernel, written over [`Lanes16`] so the same code runs
@@ -381,6 +447,12 @@ struct LanesMicro<V>(std::marker::PhantomData<V>);
 
 #[cfg(any(test, target_arch = "x86_64"))]
 impl<const MR: usize, V: Lanes16> Micro<MR> for LanesMicro<V> {
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { V::prefetch_l2(p) }
+    }
+
     #[inline(always)]
     unsafe fn tile<const NP: usize>(
         acc: &mut [[[f32; NR]; NP]; MR],
@@ -454,6 +526,12 @@ impl Lanes16 for std::arch::x86_64::__m512 {
         // SAFETY: the caller guarantees AVX-512F.
         unsafe { std::arch::x86_64::_mm512_fmadd_ps(a, b, c) }
     }
+    #[inline(always)]
+    unsafe fn prefetch_l2(p: *const f32) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        // SAFETY: a prefetch is a hint that never faults; SSE is baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p as *const i8) }
+    }
 }
 
 /// Rows per tile of the generic and avx2 paths.
@@ -466,22 +544,30 @@ fn kernel_generic(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) {
     // aarch64's baseline has FMA; x86-64's does not.
     const FMA: bool = cfg!(target_arch = "aarch64");
     // SAFETY: `ArrayMicro` needs no target feature.
-    unsafe { tiles::<MR_ARRAY, 1, ArrayMicro<FMA>>(KC, a, m, b, c) }
+    unsafe { tiles::<MR_ARRAY, 1, ArrayMicro<FMA>>(KC, false, a, m, b, c) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_avx2(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) {
     // SAFETY: this function's features are the only requirement.
-    unsafe { tiles::<MR_ARRAY, 1, ArrayMicro<true>>(KC, a, m, b, c) }
+    unsafe { tiles::<MR_ARRAY, 1, ArrayMicro<true>>(KC, false, a, m, b, c) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn kernel_avx512(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], kc: usize) {
+unsafe fn kernel_avx512(
+    a: &[f32],
+    m: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    (kc, prefetch): (usize, bool),
+) {
     // SAFETY: this function's features are the ones `LanesMicro<__m512>`
     // is compiled for.
-    unsafe { tiles::<MR_AVX512, 2, LanesMicro<std::arch::x86_64::__m512>>(kc, a, m, b, c) }
+    unsafe {
+        tiles::<MR_AVX512, 2, LanesMicro<std::arch::x86_64::__m512>>(kc, prefetch, a, m, b, c)
+    }
 }
 
 /// `C (m x n) = A (m x k) · Bᵀ` on the calling thread with the
@@ -518,7 +604,7 @@ pub fn gemm_nt_on(
         GemmPath::Avx2 => unsafe { kernel_avx2(a, m, b, c) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX-512F, AVX2 and FMA (`is_available` above).
-        GemmPath::Avx512 => unsafe { kernel_avx512(a, m, b, c, kc_avx512()) },
+        GemmPath::Avx512 => unsafe { kernel_avx512(a, m, b, c, avx512_tuning()) },
         #[cfg(not(target_arch = "x86_64"))]
         GemmPath::Avx2 | GemmPath::Avx512 => unreachable!("not available"),
     }
@@ -616,12 +702,12 @@ mod tests {
             let pb = PackedB::pack(&b, n, k);
             let mut c = vec![f32::NAN; m * n];
             // SAFETY: `Portable` needs no target feature.
-            unsafe { tiles::<MR_AVX512, 2, LanesMicro<Portable>>(kc, &a, m, &pb, &mut c) };
+            unsafe { tiles::<MR_AVX512, 2, LanesMicro<Portable>>(kc, true, &a, m, &pb, &mut c) };
             check(&c, &a, &b, m, n, k, "portable avx512");
             // The array micro-kernel in the same 2-panel shape.
             let mut c2 = vec![f32::NAN; m * n];
             // SAFETY: `ArrayMicro` needs no target feature.
-            unsafe { tiles::<MR_AVX512, 2, ArrayMicro<true>>(kc, &a, m, &pb, &mut c2) };
+            unsafe { tiles::<MR_AVX512, 2, ArrayMicro<true>>(kc, false, &a, m, &pb, &mut c2) };
             assert!(c.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()));
             if GemmPath::Avx2.is_available() {
                 let mut c3 = vec![f32::NAN; m * n];
