@@ -142,3 +142,73 @@ fn logits_do_not_depend_on_arena_knobs() {
     set(&[("MEKI_HUGEPAGES", "1"), ("MEKI_COPY_OUTPUT", "0")]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// In-process A/B of decode speed for two loads of one model that differ
+/// in an arena knob (the loads read the environment): decode steps run in
+/// blocks of 16 alternating between the two, so machine load drifts hit
+/// both alike. `MEKI_ARENA_AB_MODEL=path MEKI_ARENA_AB="VAR a b"
+/// cargo test --release --test weight_arena -- --ignored --nocapture`
+/// (threads: MEKI_ARENA_AB_THREADS, default 1).
+#[test]
+#[ignore]
+fn speed_ab_interleaved() {
+    let Ok(path) = std::env::var("MEKI_ARENA_AB_MODEL") else {
+        eprintln!("set MEKI_ARENA_AB_MODEL");
+        return;
+    };
+    let spec = std::env::var("MEKI_ARENA_AB").unwrap_or("MEKI_HUGEPAGES 0 1".into());
+    let v: Vec<&str> = spec.split_whitespace().collect();
+    let threads = std::env::var("MEKI_ARENA_AB_THREADS").map_or(1, |t| t.parse().unwrap());
+    let models: Vec<Model> = [v[1], v[2]]
+        .iter()
+        .map(|val| {
+            std::env::set_var(v[0], val);
+            Model::open_with(&path, &MekiSource::Disabled, threads).unwrap()
+        })
+        .collect();
+    let mut sessions: Vec<Session> = models
+        .iter()
+        .map(|m| Session::new(m, 1024, KvType::F16))
+        .collect();
+    let mut next = [1u32, 1];
+    for (s, n) in sessions.iter_mut().zip(&mut next) {
+        let l = s.forward(&[1, 2, 3], Logits::Last).unwrap();
+        *n = meki::sampler::argmax(&l);
+    }
+    let (mut secs, mut ratios) = ([0f64; 2], Vec::new());
+    for round in 0..8 {
+        let mut t = [0f64; 2];
+        for _block in 0..4 {
+            for (i, s) in sessions.iter_mut().enumerate() {
+                let t0 = std::time::Instant::now();
+                for _ in 0..16 {
+                    let l = s.forward(&[next[i]], Logits::Last).unwrap();
+                    next[i] = meki::sampler::argmax(&l);
+                }
+                t[i] += t0.elapsed().as_secs_f64();
+            }
+        }
+        ratios.push(t[0] / t[1]);
+        eprintln!(
+            "round {round}: tok/s {}={} {:.2}  {}={} {:.2}  B/A {:.4}",
+            v[0],
+            v[1],
+            64.0 / t[0],
+            v[0],
+            v[2],
+            64.0 / t[1],
+            t[0] / t[1]
+        );
+        secs[0] += t[0];
+        secs[1] += t[1];
+    }
+    ratios.sort_by(f64::total_cmp);
+    eprintln!(
+        "{spec} ({threads} threads): tok/s {:.2} vs {:.2}, B/A speed median {:.4} [{:.4}-{:.4}]",
+        512.0 / secs[0],
+        512.0 / secs[1],
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+}

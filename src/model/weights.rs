@@ -21,9 +21,12 @@
 //! backbone's layout is the same with or without MeKi. With transparent
 //! huge pages in `madvise` mode decode streams the weights through 2 MiB
 //! pages. `MEKI_HUGEPAGES=0` skips the advice (4 KiB pages; A/B in one
-//! binary). `MEKI_COPY_OUTPUT=1` also copies the output head (for tied
-//! embeddings, `token_embd`) into the arena as it is; MeKi tables always
-//! stay in the map (they are storage, a few rows read per token).
+//! binary). The output head (with tied embeddings `token_embd`, whose rows
+//! the embedding lookup then reads from the copy too) is copied into the
+//! arena as it is: read in full every token, it gains from the huge pages
+//! too, and its file pages are never mapped, so the resident set does not
+//! grow. `MEKI_COPY_OUTPUT=0` leaves it in the map. MeKi tables always stay
+//! in the map: they are storage, a few rows read per token.
 
 use super::arena::{self, Arena, ArenaPlan, ArenaSlice};
 use super::config::{Arch, Config};
@@ -148,9 +151,9 @@ pub(crate) enum Placement {
 }
 
 /// Whether the output head is copied into the weight arena (env
-/// `MEKI_COPY_OUTPUT`; see the module docs).
+/// `MEKI_COPY_OUTPUT`, default on; see the module docs).
 pub(crate) fn copy_output_wanted() -> bool {
-    std::env::var("MEKI_COPY_OUTPUT").is_ok_and(|v| v.trim() == "1")
+    std::env::var("MEKI_COPY_OUTPUT").map_or(true, |v| v.trim() != "0")
 }
 
 /// The model file opened for `pread`: a repacked matrix's source bytes are
