@@ -184,3 +184,117 @@ fn gemm_speed() {
         2.0 * (m * k * n) as f64 / s / 1e9
     );
 }
+
+/// The fold's three GEMMs (2048 rows in blocks of 96 on the rayon pool,
+/// d = 2048, d_mem = 256) on the avx2 path and every avx512 setting,
+/// interleaved in one process (rounds of each variant in turn): GFLOP/s per
+/// variant and each variant's per-round ratio to avx2.
+///
+///     cargo test --release --test meki_convert_bench -- --ignored --nocapture gemm_paths
+///
+/// Env MEKI_FOLD_BENCH_ROUNDS (default 5), MEKI_FOLD_BENCH_D (2048).
+#[test]
+#[ignore = "benchmark"]
+fn gemm_paths() {
+    use meki::convert::fold::ROWS_PER_TASK;
+    use meki::convert::gemm::{gemm_nt_tuned, Avx512Tuning, GemmPath, KC_AVX512};
+    let rows = env("MEKI_FOLD_BENCH_ROWS", 2048);
+    let d = env("MEKI_FOLD_BENCH_D", 2048);
+    let dm = 256;
+    let h = d / 2;
+    let vals = |n: usize, seed: u64| -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+            })
+            .collect()
+    };
+    let z = vals(rows * d, 1);
+    let hz = vals(rows * h, 2);
+    let (wg, wu, wd) = (
+        PackedB::pack(&vals(h * d, 3), h, d),
+        PackedB::pack(&vals(h * d, 4), h, d),
+        PackedB::pack(&vals(dm * h, 5), dm, h),
+    );
+    let pf = |kc, prefetch| Avx512Tuning { kc, prefetch };
+    let base = pf(KC_AVX512, true);
+    let mut variants = vec![("avx2".to_string(), GemmPath::Avx2, base)];
+    for t in [
+        base,
+        pf(KC_AVX512, false),
+        pf(128, true),
+        pf(256, true),
+        pf(384, true),
+    ] {
+        let name = format!("avx512 kc={} prefetch={}", t.kc, t.prefetch);
+        variants.push((name, GemmPath::Avx512, t));
+    }
+    variants.retain(|(name, p, _)| {
+        let ok = p.is_available();
+        if !ok {
+            println!("{name}: SKIPPED, not available on this CPU");
+        }
+        ok
+    });
+    let mut out_g = vec![0f32; rows * h];
+    let mut out_u = vec![0f32; rows * h];
+    let mut out_d = vec![0f32; rows * dm];
+    let mut run = |path: GemmPath, t: Avx512Tuning| {
+        out_g
+            .par_chunks_mut(ROWS_PER_TASK * h)
+            .zip(out_u.par_chunks_mut(ROWS_PER_TASK * h))
+            .zip(out_d.par_chunks_mut(ROWS_PER_TASK * dm))
+            .enumerate()
+            .for_each(|(i, ((g, u), o))| {
+                let r0 = i * ROWS_PER_TASK;
+                let n = g.len() / h;
+                let zr = &z[r0 * d..(r0 + n) * d];
+                gemm_nt_tuned(path, t, zr, n, &wg, g).unwrap();
+                gemm_nt_tuned(path, t, zr, n, &wu, u).unwrap();
+                gemm_nt_tuned(path, t, &hz[r0 * h..(r0 + n) * h], n, &wd, o).unwrap();
+            });
+    };
+    let flops = 2.0 * rows as f64 * (2.0 * (h * d) as f64 + (h * dm) as f64);
+    let rounds = env("MEKI_FOLD_BENCH_ROUNDS", 5);
+    let mut gflops = vec![Vec::new(); variants.len()];
+    for (_, p, t) in &variants {
+        run(*p, *t);
+    }
+    for _ in 0..rounds {
+        for (v, (_, p, t)) in variants.iter().enumerate() {
+            let mut best = f64::INFINITY;
+            for _ in 0..3 {
+                let t0 = Instant::now();
+                run(*p, *t);
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            gflops[v].push(flops / best / 1e9);
+        }
+    }
+    let avx2 = variants.iter().position(|(_, p, _)| *p == GemmPath::Avx2);
+    println!(
+        "fold GEMMs, {rows} rows, d = {d}, d_mem = {dm}, {} threads, {rounds} rounds (best of 3 each):",
+        rayon::current_num_threads()
+    );
+    let median = |mut x: Vec<f64>| {
+        x.sort_by(f64::total_cmp);
+        (x[x.len() / 2], x[0], x[x.len() - 1])
+    };
+    for (v, (name, _, _)) in variants.iter().enumerate() {
+        let (med, lo, hi) = median(gflops[v].clone());
+        let vs = avx2.map_or(String::new(), |a| {
+            let r: Vec<f64> = gflops[v]
+                .iter()
+                .zip(&gflops[a])
+                .map(|(x, y)| x / y)
+                .collect();
+            let (m, l, h) = median(r);
+            format!("; / avx2 {m:.3} [{l:.3}-{h:.3}]")
+        });
+        println!("  {name:32} {med:7.2} GFLOP/s [{lo:.2}-{hi:.2}]{vs}");
+    }
+}

@@ -172,18 +172,29 @@ const KC: usize = 256;
 /// in L1 (32-48 KiB on AVX-512 cores) next to the streamed `12 x KC` A block.
 pub const KC_AVX512: usize = 192;
 
-/// The avx512 path's (depth per pass, prefetch of the next B panels) from
-/// env `MEKI_GEMM_KC` and `MEKI_GEMM_PREFETCH` (0 = off), read once.
-fn avx512_tuning() -> (usize, bool) {
-    static TUNING: OnceLock<(usize, bool)> = OnceLock::new();
-    *TUNING.get_or_init(|| {
-        let kc = std::env::var("MEKI_GEMM_KC")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .map_or(KC_AVX512, |v| v.clamp(8, 4096));
-        let prefetch = std::env::var("MEKI_GEMM_PREFETCH").map_or(true, |v| v.trim() != "0");
-        (kc, prefetch)
-    })
+/// The avx512 path's knobs; the other paths ignore them. Results do not
+/// depend on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Avx512Tuning {
+    /// Depth of one pass (clamped to 8..=4096).
+    pub kc: usize,
+    /// Prefetch the next B panels into L2 while a panel pair runs.
+    pub prefetch: bool,
+}
+
+impl Avx512Tuning {
+    /// From env `MEKI_GEMM_KC` (default [`KC_AVX512`]) and
+    /// `MEKI_GEMM_PREFETCH` (0 = off, default on), read once.
+    pub fn from_env() -> Avx512Tuning {
+        static TUNING: OnceLock<Avx512Tuning> = OnceLock::new();
+        *TUNING.get_or_init(|| Avx512Tuning {
+            kc: std::env::var("MEKI_GEMM_KC")
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(KC_AVX512),
+            prefetch: std::env::var("MEKI_GEMM_PREFETCH").map_or(true, |v| v.trim() != "0"),
+        })
+    }
 }
 
 /// A register-blocked micro-kernel for whole `MR x (NP * NR)` tiles:
@@ -556,13 +567,8 @@ unsafe fn kernel_avx2(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn kernel_avx512(
-    a: &[f32],
-    m: usize,
-    b: &PackedB,
-    c: &mut [f32],
-    (kc, prefetch): (usize, bool),
-) {
+unsafe fn kernel_avx512(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], tuning: Avx512Tuning) {
+    let (kc, prefetch) = (tuning.kc.clamp(8, 4096), tuning.prefetch);
     // SAFETY: this function's features are the ones `LanesMicro<__m512>`
     // is compiled for.
     unsafe {
@@ -580,6 +586,18 @@ pub fn gemm_nt(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) {
 /// [`gemm_nt`] on a given path; an error if this CPU lacks it.
 pub fn gemm_nt_on(
     path: GemmPath,
+    a: &[f32],
+    m: usize,
+    b: &PackedB,
+    c: &mut [f32],
+) -> Result<(), String> {
+    gemm_nt_tuned(path, Avx512Tuning::from_env(), a, m, b, c)
+}
+
+/// [`gemm_nt_on`] with explicit avx512 knobs (for benchmarks).
+pub fn gemm_nt_tuned(
+    path: GemmPath,
+    tuning: Avx512Tuning,
     a: &[f32],
     m: usize,
     b: &PackedB,
@@ -604,9 +622,12 @@ pub fn gemm_nt_on(
         GemmPath::Avx2 => unsafe { kernel_avx2(a, m, b, c) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX-512F, AVX2 and FMA (`is_available` above).
-        GemmPath::Avx512 => unsafe { kernel_avx512(a, m, b, c, avx512_tuning()) },
+        GemmPath::Avx512 => unsafe { kernel_avx512(a, m, b, c, tuning) },
         #[cfg(not(target_arch = "x86_64"))]
-        GemmPath::Avx2 | GemmPath::Avx512 => unreachable!("not available"),
+        GemmPath::Avx2 | GemmPath::Avx512 => {
+            let _ = tuning;
+            unreachable!("not available")
+        }
     }
     Ok(())
 }
