@@ -836,6 +836,10 @@ unsafe fn q45_k_blocks<const FIVE: bool, const RN: usize>(
         // dmin * d_y (the product the scalar code negates; the FNMA below
         // subtracts it instead, the same single rounding).
         let dpair = _mm256_cvtph_ps(_mm_set1_epi32((wb as *const i32).read_unaligned()));
+        let (dw, dmw) = (
+            _mm256_permute_ps(dpair, 0x00),
+            _mm256_permute_ps(dpair, 0x55),
+        );
         let mut sumi = [_mm256_setzero_si256(); RN];
         let (q4, mut hbits) = if FIVE {
             (wb.add(48), load256(wb.add(16)))
@@ -874,8 +878,14 @@ unsafe fn q45_k_blocks<const FIVE: bool, const RN: usize>(
                 _mm_loadu_si128(bs.add(16) as *const __m128i),
             );
             let prod_m = _mm256_zextsi128_si256(_mm_madd_epi16(mins, pairs));
-            let dd = _mm256_mul_ps(dpair, _mm256_set1_ps(f32_at(xb)));
-            let (d, dm) = (_mm256_permute_ps(dd, 0x00), _mm256_permute_ps(dd, 0x55));
+            let dy = _mm256_set1_ps(f32_at(xb));
+            let (d, dm) = if RN == 1 {
+                let dd = _mm256_mul_ps(dpair, dy);
+                (_mm256_permute_ps(dd, 0x00), _mm256_permute_ps(dd, 0x55))
+            } else {
+                // d and dmin broadcast once per super-block, not per token.
+                (_mm256_mul_ps(dw, dy), _mm256_mul_ps(dmw, dy))
+            };
             a[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[j]), a[j]);
             a[j] = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(prod_m), a[j]);
         }
