@@ -41,6 +41,9 @@ pub struct TwinOptions {
     /// Drop the MeKi tables from the page cache before every round, so the
     /// MeKi model reads its rows from storage while it decodes.
     pub cold: bool,
+    /// Also time prefill of this many tokens (0: decode only), one prompt
+    /// per model per round, in the same rotating orders.
+    pub prompt: usize,
 }
 
 /// Drops `m`'s MeKi tables from its map and from the page cache.
@@ -103,7 +106,7 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
     }
     // The same pseudo-random token sequence for every model and round.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let ids: Vec<u32> = (0..steps + 1)
+    let ids: Vec<u32> = (0..(steps + 1).max(o.prompt))
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
@@ -184,5 +187,58 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
     // lands (memory placement of the two models), a floor for the above.
     let (m, lo, hi) = summary(r_base);
     println!("ratio no-meki/dense: {m:.4} median [{lo:.4}-{hi:.4}]");
+    if o.prompt > 0 {
+        prefill_rounds(&models, &ids[..o.prompt], o.rounds)?;
+    }
+    Ok(())
+}
+
+/// Prefill of `prompt` on a fresh session of each model, in the rotating
+/// orders, `rounds` times: tok/s per model and the per-round ratios.
+fn prefill_rounds(
+    models: &[(&str, Model); 3],
+    prompt: &[u32],
+    rounds: usize,
+) -> Result<(), String> {
+    println!(
+        "twin prefill: {} tokens per model per round, {rounds} rounds",
+        prompt.len()
+    );
+    let mut per_model: [Vec<f64>; 3] = Default::default();
+    let (mut r_dense, mut r_nomeki, mut r_base) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let mut tps = [0f64; 3];
+        for &i in &ORDERS[round % ORDERS.len()] {
+            let mut s = Session::new(&models[i].1, prompt.len() + 1, KvType::F16);
+            let t0 = Instant::now();
+            s.forward(prompt, Logits::Last)?;
+            tps[i] = prompt.len() as f64 / t0.elapsed().as_secs_f64();
+        }
+        for i in 0..3 {
+            per_model[i].push(tps[i]);
+        }
+        r_dense.push(tps[0] / tps[2]);
+        r_nomeki.push(tps[0] / tps[1]);
+        r_base.push(tps[1] / tps[2]);
+        println!(
+            "prefill round {:>2}: tok/s meki {:.1} no-meki {:.1} dense {:.1} | meki/dense {:.4} meki/no-meki {:.4}",
+            round + 1,
+            tps[0],
+            tps[1],
+            tps[2],
+            tps[0] / tps[2],
+            tps[0] / tps[1]
+        );
+    }
+    for (i, (name, _)) in models.iter().enumerate() {
+        let (m, lo, hi) = summary(per_model[i].clone());
+        println!("prefill {name}: {m:.1} tok/s median [{lo:.1}-{hi:.1}]");
+    }
+    let (m, lo, hi) = summary(r_dense);
+    println!("prefill ratio meki/dense: {m:.4} median [{lo:.4}-{hi:.4}]");
+    let (m, lo, hi) = summary(r_nomeki);
+    println!("prefill ratio meki/no-meki: {m:.4} median [{lo:.4}-{hi:.4}]");
+    let (m, lo, hi) = summary(r_base);
+    println!("prefill ratio no-meki/dense: {m:.4} median [{lo:.4}-{hi:.4}]");
     Ok(())
 }

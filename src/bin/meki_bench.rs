@@ -80,6 +80,11 @@ enum Cmd {
         /// MeKi model then reads its table rows from storage while decoding).
         #[arg(long)]
         cold: bool,
+        /// After the decode rounds, also time prefill of this many tokens
+        /// (one fresh prompt per model per round, same rotating orders;
+        /// 0: decode only).
+        #[arg(long, default_value_t = 0)]
+        prompt: usize,
     },
 }
 
@@ -143,6 +148,7 @@ fn main() {
             block,
             rounds,
             cold,
+            prompt,
         } => twin::run(&twin::TwinOptions {
             meki,
             dense,
@@ -151,6 +157,7 @@ fn main() {
             block,
             rounds,
             cold,
+            prompt,
         }),
     };
     if let Err(e) = result {

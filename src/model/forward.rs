@@ -59,6 +59,12 @@ fn gate_input_index(mem: &MekiMemory) -> usize {
     }
 }
 
+/// Tokens per unit of the per-token element-wise work spread over the pool:
+/// two units per thread (one unit, run inline, for a single token).
+fn tokens_per_chunk(n: usize, threads: usize) -> usize {
+    n.div_ceil(2 * threads.max(1)).max(1)
+}
+
 fn resize(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     v.resize(n, 0.0);
     &mut v[..n]
@@ -340,10 +346,22 @@ impl<'m> Session<'m> {
             // 2. Element-wise: SwiGLU; MeKi v = e + g, in place of W_gate u.
             kernels::vec::silu_mul(gate, up, ffh);
             if let Some((mem, _, _)) = meki {
-                kernels::vec::sigmoid(meki_g);
-                for (t, &tok) in tokens.iter().enumerate() {
-                    mem.gather(file, tok, l, meki_e);
-                    kernels::vec::add(&mut meki_g[t * d_mem..(t + 1) * d_mem], meki_e);
+                if n == 1 {
+                    kernels::vec::sigmoid(meki_g);
+                    mem.gather(file, tokens[0], l, meki_e);
+                    kernels::vec::add(meki_g, meki_e);
+                } else {
+                    // Prefill: the same per token, spread over the pool (the
+                    // twin has no such serial work to hide it behind).
+                    let per = tokens_per_chunk(n, pool.n_threads());
+                    pool.run_chunks_mut(meki_g, per * d_mem, &|ci, rows| {
+                        let mut e = vec![0f32; d_mem];
+                        for (j, v) in rows.chunks_exact_mut(d_mem).enumerate() {
+                            kernels::vec::sigmoid(v);
+                            mem.gather(file, tokens[ci * per + j], l, &mut e);
+                            kernels::vec::add(v, &e);
+                        }
+                    });
                 }
             }
             let meki_v = &*meki_g;
@@ -382,9 +400,14 @@ impl<'m> Session<'m> {
             kernels::vec::add(x, proj);
             if let Some((_, ml, mfile)) = meki {
                 let post = ml.post_norm.f32s(mfile);
-                for (yr, pr) in meki_y.chunks_exact(d).zip(proj.chunks_exact_mut(d)) {
-                    kernels::vec::rms_norm(yr, post, c.rms_eps, pr);
-                }
+                let per = tokens_per_chunk(n, pool.n_threads());
+                let meki_y = &*meki_y;
+                pool.run_chunks_mut(proj, per * d, &|ci, rows| {
+                    for (j, pr) in rows.chunks_exact_mut(d).enumerate() {
+                        let t = ci * per + j;
+                        kernels::vec::rms_norm(&meki_y[t * d..(t + 1) * d], post, c.rms_eps, pr);
+                    }
+                });
                 kernels::vec::add(x, proj);
             }
         }
