@@ -55,6 +55,55 @@ fn evict_tables(m: &Model) -> Result<(), String> {
         .map_err(|e| format!("evicting the MeKi tables: {e}"))
 }
 
+/// Tok/s of the three models (meki, no-meki, dense) per round.
+#[derive(Default)]
+struct Rounds {
+    tps: [Vec<f64>; 3],
+}
+
+impl Rounds {
+    /// Records and prints one round; `what` prefixes the lines.
+    fn push(&mut self, what: &str, round: usize, tps: [f64; 3]) {
+        for (v, t) in self.tps.iter_mut().zip(tps) {
+            v.push(t);
+        }
+        println!(
+            "{what}round {:>2}: tok/s meki {:.1} no-meki {:.1} dense {:.1} | meki/dense {:.4} meki/no-meki {:.4}",
+            round + 1,
+            tps[0],
+            tps[1],
+            tps[2],
+            tps[0] / tps[2],
+            tps[0] / tps[1]
+        );
+    }
+
+    /// Median [min-max] tok/s per model, then of the per-round ratios.
+    fn report(&self, what: &str, models: &[(&str, Model); 3]) {
+        for ((name, _), v) in models.iter().zip(&self.tps) {
+            let (m, lo, hi) = summary(v.clone());
+            println!("{what}{name}: {m:.1} tok/s median [{lo:.1}-{hi:.1}]");
+        }
+        let ratio = |a: usize, b: usize| -> Vec<f64> {
+            self.tps[a]
+                .iter()
+                .zip(&self.tps[b])
+                .map(|(x, y)| x / y)
+                .collect()
+        };
+        // no-meki/dense is the same computation from two files: how far
+        // apart identical work lands (memory placement), a floor for the others.
+        for (label, a, b) in [
+            ("meki/dense", 0, 2),
+            ("meki/no-meki", 0, 1),
+            ("no-meki/dense", 1, 2),
+        ] {
+            let (m, lo, hi) = summary(ratio(a, b));
+            println!("{what}ratio {label}: {m:.4} median [{lo:.4}-{hi:.4}]");
+        }
+    }
+}
+
 /// Median and range of a list.
 fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
@@ -126,8 +175,7 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
             ""
         }
     );
-    let mut per_model: [Vec<f64>; 3] = Default::default();
-    let (mut r_dense, mut r_nomeki, mut r_base) = (Vec::new(), Vec::new(), Vec::new());
+    let mut decode = Rounds::default();
     for round in 0..o.rounds {
         let mut sessions: Vec<Session> = models
             .iter()
@@ -155,38 +203,10 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
             }
             pos += o.block + 1;
         }
-        let tps: Vec<f64> = spent
-            .iter()
-            .map(|d| (blocks * o.block) as f64 / d.as_secs_f64())
-            .collect();
-        for i in 0..3 {
-            per_model[i].push(tps[i]);
-        }
-        r_dense.push(tps[0] / tps[2]);
-        r_nomeki.push(tps[0] / tps[1]);
-        r_base.push(tps[1] / tps[2]);
-        println!(
-            "round {:>2}: tok/s meki {:.1} no-meki {:.1} dense {:.1} | meki/dense {:.4} meki/no-meki {:.4}",
-            round + 1,
-            tps[0],
-            tps[1],
-            tps[2],
-            tps[0] / tps[2],
-            tps[0] / tps[1]
-        );
+        let tps = spent.map(|d| (blocks * o.block) as f64 / d.as_secs_f64());
+        decode.push("", round, tps);
     }
-    for (i, (name, _)) in models.iter().enumerate() {
-        let (m, lo, hi) = summary(per_model[i].clone());
-        println!("{name}: {m:.1} tok/s median [{lo:.1}-{hi:.1}]");
-    }
-    let (m, lo, hi) = summary(r_dense);
-    println!("ratio meki/dense: {m:.4} median [{lo:.4}-{hi:.4}]");
-    let (m, lo, hi) = summary(r_nomeki);
-    println!("ratio meki/no-meki: {m:.4} median [{lo:.4}-{hi:.4}]");
-    // The same computation from two files: how far apart identical work
-    // lands (memory placement of the two models), a floor for the above.
-    let (m, lo, hi) = summary(r_base);
-    println!("ratio no-meki/dense: {m:.4} median [{lo:.4}-{hi:.4}]");
+    decode.report("", &models);
     if o.prompt > 0 {
         prefill_rounds(&models, &ids[..o.prompt], o.rounds)?;
     }
@@ -204,8 +224,7 @@ fn prefill_rounds(
         "twin prefill: {} tokens per model per round, {rounds} rounds",
         prompt.len()
     );
-    let mut per_model: [Vec<f64>; 3] = Default::default();
-    let (mut r_dense, mut r_nomeki, mut r_base) = (Vec::new(), Vec::new(), Vec::new());
+    let mut prefill = Rounds::default();
     for round in 0..rounds {
         let mut tps = [0f64; 3];
         for &i in &ORDERS[round % ORDERS.len()] {
@@ -214,31 +233,8 @@ fn prefill_rounds(
             s.forward(prompt, Logits::Last)?;
             tps[i] = prompt.len() as f64 / t0.elapsed().as_secs_f64();
         }
-        for i in 0..3 {
-            per_model[i].push(tps[i]);
-        }
-        r_dense.push(tps[0] / tps[2]);
-        r_nomeki.push(tps[0] / tps[1]);
-        r_base.push(tps[1] / tps[2]);
-        println!(
-            "prefill round {:>2}: tok/s meki {:.1} no-meki {:.1} dense {:.1} | meki/dense {:.4} meki/no-meki {:.4}",
-            round + 1,
-            tps[0],
-            tps[1],
-            tps[2],
-            tps[0] / tps[2],
-            tps[0] / tps[1]
-        );
+        prefill.push("prefill ", round, tps);
     }
-    for (i, (name, _)) in models.iter().enumerate() {
-        let (m, lo, hi) = summary(per_model[i].clone());
-        println!("prefill {name}: {m:.1} tok/s median [{lo:.1}-{hi:.1}]");
-    }
-    let (m, lo, hi) = summary(r_dense);
-    println!("prefill ratio meki/dense: {m:.4} median [{lo:.4}-{hi:.4}]");
-    let (m, lo, hi) = summary(r_nomeki);
-    println!("prefill ratio meki/no-meki: {m:.4} median [{lo:.4}-{hi:.4}]");
-    let (m, lo, hi) = summary(r_base);
-    println!("prefill ratio no-meki/dense: {m:.4} median [{lo:.4}-{hi:.4}]");
+    prefill.report("prefill ", models);
     Ok(())
 }

@@ -1,0 +1,40 @@
+//! `meki-bench twin` end to end on the shipped pair, tiny settings: decode
+//! and prefill rounds, with the tables evicted from the page cache (the
+//! `--cold` path reads rows back from the file), and its refusals.
+
+use meki::bench::twin::{run, TwinOptions};
+use std::path::PathBuf;
+
+fn models() -> (PathBuf, PathBuf) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    (dir.join("meki-small.gguf"), dir.join("dense-small.gguf"))
+}
+
+fn options(meki: PathBuf, dense: PathBuf) -> TwinOptions {
+    TwinOptions {
+        meki,
+        dense,
+        threads: 2,
+        tokens: 3,
+        block: 2,
+        rounds: 2,
+        cold: true,
+        prompt: 5,
+    }
+}
+
+#[test]
+fn twin_runs_decode_and_prefill_with_cold_tables() {
+    let (meki, dense) = models();
+    run(&options(meki, dense)).unwrap();
+}
+
+#[test]
+fn twin_refuses_swapped_models_and_zero_counts() {
+    let (meki, dense) = models();
+    let err = run(&options(dense.clone(), meki.clone())).unwrap_err();
+    assert!(err.contains("no MeKi memory"), "{err}");
+    let mut o = options(meki, dense);
+    o.rounds = 0;
+    assert!(run(&o).unwrap_err().contains("positive"));
+}
