@@ -549,6 +549,7 @@ impl Lanes16 for std::arch::x86_64::__m512 {
 const MR_ARRAY: usize = 6;
 /// Rows per tile of the avx512 path (x 32 columns: 24 zmm accumulators;
 /// 96 = `fold::ROWS_PER_TASK` rows are 8 whole tiles).
+#[cfg(any(target_arch = "x86_64", test))]
 const MR_AVX512: usize = 12;
 
 fn kernel_generic(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) {
