@@ -83,6 +83,7 @@ fn build_model(name: &str, entry: &serde_json::Value, work: &Path) -> PathBuf {
     if !out.exists() {
         meki::quant::quantize_file(&meki::quant::QuantizeOptions {
             table_type: None,
+            meki_proj_type: None,
             input: src.clone(),
             output: out.clone(),
             target: quant.to_string(),

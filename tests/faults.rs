@@ -51,6 +51,7 @@ fn tiny_models() -> &'static (PathBuf, PathBuf, PathBuf) {
                 output: out.to_path_buf(),
                 backbone_type: "f32".into(),
                 table_type: "f32".into(),
+                meki_proj_type: None,
                 tokenizer: None,
                 base: None,
                 split_tables: split,

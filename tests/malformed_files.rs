@@ -97,6 +97,7 @@ fn convert(input: &Path, out: &Path, split: bool) {
         output: out.to_path_buf(),
         backbone_type: "f16".into(),
         table_type: "q8_0".into(),
+        meki_proj_type: None,
         tokenizer: None,
         base: None,
         split_tables: split,

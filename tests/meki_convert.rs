@@ -53,6 +53,7 @@ fn opts(input: &Path, output: &Path) -> CheckpointOptions {
         output: output.to_path_buf(),
         backbone_type: "f32".into(),
         table_type: "f32".into(),
+        meki_proj_type: None,
         tokenizer,
         base: None,
         split_tables: false,
@@ -386,6 +387,7 @@ fn quantize_keeps_or_sets_the_table_type() {
                 pure: true,
                 threads: 1,
                 table_type,
+                meki_proj_type: None,
             },
             false,
         )
@@ -410,6 +412,83 @@ fn quantize_keeps_or_sets_the_table_type() {
             }
         }
     }
+}
+
+/// `--meki-proj-type`: the MeKi projections take their own type, in
+/// `checkpoint` and in `quantize`; every other tensor is what it would be
+/// without the option, and a row length the type cannot block is refused.
+#[test]
+fn meki_projection_type() {
+    let dir = scratch("projtype");
+    let plain = dir.join("plain.gguf");
+    let proj = dir.join("proj.gguf");
+    let mut o = opts(&fixture("hf_demo"), &plain);
+    o.backbone_type = "q8_0".into();
+    convert_checkpoint(&o).unwrap();
+    o.output = proj.clone();
+    o.meki_proj_type = Some(GgmlType::Q4_0);
+    convert_checkpoint(&o).unwrap();
+    let requant = dir.join("requant.gguf");
+    meki::quant::quantize_file_report(
+        &meki::quant::QuantizeOptions {
+            input: plain.clone(),
+            output: requant.clone(),
+            target: "q8_0".into(),
+            pure: false,
+            threads: 1,
+            table_type: None,
+            meki_proj_type: Some(GgmlType::Q4_0),
+        },
+        false,
+    )
+    .unwrap();
+    let (a, b, c) = (
+        GgufFile::open(&plain).unwrap(),
+        GgufFile::open(&proj).unwrap(),
+        GgufFile::open(&requant).unwrap(),
+    );
+    let mut n_proj = 0;
+    for t in a.tensors() {
+        let is_proj = meki::quant::is_meki_projection(&t.name);
+        n_proj += is_proj as usize;
+        for f in [&b, &c] {
+            let got = f.tensor(&t.name).unwrap();
+            if is_proj {
+                assert_eq!(t.ggml_type, GgmlType::Q8_0, "{}", t.name);
+                assert_eq!(got.ggml_type, GgmlType::Q4_0, "{}", t.name);
+            } else {
+                assert_eq!(got.ggml_type, t.ggml_type, "{}", t.name);
+                assert_eq!(
+                    f.tensor_data(got).unwrap(),
+                    a.tensor_data(t).unwrap(),
+                    "{}",
+                    t.name
+                );
+            }
+        }
+    }
+    assert_eq!(n_proj, 4, "two layers, gate and out");
+    // Direct Q4_0 of the f32 weights: within Q4_0's bound of the Q8_0 ones.
+    for name in [mk::gate_name(1), mk::out_name(0)] {
+        let (_, q4) = tensor_f32(&b, &name);
+        let (_, q8) = tensor_f32(&a, &name);
+        for (gb, wb) in q4.chunks(32).zip(q8.chunks(32)) {
+            let amax = wb.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for (g, w) in gb.iter().zip(wb) {
+                assert!(
+                    (g - w).abs() <= amax * (1.0 / 7.0) + 1e-6,
+                    "{name}: {g} vs {w}"
+                );
+            }
+        }
+    }
+    // K-quants need rows of 256: refused by name, with the reason.
+    assert!(meki::quant::parse_meki_proj_type("q4_k").is_err());
+    o.output = dir.join("bad.gguf");
+    o.meki_proj_type = Some(GgmlType::Q4K);
+    let e = convert_checkpoint(&o).unwrap_err();
+    assert!(e.contains("meki_gate") || e.contains("meki_out"), "{e}");
+    assert!(!dir.join("bad.gguf").exists());
 }
 
 #[test]

@@ -151,6 +151,7 @@ fn run_input(prefix: Option<&str>) -> PathBuf {
                 let p = scratch().join("golden_input_q8_0.gguf");
                 let opts = QuantizeOptions {
                     table_type: None,
+                    meki_proj_type: None,
                     input: golden_input(),
                     output: p.clone(),
                     target: "q8_0".into(),
@@ -208,6 +209,7 @@ fn quantize_matches_llama_quantize() {
         let report = quantize_file_report(
             &QuantizeOptions {
                 table_type: None,
+                meki_proj_type: None,
                 input: run_input(prefix),
                 output: out.clone(),
                 target: target.to_string(),
@@ -253,6 +255,7 @@ fn quantized_metadata_read_back_by_gguf_py() {
     quantize_file_report(
         &QuantizeOptions {
             table_type: None,
+            meki_proj_type: None,
             input: input.clone(),
             output: out.clone(),
             target: "q4_k_m".into(),

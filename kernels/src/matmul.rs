@@ -208,6 +208,26 @@ pub fn matvec_quantized(
 /// Rows per unit of work: a multiple of [`ROW_CHUNK`], at least
 /// [`MIN_CHUNK_BYTES`] of weights, and at most a share that leaves every
 /// thread [`CHUNKS_PER_THREAD`] units.
+/// Rows per work item of one matrix of a group of products run as one
+/// dispatch ([`crate::multi`]): items of about the same bytes in every
+/// matrix of the group, sized for balance over the group's total bytes
+/// (`CHUNKS_PER_THREAD` per thread), never below `MIN_CHUNK_BYTES`. A small
+/// matrix (a MeKi projection next to the FFN) stays one item: split by its
+/// own size it became a few tiny items, each paying a cold start.
+pub(crate) fn group_chunk_rows(
+    rows: usize,
+    row_bytes: usize,
+    total_bytes: usize,
+    threads: usize,
+) -> usize {
+    let target = MIN_CHUNK_BYTES.max(total_bytes / (threads * CHUNKS_PER_THREAD).max(1));
+    target
+        .div_ceil(row_bytes.max(1))
+        .next_multiple_of(ROW_CHUNK)
+        .min(rows.next_multiple_of(ROW_CHUNK))
+        .max(ROW_CHUNK)
+}
+
 pub(crate) fn chunk_rows(rows: usize, row_bytes: usize, threads: usize) -> usize {
     let by_bytes = MIN_CHUNK_BYTES.div_ceil(row_bytes.max(1));
     let by_balance = rows.div_ceil(threads * CHUNKS_PER_THREAD);

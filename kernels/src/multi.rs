@@ -14,7 +14,7 @@
 use crate::dispatch::Isa;
 use crate::dot::{act_row_bytes, dot_fn, gemm_fn, DotFn, GemmFn, KernelError};
 use crate::formats::GgmlType;
-use crate::matmul::chunk_rows;
+use crate::matmul::group_chunk_rows;
 use crate::pool::ThreadPool;
 use crate::repack::{Packed, GROUP};
 
@@ -82,6 +82,8 @@ struct Prepared {
     x: *const u8,
     y: *mut f32,
     rows: usize,
+    /// Weight bytes per output row (for the work item sizes).
+    row_bytes: usize,
     /// Output rows per work item (a multiple of [`GROUP`] for packed jobs).
     chunk: usize,
 }
@@ -113,17 +115,27 @@ pub fn matvec_multi(isa: Isa, pool: &ThreadPool, jobs: &mut [Job<'_>]) -> Result
     // Chunk index where each job starts, and the total.
     let mut first = [0usize; MAX_JOBS + 1];
     for (i, job) in jobs.iter_mut().enumerate() {
-        let mut p = match job {
-            Job::Plain(job) => check_plain(isa, threads, job)?,
-            Job::Packed(job) => check_packed(threads, job)?,
-        };
-        if threads == 1 {
+        shared.0[i] = Some(match job {
+            Job::Plain(job) => check_plain(isa, job)?,
+            Job::Packed(job) => check_packed(job)?,
+        });
+    }
+    let total_bytes: usize = shared
+        .0
+        .iter()
+        .flatten()
+        .map(|p| p.rows * p.row_bytes)
+        .sum();
+    for (i, p) in shared.0[..jobs.len()].iter_mut().flatten().enumerate() {
+        p.chunk = if threads == 1 {
             // Nothing to balance: one item per job (the set-up per item is
             // otherwise a measurable part of a decode step).
-            p.chunk = p.rows.max(1);
-        }
+            p.rows.max(1)
+        } else {
+            // A multiple of 16 rows, so of whole packed groups.
+            group_chunk_rows(p.rows, p.row_bytes, total_bytes, threads)
+        };
         first[i + 1] = first[i] + p.rows.div_ceil(p.chunk);
-        shared.0[i] = Some(p);
     }
     let n_jobs = jobs.len();
     let total = first[n_jobs];
@@ -138,7 +150,7 @@ pub fn matvec_multi(isa: Isa, pool: &ThreadPool, jobs: &mut [Job<'_>]) -> Result
     Ok(())
 }
 
-fn check_plain(isa: Isa, threads: usize, job: &mut MatvecJob<'_>) -> Result<Prepared, KernelError> {
+fn check_plain(isa: Isa, job: &mut MatvecJob<'_>) -> Result<Prepared, KernelError> {
     let ty = job.ty;
     let dot = dot_fn(isa, ty).ok_or(KernelError::Unsupported(ty))?;
     let cols = job.cols;
@@ -171,25 +183,22 @@ fn check_plain(isa: Isa, threads: usize, job: &mut MatvecJob<'_>) -> Result<Prep
         x: job.xq.as_ptr(),
         y: job.y.as_mut_ptr(),
         rows: job.rows,
-        // The same row chunks as a product alone (`matmul`).
-        chunk: chunk_rows(job.rows, row_bytes, threads),
+        row_bytes,
+        chunk: 0,
     })
 }
 
-fn check_packed(threads: usize, job: &mut PackedJob<'_>) -> Result<Prepared, KernelError> {
+fn check_packed(job: &mut PackedJob<'_>) -> Result<Prepared, KernelError> {
     let w = job.w;
     need("prepared activations", w.act_row_bytes(), job.acts.len())?;
     need("outputs", w.rows(), job.y.len())?;
-    // Row chunks sized as a plain matrix of the same bytes (`chunk_rows` is a
-    // multiple of 16 rows, so of whole groups).
-    let group_rows_bytes = w.group_bytes().div_ceil(GROUP);
-    let chunk = chunk_rows(w.rows(), group_rows_bytes, threads);
     Ok(Prepared {
         kernel: Kernel::Packed(w),
         x: job.acts.as_ptr(),
         y: job.y.as_mut_ptr(),
         rows: w.rows(),
-        chunk: chunk.next_multiple_of(GROUP),
+        row_bytes: w.group_bytes().div_ceil(GROUP),
+        chunk: 0,
     })
 }
 

@@ -97,39 +97,37 @@ struct Layout {
     pieces: Vec<(usize, usize, usize)>,
 }
 
+/// Bytes and elements of one block of a type that has a packed layout.
+/// Allocation-free: the products ask for it on every call, the piece list
+/// of [`layout`] is only for packing and unpacking.
+fn block_shape(ty: GgmlType) -> Option<(usize, usize)> {
+    match ty {
+        GgmlType::Q4_0 => Some((18, QK)),
+        GgmlType::Q8_0 => Some((34, QK)),
+        GgmlType::Q4K => Some((144, QK_K)),
+        GgmlType::Q6K => Some((210, QK_K)),
+        _ => None,
+    }
+}
+
 /// The packed layout of `ty`, if it has one.
 fn layout(ty: GgmlType) -> Option<Layout> {
     let runs =
         |src: usize, dst: usize, n: usize| (0..n).map(move |c| (src + 4 * c, dst + 32 * c, 4));
-    let (bytes, elems, pieces): (usize, usize, Vec<_>) = match ty {
-        GgmlType::Q4_0 => (
-            18,
-            QK,
-            std::iter::once((0, 0, 2)).chain(runs(2, 16, 4)).collect(),
-        ),
-        GgmlType::Q8_0 => (
-            34,
-            QK,
-            std::iter::once((0, 0, 2)).chain(runs(2, 16, 8)).collect(),
-        ),
-        GgmlType::Q4K => (
-            144,
-            QK_K,
-            [(0, 0, 2), (2, 16, 2)]
-                .into_iter()
-                .chain(runs(4, 32, 3))
-                .chain(runs(16, 128, 32))
-                .collect(),
-        ),
-        GgmlType::Q6K => (
-            210,
-            QK_K,
-            std::iter::once((208, 0, 2))
-                .chain(runs(192, 16, 4))
-                .chain(runs(0, 144, 32))
-                .chain(runs(128, 1168, 16))
-                .collect(),
-        ),
+    let (bytes, elems) = block_shape(ty)?;
+    let pieces: Vec<_> = match ty {
+        GgmlType::Q4_0 => std::iter::once((0, 0, 2)).chain(runs(2, 16, 4)).collect(),
+        GgmlType::Q8_0 => std::iter::once((0, 0, 2)).chain(runs(2, 16, 8)).collect(),
+        GgmlType::Q4K => [(0, 0, 2), (2, 16, 2)]
+            .into_iter()
+            .chain(runs(4, 32, 3))
+            .chain(runs(16, 128, 32))
+            .collect(),
+        GgmlType::Q6K => std::iter::once((208, 0, 2))
+            .chain(runs(192, 16, 4))
+            .chain(runs(0, 144, 32))
+            .chain(runs(128, 1168, 16))
+            .collect(),
         _ => return None,
     };
     Some(Layout {
@@ -223,7 +221,7 @@ impl Packed {
     pub fn supported(isa: Isa, ty: GgmlType, rows: usize, cols: usize) -> bool {
         isa == Isa::Avx2
             && isa.is_available()
-            && layout(ty).is_some_and(|l| cols.is_multiple_of(l.elems))
+            && block_shape(ty).is_some_and(|(_, elems)| cols.is_multiple_of(elems))
             && rows > 0
             && rows.is_multiple_of(GROUP)
             && cols > 0
@@ -259,11 +257,11 @@ impl Packed {
     /// Bytes of a packed matrix of this type and shape (the same as the
     /// original matrix), or why it cannot be packed.
     pub fn byte_len(ty: GgmlType, rows: usize, cols: usize) -> Result<usize, KernelError> {
-        let l = layout(ty).ok_or(KernelError::Unsupported(ty))?;
-        if cols == 0 || !cols.is_multiple_of(l.elems) || !rows.is_multiple_of(GROUP) {
+        let (bytes, elems) = block_shape(ty).ok_or(KernelError::Unsupported(ty))?;
+        if cols == 0 || !cols.is_multiple_of(elems) || !rows.is_multiple_of(GROUP) {
             return Err(KernelError::BadLength { ty, n: cols });
         }
-        rows.checked_mul(cols / l.elems * l.bytes)
+        rows.checked_mul(cols / elems * bytes)
             .ok_or(KernelError::BadLength { ty, n: cols })
     }
 
@@ -528,6 +526,17 @@ impl Packed {
             }
             return Ok(());
         }
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2 && isa.is_available() {
+            // Lengths checked above: `n` rows of `cols` (a multiple of 32,
+            // `Packed::new`) inputs and of `ab` prepared bytes.
+            for (xr, dst) in x.chunks_exact(cols).zip(out.chunks_exact_mut(ab)) {
+                // SAFETY: AVX2 is available; `xr` holds `cols` values and
+                // `dst` `cols / 32` prepared blocks.
+                unsafe { crate::x86::avx2::quantize_q8_0_prepared(xr, dst) };
+            }
+            return Ok(());
+        }
         let mut q = vec![0u8; qb];
         let mut row = Vec::with_capacity(ab);
         for (xr, dst) in x.chunks_exact(cols).zip(out.chunks_exact_mut(ab)) {
@@ -545,8 +554,8 @@ impl Packed {
 
     /// Weight bytes of one group (for chunk sizing).
     pub fn group_bytes(&self) -> usize {
-        let l = layout(self.ty).expect("packed types only");
-        self.cols / l.elems * GROUP * l.bytes
+        let (bytes, elems) = block_shape(self.ty).expect("packed types only");
+        self.cols / elems * GROUP * bytes
     }
 
     /// Rows of groups `g0..g1` times `toks` prepared rows at `acts` (row
@@ -574,7 +583,7 @@ impl Packed {
         // Blocks per row (the AVX2 kernels walk them; the plain code
         // slices whole groups).
         #[cfg(target_arch = "x86_64")]
-        let nb = self.cols / layout(self.ty).expect("packed types only").elems;
+        let nb = self.cols / block_shape(self.ty).expect("packed types only").1;
         let gb = self.group_bytes();
         let ty = self.ty;
         let token_tile = (TOKEN_TILE_BYTES / ab.max(1)).clamp(4, 64) / 4 * 4;

@@ -417,7 +417,12 @@ fn prepare_input_equals_quantize_then_prepare() {
         assert_eq!(p.act_kind(), act);
         assert_eq!(p.n_groups(), rows / GROUP);
         assert_eq!(p.group_bytes() * p.n_groups(), p.n_bytes());
-        let x = random_f32(&mut rng, n * cols, 2.0);
+        let mut x = random_f32(&mut rng, n * cols, 2.0);
+        // An all-zero block (d = 0) and values a half-step from rounding.
+        x[..32].fill(0.0);
+        x[32] = 127.0;
+        x[33] = 0.5;
+        x[34] = -1.5;
         let ab = nb * act.type_size();
         let mut xq = vec![0u8; n * ab];
         for (xr, q) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(ab)) {

@@ -41,6 +41,10 @@ enum Command {
         /// table never takes TYPE, it lives in storage).
         #[arg(long, value_name = "T")]
         table_type: Option<String>,
+        /// MeKi projection type (blk.N.meki_gate / meki_out): f32, f16, bf16,
+        /// q8_0, q5_0, q5_1, q4_0 or q4_1 (default: as any 2-D tensor of TYPE).
+        #[arg(long, value_name = "T")]
+        meki_proj_type: Option<String>,
     },
     /// Convert a MeKi training checkpoint (HF-style directory, or Megatron
     /// .pt / iter_* dir / dir with latest_checkpointed_iteration.txt) to GGUF,
@@ -73,6 +77,10 @@ struct CheckpointArgs {
     /// Expected MeKi width d_mem (checked against the tensors).
     #[arg(long)]
     meki_dim: Option<usize>,
+    /// MeKi projection type (blk.N.meki_gate / meki_out): f32, f16, bf16,
+    /// q8_0, q5_0, q5_1, q4_0 or q4_1 (default: as any 2-D tensor of --type).
+    #[arg(long, value_name = "T")]
+    meki_proj_type: Option<String>,
     /// Worker threads (default: all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -91,35 +99,47 @@ fn main() {
             pure,
             threads,
             table_type,
-        } => table_type
-            .as_deref()
-            .map(meki::convert::parse_table_type)
-            .transpose()
-            .and_then(|table_type| {
-                meki::quant::quantize_file(&meki::quant::QuantizeOptions {
-                    input,
-                    output,
-                    target,
-                    pure,
-                    threads,
-                    table_type,
-                })
-            }),
-        Command::Checkpoint(a) => {
-            meki::convert::convert_checkpoint(&meki::convert::CheckpointOptions {
-                input: a.path,
-                output: a.output,
-                backbone_type: a.backbone_type,
-                table_type: a.table_type,
-                tokenizer: a.tokenizer,
-                base: a.base,
-                split_tables: a.split_tables,
-                threads: a.threads,
-                meki_dim: a.meki_dim,
-                progress: true,
+            meki_proj_type,
+        } => (|| {
+            let table_type = table_type
+                .as_deref()
+                .map(meki::convert::parse_table_type)
+                .transpose()?;
+            let meki_proj_type = meki_proj_type
+                .as_deref()
+                .map(meki::quant::parse_meki_proj_type)
+                .transpose()?;
+            meki::quant::quantize_file(&meki::quant::QuantizeOptions {
+                input,
+                output,
+                target,
+                pure,
+                threads,
+                table_type,
+                meki_proj_type,
             })
-            .map(|_| ())
-        }
+        })(),
+        Command::Checkpoint(a) => a
+            .meki_proj_type
+            .as_deref()
+            .map(meki::quant::parse_meki_proj_type)
+            .transpose()
+            .and_then(|meki_proj_type| {
+                meki::convert::convert_checkpoint(&meki::convert::CheckpointOptions {
+                    meki_proj_type,
+                    input: a.path,
+                    output: a.output,
+                    backbone_type: a.backbone_type,
+                    table_type: a.table_type,
+                    tokenizer: a.tokenizer,
+                    base: a.base,
+                    split_tables: a.split_tables,
+                    threads: a.threads,
+                    meki_dim: a.meki_dim,
+                    progress: true,
+                })
+                .map(|_| ())
+            }),
     };
     if let Err(e) = result {
         eprintln!("meki-convert: {e}");

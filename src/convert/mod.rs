@@ -37,6 +37,8 @@ pub struct CheckpointOptions {
     pub backbone_type: String,
     /// Table type: f16, q8_0 or f32.
     pub table_type: String,
+    /// MeKi projection type (`None`: as the backbone's mix gives them).
+    pub meki_proj_type: Option<GgmlType>,
     /// Tokenizer directory (default: the checkpoint directory, HF form).
     pub tokenizer: Option<PathBuf>,
     /// Keep this GGUF's backbone byte for byte, add only the MeKi part.
@@ -306,7 +308,22 @@ fn convert_inner(opts: &CheckpointOptions) -> Result<ConvertReport, String> {
         n_expert: 0,
     };
     let mut types = quant::mix::plan_types(&descs, &info, ftype, false);
-    let meki_types = types.split_off(outs.len());
+    let mut meki_types = types.split_off(outs.len());
+    if let Some(p) = opts.meki_proj_type {
+        for (o, ty) in meki_outs.iter().zip(meki_types.iter_mut()) {
+            if quant::is_meki_projection(&o.name) {
+                if o.dims[0] % p.block_size() as u64 != 0 {
+                    return Err(format!(
+                        "--meki-proj-type {p}: {} has rows of {}, not a multiple of {}",
+                        o.name,
+                        o.dims[0],
+                        p.block_size()
+                    ));
+                }
+                *ty = p;
+            }
+        }
+    }
     let meki_part = meki.map(|spec| MekiPart {
         outs: meki_outs,
         types: meki_types,

@@ -199,6 +199,17 @@ impl MekiMemory {
         crate::model::ops::dequantize_row(self.table.ty, &bytes[start..start + seg], out);
     }
 
+    /// Start loading layer `layer`'s table row of `token` into the CPU
+    /// caches (a decode step calls it before the layer's attention, so the
+    /// gather after the FFN products finds the row in L1/L2, not in DRAM).
+    pub fn prefetch_row(&self, model_file: &GgufFile, token: u32, layer: usize) {
+        let bytes = self.table.bytes(self.file(model_file));
+        let row = self.table.row_bytes();
+        let seg = row / self.layers.len();
+        let start = token as usize * row + layer * seg;
+        crate::kernels::vec::prefetch_rows(&bytes[start..start + seg], seg, 1, seg);
+    }
+
     /// Ask the kernel to start reading the table rows of `tokens` (all layers:
     /// one contiguous range per token in the token-major layout) before layer 0
     /// needs them, so storage latency overlaps the attention of early layers.

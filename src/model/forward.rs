@@ -193,6 +193,11 @@ impl<'m> Session<'m> {
         let (meki_g, meki_y, meki_e) = (&mut s.meki_g, &mut s.meki_y, &mut s.meki_e);
 
         for (l, lw) in w.layers.iter().enumerate() {
+            // A decode step's table row of this layer: into the CPU caches
+            // now, read after the attention and the FFN products.
+            if let (1, Some(mem)) = (n, &model.meki) {
+                mem.prefetch_row(file, tokens[0], l);
+            }
             // Attention block: x += Wo attn(norm(x)).
             let attn_norm = f32s(&lw.attn_norm);
             for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {

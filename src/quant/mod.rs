@@ -45,6 +45,35 @@ pub struct QuantizeOptions {
     /// types the engine gathers rows from); `None` keeps the input's. The
     /// tables are storage, not RAM, so the backbone's target never applies.
     pub table_type: Option<GgmlType>,
+    /// Type of the MeKi projections (`blk.N.meki_gate` / `meki_out`); `None`
+    /// gives them what the mix gives any 2-D tensor. Their rows are only
+    /// `d` and `d_mem` long, so the 32-element block types fit.
+    pub meki_proj_type: Option<GgmlType>,
+}
+
+/// A `--meki-proj-type` value: the float and 32-element block types (a
+/// MeKi output row is `d_mem` long, e.g. 64: no 256-element k-quant fits).
+pub fn parse_meki_proj_type(s: &str) -> Result<GgmlType, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "f32" => Ok(GgmlType::F32),
+        "f16" => Ok(GgmlType::F16),
+        "bf16" => Ok(GgmlType::BF16),
+        "q8_0" => Ok(GgmlType::Q8_0),
+        "q5_0" => Ok(GgmlType::Q5_0),
+        "q5_1" => Ok(GgmlType::Q5_1),
+        "q4_0" => Ok(GgmlType::Q4_0),
+        "q4_1" => Ok(GgmlType::Q4_1),
+        other => Err(format!(
+            "--meki-proj-type {other:?}: expected f32, f16, bf16, q8_0, q5_0, q5_1, q4_0 or q4_1"
+        )),
+    }
+}
+
+/// Whether `name` is a MeKi projection (`blk.N.meki_gate.weight` or
+/// `blk.N.meki_out.weight`).
+pub fn is_meki_projection(name: &str) -> bool {
+    name.starts_with("blk.")
+        && (name.ends_with(".meki_gate.weight") || name.ends_with(".meki_out.weight"))
 }
 
 /// What [`quantize_file`] did to one tensor.
@@ -162,6 +191,10 @@ pub fn quantize_file_report(
     for (t, ty) in input.tensors().iter().zip(types.iter_mut()) {
         if t.name == crate::meki::TENSOR_TABLE {
             *ty = opts.table_type.unwrap_or(t.ggml_type);
+        } else if is_meki_projection(&t.name) {
+            if let Some(p) = opts.meki_proj_type {
+                *ty = p;
+            }
         }
     }
 

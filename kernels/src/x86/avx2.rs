@@ -1631,6 +1631,25 @@ pub(crate) unsafe fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
     }
 }
 
+/// Q8_0 quantization straight into the repacked kernels' prepared blocks
+/// ([`crate::repack::ACT_BLOCK`] bytes: f32 d rounded through f16 as the
+/// Q8_0 block stores it, i32 `8 * sum(q)`, 32 quants): the same bytes as
+/// `quantize_q8_0` then `repack::prepare_acts`, in one pass.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_q8_0_prepared(x: &[f32], out: &mut [u8]) {
+    use crate::repack::ACT_BLOCK;
+    let nb = x.len() / QK;
+    debug_assert!(out.len() >= nb * ACT_BLOCK);
+    for i in 0..nb {
+        let o = out.as_mut_ptr().add(i * ACT_BLOCK);
+        let (d, sum) = quant_block_32(x.as_ptr().add(i * QK), o.add(8));
+        let d16 = _mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT);
+        let d = _mm_cvtss_f32(_mm_cvtph_ps(d16));
+        (o as *mut f32).write_unaligned(d);
+        (o.add(4) as *mut i32).write_unaligned(8 * sum);
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
     let nb = x.len() / QK;
