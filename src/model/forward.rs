@@ -358,12 +358,23 @@ impl<'m> Session<'m> {
                 } else {
                     // Prefill: the same per token, spread over the pool (the
                     // twin has no such serial work to hide it behind).
+                    // Each token's row is in another page of the table: ask
+                    // for the row a few tokens ahead while this one runs.
+                    const AHEAD: usize = 4;
                     let per = tokens_per_chunk(n, pool.n_threads());
                     pool.run_chunks_mut(meki_g, per * d_mem, &|ci, rows| {
                         let mut e = vec![0f32; d_mem];
+                        let t0 = ci * per;
+                        let t1 = t0 + rows.len() / d_mem;
+                        for &tok in &tokens[t0..t1.min(t0 + AHEAD)] {
+                            mem.prefetch_row(file, tok, l);
+                        }
                         for (j, v) in rows.chunks_exact_mut(d_mem).enumerate() {
+                            if let Some(&tok) = tokens[..t1].get(t0 + j + AHEAD) {
+                                mem.prefetch_row(file, tok, l);
+                            }
                             kernels::vec::sigmoid(v);
-                            mem.gather(file, tokens[ci * per + j], l, &mut e);
+                            mem.gather(file, tokens[t0 + j], l, &mut e);
                             kernels::vec::add(v, &e);
                         }
                     });
@@ -402,18 +413,31 @@ impl<'m> Session<'m> {
             }
 
             // 4. x += FFN + RMSNorm_post(MeKi).
-            kernels::vec::add(x, proj);
-            if let Some((_, ml, mfile)) = meki {
-                let post = ml.post_norm.f32s(mfile);
-                let per = tokens_per_chunk(n, pool.n_threads());
-                let meki_y = &*meki_y;
-                pool.run_chunks_mut(proj, per * d, &|ci, rows| {
-                    for (j, pr) in rows.chunks_exact_mut(d).enumerate() {
-                        let t = ci * per + j;
-                        kernels::vec::rms_norm(&meki_y[t * d..(t + 1) * d], post, c.rms_eps, pr);
-                    }
-                });
-                kernels::vec::add(x, proj);
+            match meki {
+                None => kernels::vec::add(x, proj),
+                Some((_, ml, mfile)) if n == 1 => {
+                    let post = ml.post_norm.f32s(mfile);
+                    kernels::vec::add(x, proj);
+                    kernels::vec::rms_norm(meki_y, post, c.rms_eps, proj);
+                    kernels::vec::add(x, proj);
+                }
+                Some((_, ml, mfile)) => {
+                    // Prefill: the same per token, in one pass over the
+                    // pool (the twin's one serial add has no MeKi part).
+                    let post = ml.post_norm.f32s(mfile);
+                    let per = tokens_per_chunk(n, pool.n_threads());
+                    let (proj, meki_y) = (&*proj, &*meki_y);
+                    pool.run_chunks_mut(x, per * d, &|ci, rows| {
+                        let mut normed = vec![0f32; d];
+                        for (j, xr) in rows.chunks_exact_mut(d).enumerate() {
+                            let t = ci * per + j;
+                            kernels::vec::add(xr, &proj[t * d..(t + 1) * d]);
+                            let y = &meki_y[t * d..(t + 1) * d];
+                            kernels::vec::rms_norm(y, post, c.rms_eps, &mut normed);
+                            kernels::vec::add(xr, &normed);
+                        }
+                    });
+                }
             }
         }
         self.n_past += n;
