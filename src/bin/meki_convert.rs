@@ -2,6 +2,7 @@
 //! (`meki::gguf`, `meki::quant`) so tests can call it without a subprocess.
 
 use clap::{Parser, Subcommand};
+use meki::kernels::formats::GgmlType;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -39,12 +40,12 @@ enum Command {
         threads: usize,
         /// MeKi table type: f32, f16 or q8_0 (default: keep the input's; the
         /// table never takes TYPE, it lives in storage).
-        #[arg(long, value_name = "T")]
-        table_type: Option<String>,
+        #[arg(long, value_name = "T", value_parser = meki::convert::parse_table_type)]
+        table_type: Option<GgmlType>,
         /// MeKi projection type (blk.N.meki_gate / meki_out): f32, f16, bf16,
         /// q8_0, q5_0, q5_1, q4_0 or q4_1 (default: as any 2-D tensor of TYPE).
-        #[arg(long, value_name = "T")]
-        meki_proj_type: Option<String>,
+        #[arg(long, value_name = "T", value_parser = meki::quant::parse_meki_proj_type)]
+        meki_proj_type: Option<GgmlType>,
     },
     /// Convert a MeKi training checkpoint (HF-style directory, or Megatron
     /// .pt / iter_* dir / dir with latest_checkpointed_iteration.txt) to GGUF,
@@ -79,8 +80,8 @@ struct CheckpointArgs {
     meki_dim: Option<usize>,
     /// MeKi projection type (blk.N.meki_gate / meki_out): f32, f16, bf16,
     /// q8_0, q5_0, q5_1, q4_0 or q4_1 (default: as any 2-D tensor of --type).
-    #[arg(long, value_name = "T")]
-    meki_proj_type: Option<String>,
+    #[arg(long, value_name = "T", value_parser = meki::quant::parse_meki_proj_type)]
+    meki_proj_type: Option<GgmlType>,
     /// Worker threads (default: all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -100,46 +101,31 @@ fn main() {
             threads,
             table_type,
             meki_proj_type,
-        } => (|| {
-            let table_type = table_type
-                .as_deref()
-                .map(meki::convert::parse_table_type)
-                .transpose()?;
-            let meki_proj_type = meki_proj_type
-                .as_deref()
-                .map(meki::quant::parse_meki_proj_type)
-                .transpose()?;
-            meki::quant::quantize_file(&meki::quant::QuantizeOptions {
-                input,
-                output,
-                target,
-                pure,
-                threads,
-                table_type,
-                meki_proj_type,
+        } => meki::quant::quantize_file(&meki::quant::QuantizeOptions {
+            input,
+            output,
+            target,
+            pure,
+            threads,
+            table_type,
+            meki_proj_type,
+        }),
+        Command::Checkpoint(a) => {
+            meki::convert::convert_checkpoint(&meki::convert::CheckpointOptions {
+                input: a.path,
+                output: a.output,
+                backbone_type: a.backbone_type,
+                table_type: a.table_type,
+                meki_proj_type: a.meki_proj_type,
+                tokenizer: a.tokenizer,
+                base: a.base,
+                split_tables: a.split_tables,
+                threads: a.threads,
+                meki_dim: a.meki_dim,
+                progress: true,
             })
-        })(),
-        Command::Checkpoint(a) => a
-            .meki_proj_type
-            .as_deref()
-            .map(meki::quant::parse_meki_proj_type)
-            .transpose()
-            .and_then(|meki_proj_type| {
-                meki::convert::convert_checkpoint(&meki::convert::CheckpointOptions {
-                    meki_proj_type,
-                    input: a.path,
-                    output: a.output,
-                    backbone_type: a.backbone_type,
-                    table_type: a.table_type,
-                    tokenizer: a.tokenizer,
-                    base: a.base,
-                    split_tables: a.split_tables,
-                    threads: a.threads,
-                    meki_dim: a.meki_dim,
-                    progress: true,
-                })
-                .map(|_| ())
-            }),
+            .map(|_| ())
+        }
     };
     if let Err(e) = result {
         eprintln!("meki-convert: {e}");
