@@ -20,13 +20,20 @@ fn options(meki: PathBuf, dense: PathBuf) -> TwinOptions {
         rounds: 2,
         cold: true,
         prompt: 5,
+        reload: true,
     }
 }
 
 #[test]
 fn twin_runs_decode_and_prefill_with_cold_tables() {
     let (meki, dense) = models();
-    run(&options(meki, dense)).unwrap();
+    // Models reloaded every round in rotated orders, and loaded once.
+    for reload in [true, false] {
+        let mut o = options(meki.clone(), dense.clone());
+        o.reload = reload;
+        o.rounds = 3;
+        run(&o).unwrap();
+    }
 }
 
 #[test]

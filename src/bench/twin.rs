@@ -44,6 +44,31 @@ pub struct TwinOptions {
     /// Also time prefill of this many tokens (0: decode only), one prompt
     /// per model per round, in the same rotating orders.
     pub prompt: usize,
+    /// Load the three models again before every round, in that round's
+    /// order (see [`load_models`]); `false`: load them once.
+    pub reload: bool,
+}
+
+/// The three models (meki, no-meki, dense), opened in the order `order`
+/// (indices into that list) and returned in list order. Where a model lands
+/// in memory depends on what was loaded before it, and that alone moved
+/// identical work by up to 2% at 2 threads (the same file with MeKi work
+/// switched off ran 0.979-0.983 of itself with `--no-meki` when loaded
+/// first, 1.000-1.005 when loaded after it; Xeon VM, session 7): rotating
+/// the load order with the rounds spreads that over all three.
+fn load_models(o: &TwinOptions, order: [usize; 3]) -> Result<[(&'static str, Model); 3], String> {
+    let mut slots: [Option<Model>; 3] = [None, None, None];
+    for i in order {
+        slots[i] = Some(match i {
+            0 => Model::open_with(&o.meki, &MekiSource::Auto, o.threads)?,
+            1 => Model::open_with(&o.meki, &MekiSource::Disabled, o.threads)?,
+            _ => Model::open_with(&o.dense, &MekiSource::Auto, o.threads)?,
+        });
+    }
+    let [Some(m0), Some(m1), Some(m2)] = slots else {
+        return Err("twin: load order must name each model once".into());
+    };
+    Ok([("meki", m0), ("no-meki", m1), ("dense", m2)])
 }
 
 /// Drops `m`'s MeKi tables from its map and from the page cache.
@@ -114,20 +139,7 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
     if o.tokens == 0 || o.block == 0 || o.rounds == 0 {
         return Err("--tokens, --block and --rounds must be positive".into());
     }
-    let models = [
-        (
-            "meki",
-            Model::open_with(&o.meki, &MekiSource::Auto, o.threads)?,
-        ),
-        (
-            "no-meki",
-            Model::open_with(&o.meki, &MekiSource::Disabled, o.threads)?,
-        ),
-        (
-            "dense",
-            Model::open_with(&o.dense, &MekiSource::Auto, o.threads)?,
-        ),
-    ];
+    let mut models = load_models(o, ORDERS[0])?;
     if models[0].1.meki.is_none() {
         return Err(format!("{} has no MeKi memory", o.meki.display()));
     }
@@ -177,6 +189,11 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
     );
     let mut decode = Rounds::default();
     for round in 0..o.rounds {
+        if o.reload && round > 0 {
+            // Free the old copies first: peak memory stays three models.
+            drop(models);
+            models = load_models(o, ORDERS[round % ORDERS.len()])?;
+        }
         let mut sessions: Vec<Session> = models
             .iter()
             .map(|(_, m)| Session::new(m, n_ctx, KvType::F16))
@@ -208,7 +225,7 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
     }
     decode.report("", &models);
     if o.prompt > 0 {
-        prefill_rounds(&models, &ids[..o.prompt], o.rounds)?;
+        prefill_rounds(o, models, &ids[..o.prompt])?;
     }
     Ok(())
 }
@@ -216,16 +233,21 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
 /// Prefill of `prompt` on a fresh session of each model, in the rotating
 /// orders, `rounds` times: tok/s per model and the per-round ratios.
 fn prefill_rounds(
-    models: &[(&str, Model); 3],
+    o: &TwinOptions,
+    mut models: [(&'static str, Model); 3],
     prompt: &[u32],
-    rounds: usize,
 ) -> Result<(), String> {
+    let rounds = o.rounds;
     println!(
         "twin prefill: {} tokens per model per round, {rounds} rounds",
         prompt.len()
     );
     let mut prefill = Rounds::default();
     for round in 0..rounds {
+        if o.reload && round > 0 {
+            drop(models);
+            models = load_models(o, ORDERS[round % ORDERS.len()])?;
+        }
         let mut tps = [0f64; 3];
         for &i in &ORDERS[round % ORDERS.len()] {
             let mut s = Session::new(&models[i].1, prompt.len() + 1, KvType::F16);
@@ -235,6 +257,6 @@ fn prefill_rounds(
         }
         prefill.push("prefill ", round, tps);
     }
-    prefill.report("prefill ", models);
+    prefill.report("prefill ", &models);
     Ok(())
 }

@@ -85,6 +85,11 @@ enum Cmd {
         /// 0: decode only).
         #[arg(long, default_value_t = 0)]
         prompt: usize,
+        /// Load the three models once (default: again before every round, in
+        /// that round's order, so that where each lands in memory does not
+        /// favour one of them).
+        #[arg(long)]
+        no_reload: bool,
     },
 }
 
@@ -149,6 +154,7 @@ fn main() {
             rounds,
             cold,
             prompt,
+            no_reload,
         } => twin::run(&twin::TwinOptions {
             meki,
             dense,
@@ -158,6 +164,7 @@ fn main() {
             rounds,
             cold,
             prompt,
+            reload: !no_reload,
         }),
     };
     if let Err(e) = result {
