@@ -401,15 +401,25 @@ fn quantize_keeps_or_sets_the_table_type() {
         let (_, table) = tensor_f32(&f, mk::TENSOR_TABLE);
         let (_, orig) = tensor_f32(&GgufFile::open(&src).unwrap(), mk::TENSOR_TABLE);
         // Kept: the same values; q8_0: within its per-block bound (see above).
-        for (gb, wb) in table.chunks(32).zip(orig.chunks(32)) {
-            let amax = wb.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let bound = match want {
-                GgmlType::F16 => 0.0,
-                _ => amax * (1.0 / 254.0 + 1.0 / 2048.0) + 1e-6,
-            };
-            for (g, w) in gb.iter().zip(wb) {
-                assert!((g - w).abs() <= bound, "{g} vs {w} (block max {amax})");
-            }
+        let rel = match want {
+            GgmlType::F16 => None,
+            _ => Some(1.0 / 254.0 + 1.0 / 2048.0),
+        };
+        assert_within_block_bound(&table, &orig, rel, "table");
+    }
+}
+
+/// Every value of `got` within `rel` times its 32-block's largest `want`
+/// magnitude (+1e-6) of `want`; `None`: equal.
+fn assert_within_block_bound(got: &[f32], want: &[f32], rel: Option<f32>, what: &str) {
+    for (gb, wb) in got.chunks(32).zip(want.chunks(32)) {
+        let amax = wb.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let bound = rel.map_or(0.0, |r| amax * r + 1e-6);
+        for (g, w) in gb.iter().zip(wb) {
+            assert!(
+                (g - w).abs() <= bound,
+                "{what}: {g} vs {w} (block max {amax})"
+            );
         }
     }
 }
@@ -472,15 +482,7 @@ fn meki_projection_type() {
     for name in [mk::gate_name(1), mk::out_name(0)] {
         let (_, q4) = tensor_f32(&b, &name);
         let (_, q8) = tensor_f32(&a, &name);
-        for (gb, wb) in q4.chunks(32).zip(q8.chunks(32)) {
-            let amax = wb.iter().fold(0f32, |m, x| m.max(x.abs()));
-            for (g, w) in gb.iter().zip(wb) {
-                assert!(
-                    (g - w).abs() <= amax * (1.0 / 7.0) + 1e-6,
-                    "{name}: {g} vs {w}"
-                );
-            }
-        }
+        assert_within_block_bound(&q4, &q8, Some(1.0 / 7.0), &name);
     }
     // K-quants need rows of 256: refused by name, with the reason.
     assert!(meki::quant::parse_meki_proj_type("q4_k").is_err());

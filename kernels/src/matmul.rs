@@ -205,9 +205,6 @@ pub fn matvec_quantized(
     matmul_quantized(isa, pool, w, ty, rows, cols, 1, xq, y)
 }
 
-/// Rows per unit of work: a multiple of [`ROW_CHUNK`], at least
-/// [`MIN_CHUNK_BYTES`] of weights, and at most a share that leaves every
-/// thread [`CHUNKS_PER_THREAD`] units.
 /// Rows per work item of one matrix of a group of products run as one
 /// dispatch ([`crate::multi`]): items of about the same bytes in every
 /// matrix of the group, sized for balance over the group's total bytes
@@ -228,6 +225,9 @@ pub(crate) fn group_chunk_rows(
         .max(ROW_CHUNK)
 }
 
+/// Rows per unit of work: a multiple of [`ROW_CHUNK`], at least
+/// [`MIN_CHUNK_BYTES`] of weights, and at most a share that leaves every
+/// thread [`CHUNKS_PER_THREAD`] units.
 pub(crate) fn chunk_rows(rows: usize, row_bytes: usize, threads: usize) -> usize {
     let by_bytes = MIN_CHUNK_BYTES.div_ceil(row_bytes.max(1));
     let by_balance = rows.div_ceil(threads * CHUNKS_PER_THREAD);

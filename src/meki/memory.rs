@@ -190,24 +190,28 @@ impl MekiMemory {
         self.sidecar.as_ref().unwrap_or(model_file)
     }
 
-    /// Copy layer `layer`'s table row for `token` into `out` (`d_mem` values).
-    pub fn gather(&self, model_file: &GgufFile, token: u32, layer: usize, out: &mut [f32]) {
+    /// The bytes of layer `layer`'s table row for `token` (token-major: the
+    /// rows of one token's layers follow each other).
+    fn row_bytes<'a>(&'a self, model_file: &'a GgufFile, token: u32, layer: usize) -> &'a [u8] {
         let bytes = self.table.bytes(self.file(model_file));
         let row = self.table.row_bytes();
         let seg = row / self.layers.len();
         let start = token as usize * row + layer * seg;
-        crate::model::ops::dequantize_row(self.table.ty, &bytes[start..start + seg], out);
+        &bytes[start..start + seg]
+    }
+
+    /// Copy layer `layer`'s table row for `token` into `out` (`d_mem` values).
+    pub fn gather(&self, model_file: &GgufFile, token: u32, layer: usize, out: &mut [f32]) {
+        let row = self.row_bytes(model_file, token, layer);
+        crate::model::ops::dequantize_row(self.table.ty, row, out);
     }
 
     /// Start loading layer `layer`'s table row of `token` into the CPU
     /// caches (a decode step calls it before the layer's attention, so the
     /// gather after the FFN products finds the row in L1/L2, not in DRAM).
     pub fn prefetch_row(&self, model_file: &GgufFile, token: u32, layer: usize) {
-        let bytes = self.table.bytes(self.file(model_file));
-        let row = self.table.row_bytes();
-        let seg = row / self.layers.len();
-        let start = token as usize * row + layer * seg;
-        crate::kernels::vec::prefetch_rows(&bytes[start..start + seg], seg, 1, seg);
+        let row = self.row_bytes(model_file, token, layer);
+        crate::kernels::vec::prefetch_rows(row, row.len(), 1, row.len());
     }
 
     /// Ask the kernel to start reading the table rows of `tokens` (all layers:
