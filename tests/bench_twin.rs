@@ -2,7 +2,7 @@
 //! and prefill rounds, with the tables evicted from the page cache (the
 //! `--cold` path reads rows back from the file), and its refusals.
 
-use meki::bench::twin::{run, TwinOptions};
+use meki::bench::twin::{paired_speed_ratio, run, TwinOptions};
 use std::path::PathBuf;
 
 fn models() -> (PathBuf, PathBuf) {
@@ -44,4 +44,19 @@ fn twin_refuses_swapped_models_and_zero_counts() {
     let mut o = options(meki, dense);
     o.rounds = 0;
     assert!(run(&o).unwrap_err().contains("positive"));
+}
+
+#[test]
+fn block_ratio_is_a_paired_median_that_ignores_spoiled_blocks() {
+    // Block times (s): the first model takes 2% longer than the second in
+    // every block, and one block of each was hit by other work.
+    let meki = [1.02, 1.02, 5.0, 1.02, 1.02, 1.02, 1.02];
+    let dense = [1.0, 1.0, 1.0, 1.0, 1.0, 9.0, 1.0];
+    let (m, q1, q3) = paired_speed_ratio(&meki, &dense);
+    assert!((m - 1.0 / 1.02).abs() < 1e-12, "{m}");
+    assert!(q1 <= m && m <= q3, "{q1} {m} {q3}");
+    // Speed ratio, not time ratio: the faster model's ratio is above 1.
+    let (m, _, _) = paired_speed_ratio(&dense[..2], &meki[..2]);
+    assert!((m - 1.02).abs() < 1e-12, "{m}");
+    assert!(paired_speed_ratio(&[], &[]).0.is_nan());
 }

@@ -80,10 +80,12 @@ fn evict_tables(m: &Model) -> Result<(), String> {
         .map_err(|e| format!("evicting the MeKi tables: {e}"))
 }
 
-/// Tok/s of the three models (meki, no-meki, dense) per round.
+/// Tok/s of the three models (meki, no-meki, dense) per round, and (decode)
+/// the seconds of every timed block.
 #[derive(Default)]
 struct Rounds {
     tps: [Vec<f64>; 3],
+    block_secs: [Vec<f64>; 3],
 }
 
 impl Rounds {
@@ -126,7 +128,38 @@ impl Rounds {
             let (m, lo, hi) = summary(ratio(a, b));
             println!("{what}ratio {label}: {m:.4} median [{lo:.4}-{hi:.4}]");
         }
+        // The same three ratios from each block alone: the three models ran
+        // block b of a round within a few ms of each other at the same
+        // positions, so a burst of another tenant's work spoils a few blocks
+        // instead of tilting a whole round. Their median moves far less than
+        // the per-round one on a busy machine.
+        if self.block_secs[0].is_empty() {
+            return;
+        }
+        for (label, a, b) in [
+            ("meki/dense", 0, 2),
+            ("meki/no-meki", 0, 1),
+            ("no-meki/dense", 1, 2),
+        ] {
+            let (m, q1, q3) = paired_speed_ratio(&self.block_secs[a], &self.block_secs[b]);
+            println!(
+                "{what}block ratio {label}: {m:.4} median [{q1:.4}-{q3:.4} interquartile] over {} blocks",
+                self.block_secs[a].len()
+            );
+        }
     }
+}
+
+/// Speed ratios `b[i] / a[i]` of paired times (`a` the model of the
+/// numerator's speed): median and interquartile range.
+pub fn paired_speed_ratio(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+    let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| y / x).collect();
+    if r.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    r.sort_by(f64::total_cmp);
+    let at = |q: f64| r[((r.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.25), at(0.75))
 }
 
 /// Median and range of a list.
@@ -216,7 +249,9 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
                 for j in 0..o.block {
                     s.forward(&ids[pos + 1 + j..pos + 2 + j], Logits::Last)?;
                 }
-                spent[i] += t0.elapsed();
+                let dt = t0.elapsed();
+                spent[i] += dt;
+                decode.block_secs[i].push(dt.as_secs_f64());
             }
             pos += o.block + 1;
         }
