@@ -20,6 +20,7 @@ fn options(meki: PathBuf, dense: PathBuf) -> TwinOptions {
         rounds: 2,
         cold: true,
         prompt: 5,
+        prompt_block: 0,
         reload: true,
     }
 }
@@ -28,9 +29,11 @@ fn options(meki: PathBuf, dense: PathBuf) -> TwinOptions {
 fn twin_runs_decode_and_prefill_with_cold_tables() {
     let (meki, dense) = models();
     // Models reloaded every round in rotated orders, and loaded once.
-    for reload in [true, false] {
+    // The prompt in one call, and in calls of 2 tokens (3 calls: 2 + 2 + 1).
+    for (reload, prompt_block) in [(true, 0), (false, 2)] {
         let mut o = options(meki.clone(), dense.clone());
         o.reload = reload;
+        o.prompt_block = prompt_block;
         o.rounds = 3;
         run(&o).unwrap();
     }

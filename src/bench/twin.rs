@@ -44,6 +44,9 @@ pub struct TwinOptions {
     /// Also time prefill of this many tokens (0: decode only), one prompt
     /// per model per round, in the same rotating orders.
     pub prompt: usize,
+    /// Prefill in forward calls of this many tokens, the models taking turns
+    /// call by call, each call timed alone (0: the prompt in one call).
+    pub prompt_block: usize,
     /// Load the three models again before every round, in that round's
     /// order (see [`load_models`]); `false`: load them once.
     pub reload: bool,
@@ -266,15 +269,22 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
 }
 
 /// Prefill of `prompt` on a fresh session of each model, in the rotating
-/// orders, `rounds` times: tok/s per model and the per-round ratios.
+/// orders, `rounds` times: tok/s per model and the per-round ratios. With
+/// `prompt_block` the prompt goes in calls of that many tokens (the KV cache
+/// grows call by call, as with llama.cpp's `-ub`), the three models taking
+/// turns call by call, and every call also gives a paired block ratio.
 fn prefill_rounds(
     o: &TwinOptions,
     mut models: [(&'static str, Model); 3],
     prompt: &[u32],
 ) -> Result<(), String> {
     let rounds = o.rounds;
+    let block = match o.prompt_block {
+        0 => prompt.len(),
+        b => b.min(prompt.len()),
+    };
     println!(
-        "twin prefill: {} tokens per model per round, {rounds} rounds",
+        "twin prefill: {} tokens per model per round in calls of {block}, {rounds} rounds",
         prompt.len()
     );
     let mut prefill = Rounds::default();
@@ -283,13 +293,23 @@ fn prefill_rounds(
             drop(models);
             models = load_models(o, ORDERS[round % ORDERS.len()])?;
         }
-        let mut tps = [0f64; 3];
-        for &i in &ORDERS[round % ORDERS.len()] {
-            let mut s = Session::new(&models[i].1, prompt.len() + 1, KvType::F16);
-            let t0 = Instant::now();
-            s.forward(prompt, Logits::Last)?;
-            tps[i] = prompt.len() as f64 / t0.elapsed().as_secs_f64();
+        let mut sessions: Vec<Session> = models
+            .iter()
+            .map(|(_, m)| Session::new(m, prompt.len() + 1, KvType::F16))
+            .collect();
+        let mut spent = [Duration::ZERO; 3];
+        for (b, chunk) in prompt.chunks(block).enumerate() {
+            for &i in &ORDERS[(b + round) % ORDERS.len()] {
+                let t0 = Instant::now();
+                sessions[i].forward(chunk, Logits::Last)?;
+                let dt = t0.elapsed();
+                spent[i] += dt;
+                if block < prompt.len() {
+                    prefill.block_secs[i].push(dt.as_secs_f64());
+                }
+            }
         }
+        let tps = spent.map(|d| prompt.len() as f64 / d.as_secs_f64());
         prefill.push("prefill ", round, tps);
     }
     prefill.report("prefill ", &models);

@@ -85,6 +85,12 @@ enum Cmd {
         /// 0: decode only).
         #[arg(long, default_value_t = 0)]
         prompt: usize,
+        /// Prefill the prompt in forward calls of this many tokens (micro-
+        /// batches), the three models taking turns call by call like decode
+        /// blocks, each call timed on its own (0: the whole prompt in one
+        /// call). Pairs the models within a fraction of a second, not a round.
+        #[arg(long, default_value_t = 0)]
+        prompt_block: usize,
         /// Load the three models once (default: again before every round, in
         /// that round's order, so that where each lands in memory does not
         /// favour one of them).
@@ -154,6 +160,7 @@ fn main() {
             rounds,
             cold,
             prompt,
+            prompt_block,
             no_reload,
         } => twin::run(&twin::TwinOptions {
             meki,
@@ -164,6 +171,7 @@ fn main() {
             rounds,
             cold,
             prompt,
+            prompt_block,
             reload: !no_reload,
         }),
     };
