@@ -96,6 +96,12 @@ enum Cmd {
         /// favour one of them).
         #[arg(long)]
         no_reload: bool,
+        /// Time by the CPU time of the process's threads (time on a CPU,
+        /// without the time other processes or a VM's host took the core)
+        /// instead of the wall clock; clean at 1 thread (at more, waiting
+        /// workers spin and that counts)
+        #[arg(long)]
+        cpu_time: bool,
     },
 }
 
@@ -162,6 +168,7 @@ fn main() {
             prompt,
             prompt_block,
             no_reload,
+            cpu_time,
         } => twin::run(&twin::TwinOptions {
             meki,
             dense,
@@ -173,6 +180,7 @@ fn main() {
             prompt,
             prompt_block,
             reload: !no_reload,
+            cpu_time,
         }),
     };
     if let Err(e) = result {
