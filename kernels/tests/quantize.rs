@@ -168,3 +168,34 @@ fn quantizers_match_formats_reference() {
         }
     }
 }
+
+#[test]
+fn q5_0_widened_to_q8_0_keeps_every_value() {
+    use meki_kernels::formats::legacy::{
+        dequantize_row_q5_0, dequantize_row_q8_0, widen_row_q5_0_to_q8_0,
+    };
+    use meki_kernels::formats::BlockQ5_0;
+    let mut rng = Rng::new(0x5_0);
+    let nb = 64;
+    // Random blocks, plus every quant at its ends: all low (-16) and all high (15).
+    let mut bytes = random_weights(&mut rng, GgmlType::Q5_0, nb);
+    bytes[2..22].fill(0x00);
+    bytes[24..44].fill(0xff);
+    let x: Vec<BlockQ5_0> = bytes
+        .chunks_exact(22)
+        .map(bytemuck::pod_read_unaligned)
+        .collect();
+    let mut y = vec![
+        BlockQ8_0 {
+            d: half::f16::ZERO,
+            qs: [0; 32]
+        };
+        nb
+    ];
+    widen_row_q5_0_to_q8_0(&x, &mut y);
+    let (mut a, mut b) = (vec![0f32; nb * 32], vec![0f32; nb * 32]);
+    dequantize_row_q5_0(&x, &mut a);
+    dequantize_row_q8_0(&y, &mut b);
+    assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+    assert!(y[0].qs.iter().all(|&q| q == -16) && y[1].qs.iter().all(|&q| q == 15));
+}

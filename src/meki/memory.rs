@@ -170,6 +170,12 @@ impl MekiMemory {
                 for w in [&mut layer.gate, &mut layer.out] {
                     if w.repack_wanted(all_for(w, all)) {
                         jobs.push((w, Placement::Repack));
+                    } else if w.widen_wanted() {
+                        // k-quant files store W_out (rows of d_mem, not a
+                        // multiple of 256) in Q5_0, which has no repacked
+                        // kernel: the plain one ran it at ~1/3 of the
+                        // repacked Q8_0 rate in prefill.
+                        jobs.push((w, Placement::WidenQ8_0));
                     }
                 }
             }

@@ -31,8 +31,10 @@
 use super::arena::{self, Arena, ArenaPlan, ArenaSlice};
 use super::config::{Arch, Config};
 use crate::gguf::GgufFile;
-use crate::kernels::formats::GgmlType;
+use crate::kernels::formats::legacy::widen_row_q5_0_to_q8_0;
+use crate::kernels::formats::{BlockQ5_0, BlockQ8_0, GgmlType};
 use crate::kernels::repack::{Packed, SharedRegion};
+use bytemuck::Zeroable;
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
@@ -97,11 +99,30 @@ impl Weight {
         }
     }
 
+    /// The type of the repacked copy: the matrix's own, or Q8_0 where it
+    /// is widened ([`Placement::WidenQ8_0`]).
+    fn packed_type(&self, how: Placement) -> GgmlType {
+        match how {
+            Placement::WidenQ8_0 => GgmlType::Q8_0,
+            _ => self.ty,
+        }
+    }
+
+    /// Whether this Q5_0 matrix runs faster widened to Q8_0 and repacked
+    /// ([`Placement::WidenQ8_0`]): the active kernel family must repack Q8_0
+    /// of this shape.
+    pub(crate) fn widen_wanted(&self) -> bool {
+        self.ty == GgmlType::Q5_0
+            && Packed::preferred(crate::kernels::isa(), GgmlType::Q8_0, self.rows, self.cols)
+    }
+
     /// Bytes the matrix takes in the arena as `how` places it.
     fn arena_bytes(&self, how: Placement) -> Result<usize, String> {
         match how {
-            Placement::Repack => Packed::byte_len(self.ty, self.rows, self.cols)
-                .map_err(|e| format!("repacking tensor '{}': {e}", self.name)),
+            Placement::Repack | Placement::WidenQ8_0 => {
+                Packed::byte_len(self.packed_type(how), self.rows, self.cols)
+                    .map_err(|e| format!("repacking tensor '{}': {e}", self.name))
+            }
             Placement::Copy => Ok(self.range.len()),
         }
     }
@@ -128,6 +149,8 @@ impl Weight {
         // Rows read in pieces of whole 8-row groups (~256 KiB).
         let step = ((256 << 10) / (8 * rb).max(1)).max(1) * 8;
         let mut buf = Vec::new();
+        let mut wide: Vec<BlockQ8_0> = Vec::new();
+        let ty = self.packed_type(how);
         for r0 in (0..self.rows).step_by(step) {
             let r1 = (r0 + step).min(self.rows);
             let range = self.range.start + r0 * rb..self.range.start + r1 * rb;
@@ -135,7 +158,21 @@ impl Weight {
                 Some(b) => b,
                 None => &file.as_bytes()[range],
             };
-            Packed::fill_into(self.ty, self.rows, self.cols, dst, r0, src).map_err(err)?;
+            let src = match how {
+                Placement::WidenQ8_0 => {
+                    // Q5_0 blocks are 22 bytes, 2-aligned at best: copy
+                    // them out rather than cast in place.
+                    let blocks: Vec<BlockQ5_0> = src
+                        .chunks_exact(std::mem::size_of::<BlockQ5_0>())
+                        .map(bytemuck::pod_read_unaligned)
+                        .collect();
+                    wide.resize(blocks.len(), BlockQ8_0::zeroed());
+                    widen_row_q5_0_to_q8_0(&blocks, &mut wide);
+                    bytemuck::cast_slice(&wide)
+                }
+                _ => src,
+            };
+            Packed::fill_into(ty, self.rows, self.cols, dst, r0, src).map_err(err)?;
         }
         Ok(())
     }
@@ -146,6 +183,11 @@ impl Weight {
 pub(crate) enum Placement {
     /// Repacked into its interleaved layout ([`Weight::packed`]).
     Repack,
+    /// A Q5_0 matrix rewritten as Q8_0 blocks of the same values
+    /// (`widen_row_q5_0_to_q8_0`), then repacked as Q8_0: for small
+    /// matrices (the MeKi projections of k-quant files), where the repacked
+    /// Q8_0 kernels beat the plain Q5_0 ones by more than the 1.5x bytes cost.
+    WidenQ8_0,
     /// Copied as it is (the output head, see [`copy_output_wanted`]).
     Copy,
 }
@@ -320,9 +362,10 @@ impl<'a> Loader<'a> {
         let arena = Arc::new(arena);
         for ((w, how), range) in jobs.into_iter().zip(plan.ranges()) {
             match how {
-                Placement::Repack => {
+                Placement::Repack | Placement::WidenQ8_0 => {
                     let region: SharedRegion = arena.clone();
-                    let p = Packed::from_shared(w.ty, w.rows, w.cols, region, range.start)
+                    let ty = w.packed_type(how);
+                    let p = Packed::from_shared(ty, w.rows, w.cols, region, range.start)
                         .map_err(|e| format!("repacking tensor '{}': {e}", w.name))?;
                     w.packed = Some(Arc::new(p));
                 }

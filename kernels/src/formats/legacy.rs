@@ -183,6 +183,25 @@ pub fn dequantize_row_q5_0(x: &[BlockQ5_0], y: &mut [f32]) {
     }
 }
 
+/// Q5_0 blocks rewritten as Q8_0 blocks of exactly the same values: the
+/// same f16 scale and the 5-bit quants minus 16 (in -16..=15) as int8. The
+/// engine widens small Q5_0 matrices this way to run them through the
+/// repacked Q8_0 kernels (a Q5_0 dot reads Q8_0 activations too, so the
+/// integer sums per block are the same).
+pub fn widen_row_q5_0_to_q8_0(x: &[BlockQ5_0], y: &mut [BlockQ8_0]) {
+    check_len("widen_row_q5_0_to_q8_0", y.len() * QK, x.len(), QK);
+    for (b, yb) in x.iter().zip(y.iter_mut()) {
+        let qh = u32::from_le_bytes(b.qh);
+        yb.d = b.d;
+        for j in 0..QK / 2 {
+            let xh_0 = (((qh >> j) << 4) & 0x10) as u8;
+            let xh_1 = ((qh >> (j + 12)) & 0x10) as u8;
+            yb.qs[j] = (((b.qs[j] & 0x0F) | xh_0) as i32 - 16) as i8;
+            yb.qs[j + QK / 2] = (((b.qs[j] >> 4) | xh_1) as i32 - 16) as i8;
+        }
+    }
+}
+
 pub fn quantize_row_q5_1(x: &[f32], y: &mut [BlockQ5_1]) {
     check_len("quantize_row_q5_1", x.len(), y.len(), QK);
     for (xb, b) in x.chunks_exact(QK).zip(y.iter_mut()) {
