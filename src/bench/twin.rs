@@ -116,8 +116,9 @@ fn evict_tables(m: &Model) -> Result<(), String> {
         .map_err(|e| format!("evicting the MeKi tables: {e}"))
 }
 
-/// Tok/s of the three models (meki, no-meki, dense) per round, and (decode)
-/// the seconds of every timed block.
+/// Tok/s of the three models (meki, no-meki, dense) per round, and the
+/// seconds of every timed block (decode blocks; prefill calls with
+/// `--prompt-block`).
 #[derive(Default)]
 struct Rounds {
     tps: [Vec<f64>; 3],
@@ -165,8 +166,7 @@ impl Rounds {
             println!("{what}ratio {label}: {m:.4} median [{lo:.4}-{hi:.4}]");
         }
         // The same three ratios from each block alone: the three models ran
-        // block b of a round within a few ms of each other at the same
-        // positions, so a burst of another tenant's work spoils a few blocks
+        // block b of a round right after each other at the same positions, so a burst of another tenant's work spoils a few blocks
         // instead of tilting a whole round. Their median moves far less than
         // the per-round one on a busy machine.
         if self.block_secs[0].is_empty() {
