@@ -24,29 +24,7 @@ enum Command {
         file: PathBuf,
     },
     /// Quantize a GGUF model, like llama-quantize.
-    Quantize {
-        /// Input GGUF (F32/F16/BF16 weights, or already quantized).
-        input: PathBuf,
-        /// Output GGUF (written to a temporary file, renamed when complete).
-        output: PathBuf,
-        /// Target: f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q4_k_m, q5_k_m.
-        #[arg(value_name = "TYPE")]
-        target: String,
-        /// Use TYPE for every 2-D tensor (no mix: embedding and output too).
-        #[arg(long)]
-        pure: bool,
-        /// Worker threads (default: all cores).
-        #[arg(short = 't', long, default_value_t = 0)]
-        threads: usize,
-        /// MeKi table type: f32, f16 or q8_0 (default: keep the input's; the
-        /// table never takes TYPE, it lives in storage).
-        #[arg(long, value_name = "T", value_parser = meki::convert::parse_table_type)]
-        table_type: Option<GgmlType>,
-        /// MeKi projection type (blk.N.meki_gate / meki_out): f32, f16, bf16,
-        /// q8_0, q5_0, q5_1, q4_0 or q4_1 (default: as any 2-D tensor of TYPE).
-        #[arg(long, value_name = "T", value_parser = meki::quant::parse_meki_proj_type)]
-        meki_proj_type: Option<GgmlType>,
-    },
+    Quantize(meki::quant::QuantizeOptions),
     /// Convert a MeKi training checkpoint (HF-style directory, or Megatron
     /// .pt / iter_* dir / dir with latest_checkpointed_iteration.txt) to GGUF,
     /// folding the MeKi tables.
@@ -93,23 +71,7 @@ fn main() {
     meki::gguf::cleanup_on_signal();
     let result = match cli.command {
         Command::Inspect { file } => meki::gguf::inspect::run(&file),
-        Command::Quantize {
-            input,
-            output,
-            target,
-            pure,
-            threads,
-            table_type,
-            meki_proj_type,
-        } => meki::quant::quantize_file(&meki::quant::QuantizeOptions {
-            input,
-            output,
-            target,
-            pure,
-            threads,
-            table_type,
-            meki_proj_type,
-        }),
+        Command::Quantize(o) => meki::quant::quantize_file(&o),
         Command::Checkpoint(a) => {
             meki::convert::convert_checkpoint(&meki::convert::CheckpointOptions {
                 input: a.path,

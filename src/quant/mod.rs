@@ -30,24 +30,31 @@ pub const QUANTIZATION_VERSION: u32 = 2;
 /// Upper bound of output bytes converted per parallel step (per tensor slab).
 const SLAB_BYTES: usize = 16 << 20;
 
-/// Options of `meki-convert quantize`.
-#[derive(Clone, Debug)]
+/// Options of `meki-convert quantize` (also its command line: the doc
+/// comments are the `--help` text).
+#[derive(Clone, Debug, clap::Args)]
 pub struct QuantizeOptions {
+    /// Input GGUF (F32/F16/BF16 weights, or already quantized).
     pub input: PathBuf,
+    /// Output GGUF (written to a temporary file, renamed when complete).
     pub output: PathBuf,
-    /// Target type as the user spelled it (`q4_0`, `q4_k_m`, ...).
+    /// Target: f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q4_k_m, q5_k_m.
+    #[arg(value_name = "TYPE")]
     pub target: String,
-    /// One type for every 2-D tensor, no mix.
+    /// Use TYPE for every 2-D tensor (no mix: embedding and output too).
+    #[arg(long)]
     pub pure: bool,
-    /// Worker threads (0: all cores).
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
     pub threads: usize,
-    /// Type of the MeKi table (`meki_table.weight`: f32, f16 or q8_0, the
-    /// types the engine gathers rows from); `None` keeps the input's. The
-    /// tables are storage, not RAM, so the backbone's target never applies.
+    /// MeKi table type: f32, f16 or q8_0 (default: keep the input's; the
+    /// table never takes TYPE, it lives in storage).
+    #[arg(long, value_name = "T", value_parser = crate::convert::parse_table_type)]
     pub table_type: Option<GgmlType>,
-    /// Type of the MeKi projections (`blk.N.meki_gate` / `meki_out`); `None`
-    /// gives them what the mix gives any 2-D tensor. Their rows are only
-    /// `d` and `d_mem` long, so the 32-element block types fit.
+    /// MeKi projection type (blk.N.meki_gate / meki_out): f32, f16, bf16,
+    /// q8_0, q5_0, q5_1, q4_0 or q4_1 (default: as any 2-D tensor of TYPE;
+    /// their rows are only d and d_mem long, so no 256-element k-quant).
+    #[arg(long, value_name = "T", value_parser = parse_meki_proj_type)]
     pub meki_proj_type: Option<GgmlType>,
 }
 
