@@ -19,6 +19,15 @@ use crate::model::{KvType, MekiSource, Model, Session};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// The ratios reported: (label, numerator model, denominator model).
+/// no-meki/dense is the same computation from two files: how far apart
+/// identical work lands (memory placement), a floor for the others.
+const PAIRS: [(&str, usize, usize); 3] = [
+    ("meki/dense", 0, 2),
+    ("meki/no-meki", 0, 1),
+    ("no-meki/dense", 1, 2),
+];
+
 /// The six orders of three models.
 const ORDERS: [[usize; 3]; 6] = [
     [0, 1, 2],
@@ -155,13 +164,7 @@ impl Rounds {
                 .map(|(x, y)| x / y)
                 .collect()
         };
-        // no-meki/dense is the same computation from two files: how far
-        // apart identical work lands (memory placement), a floor for the others.
-        for (label, a, b) in [
-            ("meki/dense", 0, 2),
-            ("meki/no-meki", 0, 1),
-            ("no-meki/dense", 1, 2),
-        ] {
+        for (label, a, b) in PAIRS {
             let (m, lo, hi) = summary(ratio(a, b));
             println!("{what}ratio {label}: {m:.4} median [{lo:.4}-{hi:.4}]");
         }
@@ -172,11 +175,7 @@ impl Rounds {
         if self.block_secs[0].is_empty() {
             return;
         }
-        for (label, a, b) in [
-            ("meki/dense", 0, 2),
-            ("meki/no-meki", 0, 1),
-            ("no-meki/dense", 1, 2),
-        ] {
+        for (label, a, b) in PAIRS {
             let (m, q1, q3) = paired_speed_ratio(&self.block_secs[a], &self.block_secs[b]);
             println!(
                 "{what}block ratio {label}: {m:.4} median [{q1:.4}-{q3:.4} interquartile] over {} blocks",

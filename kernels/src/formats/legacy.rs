@@ -167,18 +167,25 @@ pub fn quantize_row_q5_0(x: &[f32], y: &mut [BlockQ5_0]) {
     }
 }
 
+/// A Q5_0 block's 32 quants, low nibble plus high bit, minus 16 (-16..=15).
+fn q5_0_quants(b: &BlockQ5_0) -> [i8; QK] {
+    let qh = u32::from_le_bytes(b.qh);
+    let mut q = [0i8; QK];
+    for j in 0..QK / 2 {
+        let xh_0 = (((qh >> j) << 4) & 0x10) as u8;
+        let xh_1 = ((qh >> (j + 12)) & 0x10) as u8;
+        q[j] = (((b.qs[j] & 0x0F) | xh_0) as i32 - 16) as i8;
+        q[j + QK / 2] = (((b.qs[j] >> 4) | xh_1) as i32 - 16) as i8;
+    }
+    q
+}
+
 pub fn dequantize_row_q5_0(x: &[BlockQ5_0], y: &mut [f32]) {
     check_len("dequantize_row_q5_0", y.len(), x.len(), QK);
     for (b, yb) in x.iter().zip(y.chunks_exact_mut(QK)) {
         let d = fp16_to_fp32(b.d);
-        let qh = u32::from_le_bytes(b.qh);
-        for j in 0..QK / 2 {
-            let xh_0 = (((qh >> j) << 4) & 0x10) as u8;
-            let xh_1 = ((qh >> (j + 12)) & 0x10) as u8;
-            let x0 = ((b.qs[j] & 0x0F) | xh_0) as i32 - 16;
-            let x1 = ((b.qs[j] >> 4) | xh_1) as i32 - 16;
-            yb[j] = x0 as f32 * d;
-            yb[j + QK / 2] = x1 as f32 * d;
+        for (yv, q) in yb.iter_mut().zip(q5_0_quants(b)) {
+            *yv = q as f32 * d;
         }
     }
 }
@@ -191,14 +198,10 @@ pub fn dequantize_row_q5_0(x: &[BlockQ5_0], y: &mut [f32]) {
 pub fn widen_row_q5_0_to_q8_0(x: &[BlockQ5_0], y: &mut [BlockQ8_0]) {
     check_len("widen_row_q5_0_to_q8_0", y.len() * QK, x.len(), QK);
     for (b, yb) in x.iter().zip(y.iter_mut()) {
-        let qh = u32::from_le_bytes(b.qh);
-        yb.d = b.d;
-        for j in 0..QK / 2 {
-            let xh_0 = (((qh >> j) << 4) & 0x10) as u8;
-            let xh_1 = ((qh >> (j + 12)) & 0x10) as u8;
-            yb.qs[j] = (((b.qs[j] & 0x0F) | xh_0) as i32 - 16) as i8;
-            yb.qs[j + QK / 2] = (((b.qs[j] >> 4) | xh_1) as i32 - 16) as i8;
-        }
+        *yb = BlockQ8_0 {
+            d: b.d,
+            qs: q5_0_quants(b),
+        };
     }
 }
 
