@@ -23,10 +23,13 @@ const ROW_CHUNK: usize = 16;
 /// Weight bytes per unit of work at least (below that the shared counter and
 /// the loop set-up cost more than the balance they buy).
 const MIN_CHUNK_BYTES: usize = 32 << 10;
-/// Longest float rows that the AVX2 prefill converts to f32 and runs over
-/// every token at once: 3 activation rows (one register tile's tokens) stay
-/// in L1 up to here; longer rows take token tiles and the converting tiles.
-pub(crate) const FLOAT_PACK_MAX_COLS: usize = 4096;
+/// Tokens per call from which the AVX2 float-weight product runs cache
+/// blocked over every token at once (below it the weight conversion and the
+/// accumulator round trips are not amortized and the converting tiles run).
+pub(crate) const FLOAT_BLOCKED_MIN_TOKENS: usize = 6;
+/// Rows per work item of the blocked float product are a multiple of this
+/// (its row block).
+const FLOAT_BLOCK_ROWS: usize = 64;
 /// Work units per thread at least, for balance when threads run unevenly.
 const CHUNKS_PER_THREAD: usize = 4;
 /// Bytes of activations kept hot against a chunk of weight rows (prefill):
@@ -48,7 +51,7 @@ struct Plan {
     act_bytes: usize,
     act: GgmlType,
     /// The gemm kernel takes every token in one call (AVX2 float weights:
-    /// it converts a row group to f32 once and blocks for the caches itself).
+    /// it blocks for the caches itself).
     all_tokens: bool,
 }
 
@@ -81,7 +84,7 @@ fn plan(isa: Isa, ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Pl
         row_bytes,
         act_bytes,
         act,
-        all_tokens: isa == Isa::Avx2 && act == GgmlType::F32 && cols <= FLOAT_PACK_MAX_COLS,
+        all_tokens: isa == Isa::Avx2 && act == GgmlType::F32,
     })
 }
 
@@ -245,7 +248,14 @@ fn run_tiles(
     xq: &[u8],
     ys: &mut [f32],
 ) {
-    let chunk = chunk_rows(rows, p.row_bytes, pool.n_threads());
+    let chunk = if p.all_tokens && n_tokens >= FLOAT_BLOCKED_MIN_TOKENS {
+        // The blocked product reads every token once per row block: items
+        // of whole row blocks, sized for balance only.
+        rows.div_ceil(pool.n_threads() * CHUNKS_PER_THREAD)
+            .next_multiple_of(FLOAT_BLOCK_ROWS)
+    } else {
+        chunk_rows(rows, p.row_bytes, pool.n_threads())
+    };
     let n_chunks = rows.div_ceil(chunk);
     let token_tile = if p.all_tokens {
         n_tokens.max(1)

@@ -1321,67 +1321,101 @@ pub(crate) unsafe fn tile_float<W: FloatWeights, const RM: usize, const RN: usiz
     out
 }
 
-/// RM f32 weight rows (`w + i * ws`) times RN f32 activation rows (`x + j *
-/// xs`), `n` elements: the same per-lane FMA chains, horizontal sums and
-/// scalar tail as [`tile_float`] (so the same bits), with the RN activation
-/// vectors held in registers and each weight vector loaded once per step
-/// (4 x 3: 12 accumulators + 3 + 1 registers, no spills).
+/// Prefill tiles of the blocked float product: RM float weight rows
+/// (`w + i * ws`, bytes, converted as they load) times RN f32 activation
+/// rows (`x + j * xs`, elements), `n` elements (a multiple of 8), continuing
+/// the RM x RN 8-lane accumulators stored at `acc` (`acc[j * RM + i]`). Each
+/// accumulator runs the FMA chain of [`tile_float`] over this stretch of the
+/// row, so a row split into stretches gives the same bits as one pass.
 #[inline]
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_f32_xreg<const RM: usize, const RN: usize>(
+unsafe fn tile_float_stretch<W: FloatWeights, const RM: usize, const RN: usize>(
     n: usize,
     w: *const u8,
     ws: usize,
-    x: *const u8,
+    x: *const f32,
     xs: usize,
-) -> [[f32; RM]; RN] {
-    let mut acc = [[_mm256_setzero_ps(); RM]; RN];
-    let mut k = 0;
-    while k + 8 <= n {
-        let mut xv = [_mm256_setzero_ps(); RN];
-        for j in 0..RN {
-            xv[j] = _mm256_loadu_ps(x.add(j * xs + 4 * k) as *const f32);
-        }
+    acc: *mut __m256,
+) {
+    let mut a = [[_mm256_setzero_ps(); RM]; RN];
+    for j in 0..RN {
         for i in 0..RM {
-            let wv = _mm256_loadu_ps(w.add(i * ws + 4 * k) as *const f32);
+            a[j][i] = _mm256_loadu_ps(acc.add(j * RM + i) as *const f32);
+        }
+    }
+    let mut k = 0;
+    while k < n {
+        // The shorter side's vectors in registers, the other's loaded one
+        // at a time (RM x RN accumulators + RM.min(RN) + 1 registers).
+        if RM <= RN {
+            let mut wv = [_mm256_setzero_ps(); RM];
+            for i in 0..RM {
+                wv[i] = W::load8(w.add(i * ws + W::BYTES * k));
+            }
             for j in 0..RN {
-                acc[j][i] = _mm256_fmadd_ps(wv, xv[j], acc[j][i]);
+                let xv = _mm256_loadu_ps(x.add(j * xs + k));
+                for i in 0..RM {
+                    a[j][i] = _mm256_fmadd_ps(wv[i], xv, a[j][i]);
+                }
+            }
+        } else {
+            let mut xv = [_mm256_setzero_ps(); RN];
+            for j in 0..RN {
+                xv[j] = _mm256_loadu_ps(x.add(j * xs + k));
+            }
+            for i in 0..RM {
+                let wv = W::load8(w.add(i * ws + W::BYTES * k));
+                for j in 0..RN {
+                    a[j][i] = _mm256_fmadd_ps(wv, xv[j], a[j][i]);
+                }
             }
         }
         k += 8;
     }
-    let mut out = hsum_tile(&acc);
     for j in 0..RN {
         for i in 0..RM {
-            let (a, b) = (w.add(i * ws) as *const f32, x.add(j * xs) as *const f32);
-            for e in k..n {
-                out[j][i] += a.add(e).read_unaligned() * b.add(e).read_unaligned();
-            }
+            _mm256_storeu_ps(acc.add(j * RM + i) as *mut f32, a[j][i]);
         }
     }
-    out
 }
 
-/// Tokens per call from which F16/BF16 weight rows are first converted to
-/// f32 (once per row group, for all tokens): below it the conversion is not
-/// amortized and the converting tiles run instead.
-const PACK_MIN_TOKENS: usize = 6;
-/// f32 bytes of one converted row group: it stays in L2 while every token
-/// streams past it.
-const PACK_GROUP_BYTES: usize = 256 << 10;
+use crate::matmul::FLOAT_BLOCKED_MIN_TOKENS as BLOCKED_MIN_TOKENS;
+/// Blocking of [`gemm_float_blocked`]: weight rows per block (one stretch
+/// of them, BLOCK_ROWS x BLOCK_COLS F16 = 64 KiB, stays in L2 while the
+/// block's tokens pass), row elements per stretch, tokens per block (their
+/// stretches, copied: 96 KiB of f32).
+const BLOCK_ROWS: usize = 64;
+const BLOCK_COLS: usize = 512;
+const BLOCK_TOKENS: usize = 48;
+/// Register tile: weight rows x tokens (2 x 6: two weight vectors per 12
+/// FMAs, 15 registers; 4 x 3 needs 16 and LLVM then spills).
+const TILE_ROWS: usize = 2;
+const TILE_TOKENS: usize = 6;
+/// f32 accumulators of one block's tiles.
+const BLOCK_ACCS: usize = BLOCK_ROWS * BLOCK_TOKENS;
+
+/// f32 of one block's activation stretches, plus a cache line of slack.
+const BLOCK_XS: usize = BLOCK_TOKENS * BLOCK_COLS + 16;
 
 thread_local! {
-    /// Each thread's converted row group (reused across calls).
-    static PACKED_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's tile accumulators and activation stretches (reused
+    /// across calls).
+    static BLOCK_BUFS: std::cell::RefCell<(Vec<[f32; 8]>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Prefill over f32 weight rows (`w`, `wrb` bytes apart): for each 3-token
-/// group (in L1), every 4-row tile of the rows (streamed from L2), 4 x 3
-/// register tiles, smaller at the edges.
+/// Prefill over float weight rows, cache-blocked: for each block of
+/// [`BLOCK_ROWS`] rows and [`BLOCK_TOKENS`] tokens, the rows are walked in
+/// stretches of [`BLOCK_COLS`] elements; each 6-token group's stretches
+/// (12 KiB of f32) stay in L1 while the block's 2-row tiles pass, converted
+/// as they load (F16 weights stream half the bytes of converted ones), and
+/// every tile continues its accumulators from the previous stretch. Then each
+/// accumulator's horizontal sum plus the `n % 8` tail in scalar order, as
+/// [`tile_float`] does, so every output equals the row dot bit for bit.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_f32_rows(
+unsafe fn gemm_float_blocked<W: FloatWeights>(
     n: usize,
     w: *const u8,
     wrb: usize,
@@ -1392,88 +1426,136 @@ unsafe fn gemm_f32_rows(
     y: *mut f32,
     ys: usize,
 ) {
-    let mut t = 0;
-    while t < toks {
-        let rn = (toks - t).min(3);
-        let xt = x.add(t * xrb);
-        let mut r = 0;
-        while r < rows {
-            let rm = (rows - r).min(4);
-            let (wr, yt) = (w.add(r * wrb), y.add(t * ys + r));
-            macro_rules! go {
-                ($m:literal, $n:literal) => {
-                    store_tile(tile_f32_xreg::<$m, $n>(n, wr, wrb, xt, xrb), yt, ys)
-                };
-            }
-            tile_up_to_4x3!(rm, rn, go);
-            r += rm;
+    BLOCK_BUFS.with(|bufs| {
+        let mut bufs = bufs.borrow_mut();
+        let (accs, xbuf) = &mut *bufs;
+        if accs.len() < BLOCK_ACCS {
+            accs.resize(BLOCK_ACCS, [0.0; 8]);
         }
-        t += rn;
-    }
-}
-
-/// Prefill of F16/BF16 weights: groups of rows converted to f32 once
-/// (exactly: both formats are subsets of f32) into a per-thread buffer, then
-/// [`gemm_f32_rows`] over all tokens; the products are those of
-/// [`tile_float`] on the original rows, bit for bit.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_converted<W: FloatWeights>(
-    n: usize,
-    w: *const u8,
-    wrb: usize,
-    rows: usize,
-    x: *const u8,
-    xrb: usize,
-    toks: usize,
-    y: *mut f32,
-    ys: usize,
-) {
-    // Rows 64-byte multiples apart, so that vector loads split no lines.
-    let stride = n.next_multiple_of(16);
-    let group = (PACK_GROUP_BYTES / (4 * stride)).clamp(4, rows.max(4)) / 4 * 4;
-    PACKED_ROWS.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        if buf.len() < group * stride {
-            buf.resize(group * stride, 0.0);
+        if xbuf.len() < BLOCK_XS {
+            xbuf.resize(BLOCK_XS, 0.0);
         }
-        let dst = buf.as_mut_ptr();
-        let mut g0 = 0;
-        while g0 < rows {
-            let gr = (rows - g0).min(group);
-            for i in 0..gr {
-                let (src, d) = (w.add((g0 + i) * wrb), dst.add(i * stride));
-                let mut k = 0;
-                while k + 8 <= n {
-                    _mm256_storeu_ps(d.add(k), W::load8(src.add(W::BYTES * k)));
-                    k += 8;
-                }
-                while k < n {
-                    *d.add(k) = W::load1(src.add(W::BYTES * k));
-                    k += 1;
-                }
-            }
-            gemm_f32_rows(
+        // The stretches start on a cache line (no split vector loads).
+        let xpack = xbuf.as_mut_ptr();
+        let xpack = xpack.wrapping_add(xpack.align_offset(64).min(15));
+        // A closure does not inherit `target_feature`: the work is a call
+        // to a function that has it (so that the tiles inline).
+        // SAFETY: the caller's contract, and the buffers just sized.
+        unsafe {
+            blocks::<W>(
                 n,
-                dst as *const u8,
-                4 * stride,
-                gr,
+                w,
+                wrb,
+                rows,
                 x,
                 xrb,
                 toks,
-                y.add(g0),
+                y,
                 ys,
-            );
-            g0 += gr;
+                accs.as_mut_ptr() as *mut __m256,
+                xpack,
+            )
         }
     });
 }
 
+/// The loops of [`gemm_float_blocked`], with its [`BLOCK_ACCS`]
+/// accumulators at `acc` and room for [`BLOCK_TOKENS`] x [`BLOCK_COLS`]
+/// activations at `xpack` (cache-line aligned).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn blocks<W: FloatWeights>(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+    acc: *mut __m256,
+    xpack: *mut f32,
+) {
+    let n8 = n / 8 * 8;
+    let row_tiles = BLOCK_ROWS / TILE_ROWS;
+    let xs = xrb / 4;
+    // The accumulators of the tile of row tile `rt`, token group `tg`.
+    let tile_acc = |rt: usize, tg: usize| acc.add((tg * row_tiles + rt) * TILE_ROWS * TILE_TOKENS);
+    for r0 in (0..rows).step_by(BLOCK_ROWS) {
+        let rb = (rows - r0).min(BLOCK_ROWS);
+        let wb = w.add(r0 * wrb);
+        for t0 in (0..toks).step_by(BLOCK_TOKENS) {
+            let tb = (toks - t0).min(BLOCK_TOKENS);
+            let xb = x.add(t0 * xrb) as *const f32;
+            // Every tile starts from zero (bytes: `acc` is only f32-aligned).
+            std::ptr::write_bytes(acc as *mut u8, 0, BLOCK_ACCS * 32);
+            for k0 in (0..n8).step_by(BLOCK_COLS) {
+                let kc = (n8 - k0).min(BLOCK_COLS);
+                // The block's activation stretches, BLOCK_COLS apart: rows a
+                // multiple of 4 KiB apart would share L1 sets.
+                // (Copied as bytes: the activations need not be aligned.)
+                for t in 0..tb {
+                    let src = xb.add(t * xs + k0) as *const u8;
+                    std::ptr::copy_nonoverlapping(
+                        src,
+                        xpack.add(t * BLOCK_COLS) as *mut u8,
+                        4 * kc,
+                    );
+                }
+                for tg in 0..tb.div_ceil(TILE_TOKENS) {
+                    let rn = (tb - tg * TILE_TOKENS).min(TILE_TOKENS);
+                    let xt = xpack.add(tg * TILE_TOKENS * BLOCK_COLS) as *const f32;
+                    for rt in 0..rb.div_ceil(TILE_ROWS) {
+                        let rm = (rb - rt * TILE_ROWS).min(TILE_ROWS);
+                        let wt = wb.add(rt * TILE_ROWS * wrb + W::BYTES * k0);
+                        let a = tile_acc(rt, tg);
+                        macro_rules! go {
+                            ($m:literal, $n:literal) => {
+                                tile_float_stretch::<W, $m, $n>(kc, wt, wrb, xt, BLOCK_COLS, a)
+                            };
+                        }
+                        match (rm, rn) {
+                            (2, 6) => go!(2, 6),
+                            (2, 5) => go!(2, 5),
+                            (2, 4) => go!(2, 4),
+                            (2, 3) => go!(2, 3),
+                            (2, 2) => go!(2, 2),
+                            (2, _) => go!(2, 1),
+                            (_, 6) => go!(1, 6),
+                            (_, 5) => go!(1, 5),
+                            (_, 4) => go!(1, 4),
+                            (_, 3) => go!(1, 3),
+                            (_, 2) => go!(1, 2),
+                            _ => go!(1, 1),
+                        }
+                    }
+                }
+            }
+            // Horizontal sums, then the tail as `tile_float` adds it.
+            for t in 0..tb {
+                let (tg, j) = (t / TILE_TOKENS, t % TILE_TOKENS);
+                let xr = xb.add(t * xs);
+                for r in 0..rb {
+                    let (rt, i) = (r / TILE_ROWS, r % TILE_ROWS);
+                    let rm = (rb - rt * TILE_ROWS).min(TILE_ROWS);
+                    let a = tile_acc(rt, tg).add(j * rm + i) as *const f32;
+                    let mut s = hsum_ps(_mm256_loadu_ps(a));
+                    let wr = wb.add(r * wrb);
+                    for e in n8..n {
+                        s += W::load1(wr.add(W::BYTES * e)) * xr.add(e).read_unaligned();
+                    }
+                    *y.add((t0 + t) * ys + r0 + r) = s;
+                }
+            }
+        }
+    }
+}
+
 /// [`crate::dot::GemmFn`] for float weights and f32 activations: from
-/// [`PACK_MIN_TOKENS`] tokens on and for rows of at most
-/// [`crate::matmul::FLOAT_PACK_MAX_COLS`], 4 x 3 tiles over f32 rows
-/// (F16/BF16 rows converted once per group), else 2 x 4 tiles converting as
-/// they load, and 4 x 1 for one token.
+/// [`BLOCKED_MIN_TOKENS`] tokens on the cache-blocked product
+/// ([`gemm_float_blocked`]), else 2 x 4 tiles converting as they load, and
+/// 4 x 1 for one token.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_float<W: FloatWeights>(
@@ -1487,12 +1569,8 @@ unsafe fn gemm_float<W: FloatWeights>(
     y: *mut f32,
     ys: usize,
 ) {
-    if toks >= PACK_MIN_TOKENS && n <= crate::matmul::FLOAT_PACK_MAX_COLS {
-        if W::BYTES == 4 {
-            gemm_f32_rows(n, w, wrb, rows, x, xrb, toks, y, ys);
-        } else {
-            gemm_converted::<W>(n, w, wrb, rows, x, xrb, toks, y, ys);
-        }
+    if toks >= BLOCKED_MIN_TOKENS {
+        gemm_float_blocked::<W>(n, w, wrb, rows, x, xrb, toks, y, ys);
         return;
     }
     let (rm_max, rn_max) = if toks == 1 { (4, 1) } else { (2, 4) };
