@@ -23,10 +23,16 @@ const ROW_CHUNK: usize = 16;
 /// Weight bytes per unit of work at least (below that the shared counter and
 /// the loop set-up cost more than the balance they buy).
 const MIN_CHUNK_BYTES: usize = 32 << 10;
-/// Tokens per call from which the AVX2 float-weight product runs cache
-/// blocked over every token at once (below it the weight conversion and the
-/// accumulator round trips are not amortized and the converting tiles run).
+/// Tokens per call from which the AVX2 float-weight product runs over every
+/// token at once in cache-sized blocks (below it converting weights to f32
+/// once and the accumulator round trips are not amortized, and the tiles
+/// converting as they load run).
 pub(crate) const FLOAT_BLOCKED_MIN_TOKENS: usize = 6;
+/// Longest float rows that the AVX2 prefill converts to f32 by row groups
+/// and runs as 4 x 3 tiles over whole rows (3 activation rows stay in L1 up
+/// to here; measured faster than the blocked product for these rows). Longer
+/// rows take the blocked product, which walks them in stretches.
+pub(crate) const FLOAT_PACK_MAX_COLS: usize = 4096;
 /// Rows per work item of the blocked float product are a multiple of this
 /// (its row block).
 const FLOAT_BLOCK_ROWS: usize = 64;
@@ -248,14 +254,15 @@ fn run_tiles(
     xq: &[u8],
     ys: &mut [f32],
 ) {
-    let chunk = if p.all_tokens && n_tokens >= FLOAT_BLOCKED_MIN_TOKENS {
-        // The blocked product reads every token once per row block: items
-        // of whole row blocks, sized for balance only.
-        rows.div_ceil(pool.n_threads() * CHUNKS_PER_THREAD)
-            .next_multiple_of(FLOAT_BLOCK_ROWS)
-    } else {
-        chunk_rows(rows, p.row_bytes, pool.n_threads())
-    };
+    let chunk =
+        if p.all_tokens && n_tokens >= FLOAT_BLOCKED_MIN_TOKENS && cols > FLOAT_PACK_MAX_COLS {
+            // The blocked product reads every token once per row block: items
+            // of whole row blocks, sized for balance only.
+            rows.div_ceil(pool.n_threads() * CHUNKS_PER_THREAD)
+                .next_multiple_of(FLOAT_BLOCK_ROWS)
+        } else {
+            chunk_rows(rows, p.row_bytes, pool.n_threads())
+        };
     let n_chunks = rows.div_ceil(chunk);
     let token_tile = if p.all_tokens {
         n_tokens.max(1)

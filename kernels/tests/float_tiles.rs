@@ -1,8 +1,10 @@
 //! Float-weight (F32/F16/BF16) matrix products through every tile path:
 //! one token (decode tiles), a few tokens (tiles converting as they load),
-//! and from the blocking threshold on (the cache-blocked product: blocks of
-//! 64 rows and 48 tokens, rows walked in stretches of 512 elements, 2 x 6
-//! tiles carrying their accumulators from stretch to stretch).
+//! and from the blocking threshold on: rows of at most 4096 elements
+//! converted to f32 by row groups (4 x 3 tiles), longer rows through the
+//! cache-blocked product (blocks of 64 rows and 48 tokens, rows walked in
+//! stretches of 512 elements, 2 x 6 tiles carrying their accumulators from
+//! stretch to stretch).
 //! Every element equals the single-row dot of the same family bit for bit,
 //! and lies within the f32-accumulation bound of an f64 reference.
 #![allow(clippy::needless_range_loop)] // index loops read clearer in reference checks
@@ -90,7 +92,8 @@ fn float_products_equal_row_dots_short_rows() {
     }
 }
 
-/// Long rows (several stretches, with and without a scalar tail).
+/// Long rows: the longest that are converted whole (4096, and 4093 with a
+/// scalar tail) and a longer one (5003), which takes the blocked product.
 #[test]
 fn float_products_equal_row_dots_long_rows() {
     let mut rng = Rng::new(43);
@@ -104,13 +107,15 @@ fn float_products_equal_row_dots_long_rows() {
 
 /// The blocked product's edges: work items of two 64-row blocks and an odd
 /// remainder (1-row tiles), tokens past one and two 48-token blocks with
-/// partial 6-token groups, and rows of two full stretches, a partial one and
-/// a 4-element tail.
+/// partial 6-token groups, and rows of nine full stretches, a partial one
+/// and a 4-element tail. (x86 only: the blocked product is the AVX2 one, and
+/// the shape is slow under the emulator that runs the aarch64 tests.)
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn float_products_equal_row_dots_across_blocks() {
     let mut rng = Rng::new(47);
     let pools: Vec<ThreadPool> = [1, 2].into_iter().map(ThreadPool::new).collect();
     for ty in [GgmlType::F16, GgmlType::BF16, GgmlType::F32] {
-        check(&mut rng, &pools, ty, 333, 1100, &[6, 50, 97]);
+        check(&mut rng, &pools, ty, 267, 4700, &[6, 50, 97]);
     }
 }

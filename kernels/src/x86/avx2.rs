@@ -1321,6 +1321,150 @@ pub(crate) unsafe fn tile_float<W: FloatWeights, const RM: usize, const RN: usiz
     out
 }
 
+/// RM f32 weight rows (`w + i * ws`) times RN f32 activation rows (`x + j *
+/// xs`), `n` elements: the same per-lane FMA chains, horizontal sums and
+/// scalar tail as [`tile_float`] (so the same bits), with the RN activation
+/// vectors held in registers and each weight vector loaded once per step
+/// (4 x 3: 12 accumulators + 3 + 1 registers, no spills).
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_f32_xreg<const RM: usize, const RN: usize>(
+    n: usize,
+    w: *const u8,
+    ws: usize,
+    x: *const u8,
+    xs: usize,
+) -> [[f32; RM]; RN] {
+    let mut acc = [[_mm256_setzero_ps(); RM]; RN];
+    let mut k = 0;
+    while k + 8 <= n {
+        let mut xv = [_mm256_setzero_ps(); RN];
+        for j in 0..RN {
+            xv[j] = _mm256_loadu_ps(x.add(j * xs + 4 * k) as *const f32);
+        }
+        for i in 0..RM {
+            let wv = _mm256_loadu_ps(w.add(i * ws + 4 * k) as *const f32);
+            for j in 0..RN {
+                acc[j][i] = _mm256_fmadd_ps(wv, xv[j], acc[j][i]);
+            }
+        }
+        k += 8;
+    }
+    let mut out = hsum_tile(&acc);
+    for j in 0..RN {
+        for i in 0..RM {
+            let (a, b) = (w.add(i * ws) as *const f32, x.add(j * xs) as *const f32);
+            for e in k..n {
+                out[j][i] += a.add(e).read_unaligned() * b.add(e).read_unaligned();
+            }
+        }
+    }
+    out
+}
+
+/// f32 bytes of one converted row group: it stays in L2 while every token
+/// streams past it.
+const PACK_GROUP_BYTES: usize = 256 << 10;
+
+thread_local! {
+    /// Each thread's converted row group (reused across calls).
+    static PACKED_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Prefill over f32 weight rows (`w`, `wrb` bytes apart): for each 3-token
+/// group (in L1), every 4-row tile of the rows (streamed from L2), 4 x 3
+/// register tiles, smaller at the edges.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_f32_rows(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
+    let mut t = 0;
+    while t < toks {
+        let rn = (toks - t).min(3);
+        let xt = x.add(t * xrb);
+        let mut r = 0;
+        while r < rows {
+            let rm = (rows - r).min(4);
+            let (wr, yt) = (w.add(r * wrb), y.add(t * ys + r));
+            macro_rules! go {
+                ($m:literal, $n:literal) => {
+                    store_tile(tile_f32_xreg::<$m, $n>(n, wr, wrb, xt, xrb), yt, ys)
+                };
+            }
+            tile_up_to_4x3!(rm, rn, go);
+            r += rm;
+        }
+        t += rn;
+    }
+}
+
+/// Prefill of F16/BF16 weights: groups of rows converted to f32 once
+/// (exactly: both formats are subsets of f32) into a per-thread buffer, then
+/// [`gemm_f32_rows`] over all tokens; the products are those of
+/// [`tile_float`] on the original rows, bit for bit.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_converted<W: FloatWeights>(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
+    // Rows 64-byte multiples apart, so that vector loads split no lines.
+    let stride = n.next_multiple_of(16);
+    let group = (PACK_GROUP_BYTES / (4 * stride)).clamp(4, rows.max(4)) / 4 * 4;
+    PACKED_ROWS.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < group * stride {
+            buf.resize(group * stride, 0.0);
+        }
+        let dst = buf.as_mut_ptr();
+        let mut g0 = 0;
+        while g0 < rows {
+            let gr = (rows - g0).min(group);
+            for i in 0..gr {
+                let (src, d) = (w.add((g0 + i) * wrb), dst.add(i * stride));
+                let mut k = 0;
+                while k + 8 <= n {
+                    _mm256_storeu_ps(d.add(k), W::load8(src.add(W::BYTES * k)));
+                    k += 8;
+                }
+                while k < n {
+                    *d.add(k) = W::load1(src.add(W::BYTES * k));
+                    k += 1;
+                }
+            }
+            gemm_f32_rows(
+                n,
+                dst as *const u8,
+                4 * stride,
+                gr,
+                x,
+                xrb,
+                toks,
+                y.add(g0),
+                ys,
+            );
+            g0 += gr;
+        }
+    });
+}
+
 /// Prefill tiles of the blocked float product: RM float weight rows
 /// (`w + i * ws`, bytes, converted as they load) times RN f32 activation
 /// rows (`x + j * xs`, elements), `n` elements (a multiple of 8), continuing
@@ -1553,9 +1697,11 @@ unsafe fn blocks<W: FloatWeights>(
 }
 
 /// [`crate::dot::GemmFn`] for float weights and f32 activations: from
-/// [`BLOCKED_MIN_TOKENS`] tokens on the cache-blocked product
-/// ([`gemm_float_blocked`]), else 2 x 4 tiles converting as they load, and
-/// 4 x 1 for one token.
+/// [`BLOCKED_MIN_TOKENS`] tokens on, rows of at most
+/// [`crate::matmul::FLOAT_PACK_MAX_COLS`] as 4 x 3 tiles over f32 rows
+/// (F16/BF16 rows converted once per group) and longer ones through the
+/// cache-blocked product ([`gemm_float_blocked`]); else 2 x 4 tiles
+/// converting as they load, and 4 x 1 for one token.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_float<W: FloatWeights>(
@@ -1570,7 +1716,13 @@ unsafe fn gemm_float<W: FloatWeights>(
     ys: usize,
 ) {
     if toks >= BLOCKED_MIN_TOKENS {
-        gemm_float_blocked::<W>(n, w, wrb, rows, x, xrb, toks, y, ys);
+        if n > crate::matmul::FLOAT_PACK_MAX_COLS {
+            gemm_float_blocked::<W>(n, w, wrb, rows, x, xrb, toks, y, ys);
+        } else if W::BYTES == 4 {
+            gemm_f32_rows(n, w, wrb, rows, x, xrb, toks, y, ys);
+        } else {
+            gemm_converted::<W>(n, w, wrb, rows, x, xrb, toks, y, ys);
+        }
         return;
     }
     let (rm_max, rn_max) = if toks == 1 { (4, 1) } else { (2, 4) };
