@@ -25,6 +25,27 @@ const BQ5K: usize = std::mem::size_of::<BlockQ5K>();
 const BQ6K: usize = std::mem::size_of::<BlockQ6K>();
 const BQ8K: usize = std::mem::size_of::<BlockQ8K>();
 
+/// Calls `$go!(M, N)` with the const-generic tile of `$rm` rows (1..=2) x
+/// `$rn` tokens (1..=6): the edges of a 2x6 tiling.
+macro_rules! tile_up_to_2x6 {
+    ($rm:expr, $rn:expr, $go:ident) => {
+        match ($rm, $rn) {
+            (2, 6) => $go!(2, 6),
+            (2, 5) => $go!(2, 5),
+            (2, 4) => $go!(2, 4),
+            (2, 3) => $go!(2, 3),
+            (2, 2) => $go!(2, 2),
+            (2, _) => $go!(2, 1),
+            (_, 6) => $go!(1, 6),
+            (_, 5) => $go!(1, 5),
+            (_, 4) => $go!(1, 4),
+            (_, 3) => $go!(1, 3),
+            (_, 2) => $go!(1, 2),
+            _ => $go!(1, 1),
+        }
+    };
+}
+
 /// Calls `$go!(M, N)` with the const-generic tile of `$rm` rows (1..=4) x
 /// `$rn` tokens (1..=3): the edges of a 4x3 tiling.
 macro_rules! tile_up_to_4x3 {
@@ -1659,20 +1680,7 @@ unsafe fn blocks<W: FloatWeights>(
                                 tile_float_stretch::<W, $m, $n>(kc, wt, wrb, xt, BLOCK_COLS, a)
                             };
                         }
-                        match (rm, rn) {
-                            (2, 6) => go!(2, 6),
-                            (2, 5) => go!(2, 5),
-                            (2, 4) => go!(2, 4),
-                            (2, 3) => go!(2, 3),
-                            (2, 2) => go!(2, 2),
-                            (2, _) => go!(2, 1),
-                            (_, 6) => go!(1, 6),
-                            (_, 5) => go!(1, 5),
-                            (_, 4) => go!(1, 4),
-                            (_, 3) => go!(1, 3),
-                            (_, 2) => go!(1, 2),
-                            _ => go!(1, 1),
-                        }
+                        tile_up_to_2x6!(rm, rn, go);
                     }
                 }
             }
