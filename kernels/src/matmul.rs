@@ -36,6 +36,13 @@ pub(crate) const FLOAT_PACK_MAX_COLS: usize = 4096;
 /// Rows per work item of the blocked float product are a multiple of this
 /// (its row block).
 const FLOAT_BLOCK_ROWS: usize = 64;
+
+/// Whether the AVX2 float prefill of `toks` tokens over rows of `cols`
+/// elements runs the blocked product (the kernel's dispatch and the work
+/// item sizes both follow this).
+pub(crate) fn float_blocked(cols: usize, toks: usize) -> bool {
+    toks >= FLOAT_BLOCKED_MIN_TOKENS && cols > FLOAT_PACK_MAX_COLS
+}
 /// Work units per thread at least, for balance when threads run unevenly.
 const CHUNKS_PER_THREAD: usize = 4;
 /// Bytes of activations kept hot against a chunk of weight rows (prefill):
@@ -254,15 +261,14 @@ fn run_tiles(
     xq: &[u8],
     ys: &mut [f32],
 ) {
-    let chunk =
-        if p.all_tokens && n_tokens >= FLOAT_BLOCKED_MIN_TOKENS && cols > FLOAT_PACK_MAX_COLS {
-            // The blocked product reads every token once per row block: items
-            // of whole row blocks, sized for balance only.
-            rows.div_ceil(pool.n_threads() * CHUNKS_PER_THREAD)
-                .next_multiple_of(FLOAT_BLOCK_ROWS)
-        } else {
-            chunk_rows(rows, p.row_bytes, pool.n_threads())
-        };
+    let chunk = if p.all_tokens && float_blocked(cols, n_tokens) {
+        // The blocked product reads every token once per row block: items
+        // of whole row blocks, sized for balance only.
+        rows.div_ceil(pool.n_threads() * CHUNKS_PER_THREAD)
+            .next_multiple_of(FLOAT_BLOCK_ROWS)
+    } else {
+        chunk_rows(rows, p.row_bytes, pool.n_threads())
+    };
     let n_chunks = rows.div_ceil(chunk);
     let token_tile = if p.all_tokens {
         n_tokens.max(1)

@@ -1723,10 +1723,12 @@ unsafe fn gemm_float<W: FloatWeights>(
     y: *mut f32,
     ys: usize,
 ) {
+    if crate::matmul::float_blocked(n, toks) {
+        gemm_float_blocked::<W>(n, w, wrb, rows, x, xrb, toks, y, ys);
+        return;
+    }
     if toks >= BLOCKED_MIN_TOKENS {
-        if n > crate::matmul::FLOAT_PACK_MAX_COLS {
-            gemm_float_blocked::<W>(n, w, wrb, rows, x, xrb, toks, y, ys);
-        } else if W::BYTES == 4 {
+        if W::BYTES == 4 {
             gemm_f32_rows(n, w, wrb, rows, x, xrb, toks, y, ys);
         } else {
             gemm_converted::<W>(n, w, wrb, rows, x, xrb, toks, y, ys);
