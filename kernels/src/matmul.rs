@@ -28,20 +28,20 @@ const MIN_CHUNK_BYTES: usize = 32 << 10;
 /// once and the accumulator round trips are not amortized, and the tiles
 /// converting as they load run).
 pub(crate) const FLOAT_BLOCKED_MIN_TOKENS: usize = 6;
-/// Longest float rows that the AVX2 prefill converts to f32 by row groups
-/// and runs as 4 x 3 tiles over whole rows (3 activation rows stay in L1 up
-/// to here; measured faster than the blocked product for these rows). Longer
-/// rows take the blocked product, which walks them in stretches.
+/// Longest F32/BF16 rows that the AVX2 prefill converts to f32 by row
+/// groups and runs as 4 x 3 tiles over whole rows (measured faster than the
+/// blocked product for these rows). Longer rows, and F16 rows of any length,
+/// take the blocked product, which walks them in stretches.
 pub(crate) const FLOAT_PACK_MAX_COLS: usize = 4096;
 /// Rows per work item of the blocked float product are a multiple of this
 /// (its row block).
-const FLOAT_BLOCK_ROWS: usize = 64;
+pub(crate) const FLOAT_BLOCK_ROWS: usize = 64;
 
-/// Whether the AVX2 float prefill of `toks` tokens over rows of `cols`
+/// Whether the AVX2 float prefill of `toks` tokens over `ty` rows of `cols`
 /// elements runs the blocked product (the kernel's dispatch and the work
 /// item sizes both follow this).
-pub(crate) fn float_blocked(cols: usize, toks: usize) -> bool {
-    toks >= FLOAT_BLOCKED_MIN_TOKENS && cols > FLOAT_PACK_MAX_COLS
+pub(crate) fn float_blocked(ty: GgmlType, cols: usize, toks: usize) -> bool {
+    toks >= FLOAT_BLOCKED_MIN_TOKENS && (ty == GgmlType::F16 || cols > FLOAT_PACK_MAX_COLS)
 }
 /// Work units per thread at least, for balance when threads run unevenly.
 const CHUNKS_PER_THREAD: usize = 4;
@@ -63,6 +63,7 @@ struct Plan {
     row_bytes: usize,
     act_bytes: usize,
     act: GgmlType,
+    ty: GgmlType,
     /// The gemm kernel takes every token in one call (AVX2 float weights:
     /// it blocks for the caches itself).
     all_tokens: bool,
@@ -97,6 +98,7 @@ fn plan(isa: Isa, ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Result<Pl
         row_bytes,
         act_bytes,
         act,
+        ty,
         all_tokens: isa == Isa::Avx2 && act == GgmlType::F32,
     })
 }
@@ -261,7 +263,7 @@ fn run_tiles(
     xq: &[u8],
     ys: &mut [f32],
 ) {
-    let chunk = if p.all_tokens && float_blocked(cols, n_tokens) {
+    let chunk = if p.all_tokens && float_blocked(p.ty, cols, n_tokens) {
         // The blocked product reads every token once per row block: items
         // of whole row blocks, sized for balance only.
         rows.div_ceil(pool.n_threads() * CHUNKS_PER_THREAD)

@@ -1,10 +1,11 @@
 //! Float-weight (F32/F16/BF16) matrix products through every tile path:
 //! one token (decode tiles), a few tokens (tiles converting as they load),
-//! and from the blocking threshold on: rows of at most 4096 elements
-//! converted to f32 by row groups (4 x 3 tiles), longer rows through the
-//! cache-blocked product (blocks of 64 rows and 48 tokens, rows walked in
-//! stretches of 512 elements, 2 x 6 tiles carrying their accumulators from
-//! stretch to stretch).
+//! and from the blocking threshold on: F32/BF16 rows of at most 4096
+//! elements converted to f32 by row groups (4 x 3 tiles), longer rows and F16
+//! rows of any length through the cache-blocked product (blocks of 48 tokens
+//! and 64 rows, rows walked in stretches of 512 elements, 4 x 3 tiles, in
+//! assembly for F32 and F16, carrying their accumulators from stretch to
+//! stretch).
 //! Every element equals the single-row dot of the same family bit for bit,
 //! and lies within the f32-accumulation bound of an f64 reference.
 #![allow(clippy::needless_range_loop)] // index loops read clearer in reference checks
@@ -107,7 +108,7 @@ fn float_products_equal_row_dots_long_rows() {
 
 /// The blocked product's edges: work items of two 64-row blocks and an odd
 /// remainder (1-row tiles), tokens past one and two 48-token blocks with
-/// partial 6-token groups, and rows of nine full stretches, a partial one
+/// partial 3-token groups, and rows of nine full stretches, a partial one
 /// and a 4-element tail. (x86 only: the blocked product is the AVX2 one, and
 /// the shape is slow under the emulator that runs the aarch64 tests.)
 #[cfg(target_arch = "x86_64")]
