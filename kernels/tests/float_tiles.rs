@@ -3,9 +3,9 @@
 //! and from the blocking threshold on: F32/BF16 rows of at most 4096
 //! elements converted to f32 by row groups (4 x 3 tiles), longer rows and F16
 //! rows of any length through the cache-blocked product (blocks of 48 tokens
-//! and 64 rows, rows walked in stretches of 512 elements, 4 x 3 tiles, in
-//! assembly for F32 and F16, carrying their accumulators from stretch to
-//! stretch).
+//! and 64 rows, rows walked in stretches of 512 elements, F16/BF16 stretches
+//! converted to f32, 4 x 3 tiles in assembly carrying their accumulators from
+//! stretch to stretch).
 //! Every element equals the single-row dot of the same family bit for bit,
 //! and lies within the f32-accumulation bound of an f64 reference.
 #![allow(clippy::needless_range_loop)] // index loops read clearer in reference checks

@@ -1174,25 +1174,11 @@ unsafe fn load_bf16x8(p: *const u8) -> __m256 {
 }
 
 /// Float weight formats: 8 elements to f32 lanes, one element to f32.
-pub(crate) trait FloatWeights: Sized {
+pub(crate) trait FloatWeights {
     const TYPE: GgmlType;
     const BYTES: usize;
     unsafe fn load8(p: *const u8) -> __m256;
     unsafe fn load1(p: *const u8) -> f32;
-    /// The blocked product's full 4 x 3 tile over one stretch (the contract
-    /// and bits of [`tile_float_stretch`]; F32 and F16 in assembly).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn stretch_4x3(
-        n: usize,
-        w: *const u8,
-        ws: usize,
-        x: *const f32,
-        xs: usize,
-        acc: *mut __m256,
-    ) {
-        tile_float_stretch::<Self, 4, 3>(n, w, ws, x, xs, acc)
-    }
 }
 
 pub(crate) struct F32W;
@@ -1202,18 +1188,6 @@ pub(crate) struct BF16W;
 impl FloatWeights for F32W {
     const TYPE: GgmlType = GgmlType::F32;
     const BYTES: usize = 4;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn stretch_4x3(
-        n: usize,
-        w: *const u8,
-        ws: usize,
-        x: *const f32,
-        xs: usize,
-        acc: *mut __m256,
-    ) {
-        stretch_4x3_f32(n, w, ws, x, xs, acc)
-    }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load8(p: *const u8) -> __m256 {
@@ -1229,18 +1203,6 @@ impl FloatWeights for F32W {
 impl FloatWeights for F16W {
     const TYPE: GgmlType = GgmlType::F16;
     const BYTES: usize = 2;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn stretch_4x3(
-        n: usize,
-        w: *const u8,
-        ws: usize,
-        x: *const f32,
-        xs: usize,
-        acc: *mut __m256,
-    ) {
-        stretch_4x3_f16(n, w, ws, x, xs, acc)
-    }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load8(p: *const u8) -> __m256 {
@@ -1566,9 +1528,7 @@ unsafe fn tile_float_stretch<W: FloatWeights, const RM: usize, const RN: usize>(
     }
 }
 
-/// [`tile_float_stretch`]`::<_, 4, 3>` in assembly, for a weight format
-/// whose 8 elements one instruction loads as f32 lanes (`$load`, elements
-/// `$scale` bytes wide). Sixteen registers: the 12 accumulators, the 3
+/// [`tile_float_stretch`]`::<F32W, 4, 3>` in assembly. Sixteen registers: the 12 accumulators, the 3
 /// activation vectors of the step and one weight vector, which each of the 4
 /// rows loads into in turn (renaming keeps the loads independent). LLVM,
 /// given the same loop as intrinsics, keeps a second weight register and
@@ -1576,102 +1536,97 @@ unsafe fn tile_float_stretch<W: FloatWeights, const RM: usize, const RN: usize>(
 /// (measured: ~45 instead of ~105 GFLOP/s on one EPYC core, in L1).
 /// Each accumulator `acc[j * 4 + i]` runs `fma(w_i, x_j, acc)` over the
 /// stretch in element order: the chain of [`tile_float`].
-macro_rules! stretch_4x3_asm {
-    ($(#[$doc:meta])* $name:ident, $load:literal, $scale:literal) => {
-        $(#[$doc])*
-        /// # Safety
-        /// `n` a positive multiple of 8; rows `w + i * ws` (bytes) and `x + j *
-        /// xs` (elements) readable for `n` elements; `acc` valid for 12
-        /// unaligned `__m256` reads and writes.
-        #[inline]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $name(n: usize, w: *const u8, ws: usize, x: *const f32, xs: usize, acc: *mut __m256) {
-            debug_assert!(n > 0 && n % 8 == 0);
-            // SAFETY: the loop reads `n` elements of the 4 weight and 3
-            // activation rows (the caller's contract) and 12 vectors at `acc`,
-            // which it writes back; it touches no other memory and no stack.
-            unsafe {
-                std::arch::asm!(
-                    "vmovups {a0}, [{acc}]",
-                    "vmovups {a1}, [{acc} + 32]",
-                    "vmovups {a2}, [{acc} + 64]",
-                    "vmovups {a3}, [{acc} + 96]",
-                    "vmovups {a4}, [{acc} + 128]",
-                    "vmovups {a5}, [{acc} + 160]",
-                    "vmovups {a6}, [{acc} + 192]",
-                    "vmovups {a7}, [{acc} + 224]",
-                    "vmovups {a8}, [{acc} + 256]",
-                    "vmovups {a9}, [{acc} + 288]",
-                    "vmovups {a10}, [{acc} + 320]",
-                    "vmovups {a11}, [{acc} + 352]",
-                    "xor {k}, {k}",
-                    "2:",
-                    "vmovups {xa}, [{x0} + {k}*4]",
-                    "vmovups {xb}, [{x1} + {k}*4]",
-                    "vmovups {xc}, [{x2} + {k}*4]",
-                    concat!($load, " {t}, [{w0} + {k}*", $scale, "]"),
-                    "vfmadd231ps {a0}, {t}, {xa}",
-                    "vfmadd231ps {a4}, {t}, {xb}",
-                    "vfmadd231ps {a8}, {t}, {xc}",
-                    concat!($load, " {t}, [{w1} + {k}*", $scale, "]"),
-                    "vfmadd231ps {a1}, {t}, {xa}",
-                    "vfmadd231ps {a5}, {t}, {xb}",
-                    "vfmadd231ps {a9}, {t}, {xc}",
-                    concat!($load, " {t}, [{w2} + {k}*", $scale, "]"),
-                    "vfmadd231ps {a2}, {t}, {xa}",
-                    "vfmadd231ps {a6}, {t}, {xb}",
-                    "vfmadd231ps {a10}, {t}, {xc}",
-                    concat!($load, " {t}, [{w3} + {k}*", $scale, "]"),
-                    "vfmadd231ps {a3}, {t}, {xa}",
-                    "vfmadd231ps {a7}, {t}, {xb}",
-                    "vfmadd231ps {a11}, {t}, {xc}",
-                    "add {k}, 8",
-                    "cmp {k}, {n}",
-                    "jb 2b",
-                    "vmovups [{acc}], {a0}",
-                    "vmovups [{acc} + 32], {a1}",
-                    "vmovups [{acc} + 64], {a2}",
-                    "vmovups [{acc} + 96], {a3}",
-                    "vmovups [{acc} + 128], {a4}",
-                    "vmovups [{acc} + 160], {a5}",
-                    "vmovups [{acc} + 192], {a6}",
-                    "vmovups [{acc} + 224], {a7}",
-                    "vmovups [{acc} + 256], {a8}",
-                    "vmovups [{acc} + 288], {a9}",
-                    "vmovups [{acc} + 320], {a10}",
-                    "vmovups [{acc} + 352], {a11}",
-                    n = in(reg) n,
-                    acc = in(reg) acc,
-                    w0 = in(reg) w,
-                    w1 = in(reg) w.wrapping_add(ws),
-                    w2 = in(reg) w.wrapping_add(2 * ws),
-                    w3 = in(reg) w.wrapping_add(3 * ws),
-                    x0 = in(reg) x,
-                    x1 = in(reg) x.wrapping_add(xs),
-                    x2 = in(reg) x.wrapping_add(2 * xs),
-                    k = out(reg) _,
-                    a0 = out(ymm_reg) _, a1 = out(ymm_reg) _, a2 = out(ymm_reg) _, a3 = out(ymm_reg) _,
-                    a4 = out(ymm_reg) _, a5 = out(ymm_reg) _, a6 = out(ymm_reg) _, a7 = out(ymm_reg) _,
-                    a8 = out(ymm_reg) _, a9 = out(ymm_reg) _, a10 = out(ymm_reg) _, a11 = out(ymm_reg) _,
-                    xa = out(ymm_reg) _, xb = out(ymm_reg) _, xc = out(ymm_reg) _, t = out(ymm_reg) _,
-                    options(nostack),
-                );
-            }
-        }
-    };
+///
+/// # Safety
+/// `n` a positive multiple of 8; rows `w + i * ws` (bytes) and `x + j *
+/// xs` (elements) readable for `n` elements; `acc` valid for 12
+/// unaligned `__m256` reads and writes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn stretch_4x3_f32(
+    n: usize,
+    w: *const u8,
+    ws: usize,
+    x: *const f32,
+    xs: usize,
+    acc: *mut __m256,
+) {
+    debug_assert!(n > 0 && n.is_multiple_of(8));
+    // SAFETY: the loop reads `n` elements of the 4 weight and 3
+    // activation rows (the caller's contract) and 12 vectors at `acc`,
+    // which it writes back; it touches no other memory and no stack.
+    unsafe {
+        std::arch::asm!(
+            "vmovups {a0}, [{acc}]",
+            "vmovups {a1}, [{acc} + 32]",
+            "vmovups {a2}, [{acc} + 64]",
+            "vmovups {a3}, [{acc} + 96]",
+            "vmovups {a4}, [{acc} + 128]",
+            "vmovups {a5}, [{acc} + 160]",
+            "vmovups {a6}, [{acc} + 192]",
+            "vmovups {a7}, [{acc} + 224]",
+            "vmovups {a8}, [{acc} + 256]",
+            "vmovups {a9}, [{acc} + 288]",
+            "vmovups {a10}, [{acc} + 320]",
+            "vmovups {a11}, [{acc} + 352]",
+            "xor {k}, {k}",
+            "2:",
+            "vmovups {xa}, [{x0} + {k}*4]",
+            "vmovups {xb}, [{x1} + {k}*4]",
+            "vmovups {xc}, [{x2} + {k}*4]",
+            "vmovups {t}, [{w0} + {k}*4]",
+            "vfmadd231ps {a0}, {t}, {xa}",
+            "vfmadd231ps {a4}, {t}, {xb}",
+            "vfmadd231ps {a8}, {t}, {xc}",
+            "vmovups {t}, [{w1} + {k}*4]",
+            "vfmadd231ps {a1}, {t}, {xa}",
+            "vfmadd231ps {a5}, {t}, {xb}",
+            "vfmadd231ps {a9}, {t}, {xc}",
+            "vmovups {t}, [{w2} + {k}*4]",
+            "vfmadd231ps {a2}, {t}, {xa}",
+            "vfmadd231ps {a6}, {t}, {xb}",
+            "vfmadd231ps {a10}, {t}, {xc}",
+            "vmovups {t}, [{w3} + {k}*4]",
+            "vfmadd231ps {a3}, {t}, {xa}",
+            "vfmadd231ps {a7}, {t}, {xb}",
+            "vfmadd231ps {a11}, {t}, {xc}",
+            "add {k}, 8",
+            "cmp {k}, {n}",
+            "jb 2b",
+            "vmovups [{acc}], {a0}",
+            "vmovups [{acc} + 32], {a1}",
+            "vmovups [{acc} + 64], {a2}",
+            "vmovups [{acc} + 96], {a3}",
+            "vmovups [{acc} + 128], {a4}",
+            "vmovups [{acc} + 160], {a5}",
+            "vmovups [{acc} + 192], {a6}",
+            "vmovups [{acc} + 224], {a7}",
+            "vmovups [{acc} + 256], {a8}",
+            "vmovups [{acc} + 288], {a9}",
+            "vmovups [{acc} + 320], {a10}",
+            "vmovups [{acc} + 352], {a11}",
+            n = in(reg) n,
+            acc = in(reg) acc,
+            w0 = in(reg) w,
+            w1 = in(reg) w.wrapping_add(ws),
+            w2 = in(reg) w.wrapping_add(2 * ws),
+            w3 = in(reg) w.wrapping_add(3 * ws),
+            x0 = in(reg) x,
+            x1 = in(reg) x.wrapping_add(xs),
+            x2 = in(reg) x.wrapping_add(2 * xs),
+            k = out(reg) _,
+            a0 = out(ymm_reg) _, a1 = out(ymm_reg) _, a2 = out(ymm_reg) _, a3 = out(ymm_reg) _,
+            a4 = out(ymm_reg) _, a5 = out(ymm_reg) _, a6 = out(ymm_reg) _, a7 = out(ymm_reg) _,
+            a8 = out(ymm_reg) _, a9 = out(ymm_reg) _, a10 = out(ymm_reg) _, a11 = out(ymm_reg) _,
+            xa = out(ymm_reg) _, xb = out(ymm_reg) _, xc = out(ymm_reg) _, t = out(ymm_reg) _,
+            options(nostack),
+        );
+    }
 }
-stretch_4x3_asm!(
-    /// F16 weights, converted as they load (`vcvtph2ps`).
-    stretch_4x3_f16, "vcvtph2ps", "2"
-);
-stretch_4x3_asm!(
-    /// F32 weights.
-    stretch_4x3_f32, "vmovups", "4"
-);
 
 use crate::matmul::FLOAT_BLOCKED_MIN_TOKENS as BLOCKED_MIN_TOKENS;
 /// Blocking of [`gemm_float_blocked`]: weight rows per block (one stretch
-/// of them, BLOCK_ROWS x BLOCK_COLS F16 = 64 KiB, stays in L2 while the
+/// of them, BLOCK_ROWS x BLOCK_COLS f32 = 128 KiB, stays in L2 while the
 /// block's tokens pass), row elements per stretch, tokens per block (their
 /// rows stay in L3 while every row block passes).
 const BLOCK_ROWS: usize = crate::matmul::FLOAT_BLOCK_ROWS;
@@ -1684,18 +1639,26 @@ const TILE_TOKENS: usize = 3;
 /// f32 accumulators of one block's tiles.
 const BLOCK_ACCS: usize = BLOCK_ROWS * BLOCK_TOKENS;
 
+/// f32 between rows of a converted stretch (F16/BF16): rows 4 KiB apart
+/// would share L1 sets.
+const CONV_STRIDE: usize = BLOCK_COLS + 16;
+
+/// A thread's tile accumulators and converted stretch.
+type BlockBufs = (Vec<[f32; 8]>, Vec<[f32; 8]>);
+
 thread_local! {
-    /// Each thread's tile accumulators (reused across calls).
-    static BLOCK_ACC: std::cell::RefCell<Vec<[f32; 8]>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's [`BlockBufs`] (reused across calls).
+    static BLOCK_BUFS: std::cell::RefCell<BlockBufs> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Prefill over float weight rows, cache-blocked: for each block of
 /// [`BLOCK_TOKENS`] tokens (their rows stay in L3), each block of
 /// [`BLOCK_ROWS`] rows is walked in stretches of [`BLOCK_COLS`] elements;
 /// each 3-token group's stretches (6 KiB of f32) stay in L1 while the row
-/// block's 4-row tiles pass, converted as they load (F16 weights stream half
-/// the bytes of converted ones), and every tile continues its accumulators
-/// from the previous stretch. Then each accumulator's horizontal sum plus the
+/// block's 4-row tiles pass ([`stretch_4x3_f32`]; F16/BF16 stretches are
+/// first converted to f32, once for all the block's tokens), and every tile
+/// continues its accumulators from the previous stretch. Then each accumulator's horizontal sum plus the
 /// `n % 8` tail in scalar order, as [`tile_float`] does, so every output
 /// equals the row dot bit for bit.
 #[allow(clippy::too_many_arguments)]
@@ -1711,10 +1674,14 @@ unsafe fn gemm_float_blocked<W: FloatWeights>(
     y: *mut f32,
     ys: usize,
 ) {
-    BLOCK_ACC.with(|accs| {
-        let mut accs = accs.borrow_mut();
+    BLOCK_BUFS.with(|bufs| {
+        let mut bufs = bufs.borrow_mut();
+        let (accs, conv) = &mut *bufs;
         if accs.len() < BLOCK_ACCS {
             accs.resize(BLOCK_ACCS, [0.0; 8]);
+        }
+        if W::BYTES != 4 && conv.len() < BLOCK_ROWS * CONV_STRIDE / 8 {
+            conv.resize(BLOCK_ROWS * CONV_STRIDE / 8, [0.0; 8]);
         }
         // A closure does not inherit `target_feature`: the work is a call
         // to a function that has it (so that the tiles inline).
@@ -1731,6 +1698,7 @@ unsafe fn gemm_float_blocked<W: FloatWeights>(
                 y,
                 ys,
                 accs.as_mut_ptr() as *mut __m256,
+                conv.as_mut_ptr() as *mut f32,
             )
         }
     });
@@ -1770,6 +1738,7 @@ unsafe fn blocks<W: FloatWeights>(
     y: *mut f32,
     ys: usize,
     acc: *mut __m256,
+    conv: *mut f32,
 ) {
     let n8 = n / 8 * 8;
     let row_tiles = BLOCK_ROWS / TILE_ROWS;
@@ -1811,17 +1780,35 @@ unsafe fn blocks<W: FloatWeights>(
                 let lpr = (next_cols * W::BYTES).div_ceil(64);
                 let per_tile = (next_rows * lpr).div_ceil(groups * quads);
                 let mut line = 0;
+                // F16/BF16: the stretch converted to f32 once for all the
+                // block's tokens. Converting in the tile loop instead (4
+                // vcvtph2ps per 12 FMAs) ran ~10% slower on the Xeons
+                // (measured end to end; conversions and FMAs share ports
+                // there), ~5% faster on an EPYC.
+                let (sw, sws) = if W::BYTES == 4 {
+                    (wb.add(W::BYTES * k0), wrb)
+                } else {
+                    for r in 0..rb {
+                        let (src, dst) =
+                            (wb.add(r * wrb + W::BYTES * k0), conv.add(r * CONV_STRIDE));
+                        for k in (0..kc).step_by(8) {
+                            _mm256_storeu_ps(dst.add(k), W::load8(src.add(W::BYTES * k)));
+                        }
+                    }
+                    (conv as *const u8, 4 * CONV_STRIDE)
+                };
                 for tg in 0..groups {
                     let rn = (tb - tg * TILE_TOKENS).min(TILE_TOKENS);
                     let xt = xb.add(tg * TILE_TOKENS * xs + k0);
                     for rt in 0..quads {
                         let rm = (rb - rt * TILE_ROWS).min(TILE_ROWS);
                         let wt = wb.add(rt * TILE_ROWS * wrb + W::BYTES * k0);
+                        let ct = sw.add(rt * TILE_ROWS * sws);
                         let a = tile_acc(rt, tg);
                         prefetch_lines(next, wrb, next_rows, lpr, line, per_tile);
                         line += per_tile;
                         if (rm, rn) == (TILE_ROWS, TILE_TOKENS) {
-                            W::stretch_4x3(kc, wt, wrb, xt, xs, a);
+                            stretch_4x3_f32(kc, ct, sws, xt, xs, a);
                             continue;
                         }
                         macro_rules! go {
