@@ -1469,7 +1469,7 @@ unsafe fn gemm_converted<W: FloatWeights>(
     });
 }
 
-/// Prefill tiles of the blocked float product: RM float weight rows
+/// Edge tiles of the blocked float product: RM float weight rows
 /// (`w + i * ws`, bytes, converted as they load) times RN f32 activation
 /// rows (`x + j * xs`, elements), `n` elements (a multiple of 8), continuing
 /// the RM x RN 8-lane accumulators stored at `acc` (`acc[j * RM + i]`). Each
@@ -1841,11 +1841,11 @@ unsafe fn blocks<W: FloatWeights>(
 }
 
 /// [`crate::dot::GemmFn`] for float weights and f32 activations: from
-/// [`BLOCKED_MIN_TOKENS`] tokens on, rows of at most
-/// [`crate::matmul::FLOAT_PACK_MAX_COLS`] as 4 x 3 tiles over f32 rows
-/// (F16/BF16 rows converted once per group) and longer ones through the
-/// cache-blocked product ([`gemm_float_blocked`]); else 2 x 4 tiles
-/// converting as they load, and 4 x 1 for one token.
+/// [`BLOCKED_MIN_TOKENS`] tokens on, F16 rows and rows longer than
+/// [`crate::matmul::FLOAT_PACK_MAX_COLS`] through the cache-blocked product
+/// ([`gemm_float_blocked`]), shorter F32/BF16 rows as 4 x 3 tiles over f32
+/// rows (BF16 converted once per group); else 2 x 4 tiles converting as
+/// they load, and 4 x 1 for one token.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_float<W: FloatWeights>(
