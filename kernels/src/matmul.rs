@@ -264,8 +264,8 @@ fn run_tiles(
     ys: &mut [f32],
 ) {
     let chunk = if p.all_tokens && float_blocked(p.ty, cols, n_tokens) {
-        // The blocked product reads every token once per row block: items
-        // of whole row blocks, sized for balance only.
+        // The blocked product walks each item's row blocks once per token
+        // block: items of whole row blocks, sized for balance only.
         rows.div_ceil(pool.n_threads() * CHUNKS_PER_THREAD)
             .next_multiple_of(FLOAT_BLOCK_ROWS)
     } else {

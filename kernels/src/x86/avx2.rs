@@ -1412,6 +1412,22 @@ unsafe fn gemm_f32_rows(
     }
 }
 
+/// Writes the `n` float weights at `src` to `dst` as f32 (exact for all
+/// three formats).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn convert_row<W: FloatWeights>(src: *const u8, dst: *mut f32, n: usize) {
+    let mut k = 0;
+    while k + 8 <= n {
+        _mm256_storeu_ps(dst.add(k), W::load8(src.add(W::BYTES * k)));
+        k += 8;
+    }
+    while k < n {
+        *dst.add(k) = W::load1(src.add(W::BYTES * k));
+        k += 1;
+    }
+}
+
 /// Prefill of F16/BF16 weights: groups of rows converted to f32 once
 /// (exactly: both formats are subsets of f32) into a per-thread buffer, then
 /// [`gemm_f32_rows`] over all tokens; the products are those of
@@ -1442,16 +1458,7 @@ unsafe fn gemm_converted<W: FloatWeights>(
         while g0 < rows {
             let gr = (rows - g0).min(group);
             for i in 0..gr {
-                let (src, d) = (w.add((g0 + i) * wrb), dst.add(i * stride));
-                let mut k = 0;
-                while k + 8 <= n {
-                    _mm256_storeu_ps(d.add(k), W::load8(src.add(W::BYTES * k)));
-                    k += 8;
-                }
-                while k < n {
-                    *d.add(k) = W::load1(src.add(W::BYTES * k));
-                    k += 1;
-                }
+                convert_row::<W>(w.add((g0 + i) * wrb), dst.add(i * stride), n);
             }
             gemm_f32_rows(
                 n,
@@ -1469,8 +1476,9 @@ unsafe fn gemm_converted<W: FloatWeights>(
     });
 }
 
-/// Edge tiles of the blocked float product: RM float weight rows
-/// (`w + i * ws`, bytes, converted as they load) times RN f32 activation
+/// Edge tiles of the blocked float product: RM f32 weight rows
+/// (`w + i * ws`, bytes: the rows in place for F32, the converted stretch
+/// for F16/BF16) times RN f32 activation
 /// rows (`x + j * xs`, elements), `n` elements (a multiple of 8), continuing
 /// the RM x RN 8-lane accumulators stored at `acc` (`acc[j * RM + i]`). Each
 /// accumulator runs the FMA chain of [`tile_float`] over this stretch of the
@@ -1478,7 +1486,7 @@ unsafe fn gemm_converted<W: FloatWeights>(
 #[inline]
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_float_stretch<W: FloatWeights, const RM: usize, const RN: usize>(
+unsafe fn tile_float_stretch<const RM: usize, const RN: usize>(
     n: usize,
     w: *const u8,
     ws: usize,
@@ -1499,7 +1507,7 @@ unsafe fn tile_float_stretch<W: FloatWeights, const RM: usize, const RN: usize>(
         if RM <= RN {
             let mut wv = [_mm256_setzero_ps(); RM];
             for i in 0..RM {
-                wv[i] = W::load8(w.add(i * ws + W::BYTES * k));
+                wv[i] = _mm256_loadu_ps(w.add(i * ws + 4 * k) as *const f32);
             }
             for j in 0..RN {
                 let xv = _mm256_loadu_ps(x.add(j * xs + k));
@@ -1513,7 +1521,7 @@ unsafe fn tile_float_stretch<W: FloatWeights, const RM: usize, const RN: usize>(
                 xv[j] = _mm256_loadu_ps(x.add(j * xs + k));
             }
             for i in 0..RM {
-                let wv = W::load8(w.add(i * ws + W::BYTES * k));
+                let wv = _mm256_loadu_ps(w.add(i * ws + 4 * k) as *const f32);
                 for j in 0..RN {
                     a[j][i] = _mm256_fmadd_ps(wv, xv[j], a[j][i]);
                 }
@@ -1528,7 +1536,7 @@ unsafe fn tile_float_stretch<W: FloatWeights, const RM: usize, const RN: usize>(
     }
 }
 
-/// [`tile_float_stretch`]`::<F32W, 4, 3>` in assembly. Sixteen registers: the 12 accumulators, the 3
+/// [`tile_float_stretch`]`::<4, 3>` in assembly. Sixteen registers: the 12 accumulators, the 3
 /// activation vectors of the step and one weight vector, which each of the 4
 /// rows loads into in turn (renaming keeps the loads independent). LLVM,
 /// given the same loop as intrinsics, keeps a second weight register and
@@ -1789,11 +1797,8 @@ unsafe fn blocks<W: FloatWeights>(
                     (wb.add(W::BYTES * k0), wrb)
                 } else {
                     for r in 0..rb {
-                        let (src, dst) =
-                            (wb.add(r * wrb + W::BYTES * k0), conv.add(r * CONV_STRIDE));
-                        for k in (0..kc).step_by(8) {
-                            _mm256_storeu_ps(dst.add(k), W::load8(src.add(W::BYTES * k)));
-                        }
+                        let src = wb.add(r * wrb + W::BYTES * k0);
+                        convert_row::<W>(src, conv.add(r * CONV_STRIDE), kc);
                     }
                     (conv as *const u8, 4 * CONV_STRIDE)
                 };
@@ -1802,7 +1807,6 @@ unsafe fn blocks<W: FloatWeights>(
                     let xt = xb.add(tg * TILE_TOKENS * xs + k0);
                     for rt in 0..quads {
                         let rm = (rb - rt * TILE_ROWS).min(TILE_ROWS);
-                        let wt = wb.add(rt * TILE_ROWS * wrb + W::BYTES * k0);
                         let ct = sw.add(rt * TILE_ROWS * sws);
                         let a = tile_acc(rt, tg);
                         prefetch_lines(next, wrb, next_rows, lpr, line, per_tile);
@@ -1811,9 +1815,12 @@ unsafe fn blocks<W: FloatWeights>(
                             stretch_4x3_f32(kc, ct, sws, xt, xs, a);
                             continue;
                         }
+                        // Edge tiles read the same f32 stretch (F16/BF16
+                        // already converted: the same bits as converting
+                        // on load).
                         macro_rules! go {
                             ($m:literal, $n:literal) => {
-                                tile_float_stretch::<W, $m, $n>(kc, wt, wrb, xt, xs, a)
+                                tile_float_stretch::<$m, $n>(kc, ct, sws, xt, xs, a)
                             };
                         }
                         tile_up_to_4x3!(rm, rn, go);
