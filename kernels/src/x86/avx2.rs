@@ -1230,100 +1230,104 @@ impl FloatWeights for BF16W {
     }
 }
 
-/// Accumulators of a float row dot (the order of the row dots, decode and
-/// products of fewer than [`crate::matmul::FLOAT_BLOCKED_MIN_TOKENS`]
-/// tokens): 8-element block `b` of a row goes into accumulator `b % 4`, in
-/// element order; the dot is the horizontal sum of `(a0 + a1) + (a2 +
-/// a3)`, plus the `n % 8` tail in scalar order. Four chains let one row be
-/// read as one sequential stream at full speed (a single chain waits on
-/// FMA latency): decode reads one row at a time, which on a Zen 4 core ran
-/// 1.2-1.3x faster end to end than tiles of 4 rows interleaved (4 streams,
-/// one chain each; 0.6B F16, 1 thread). The blocked prefill keeps one
-/// chain per output (its 4 x 3 register tile has no room for four; a pass
-/// per chain measured ~15% slower), so its outputs can differ from these
-/// in the last bits, as llama.cpp's batched and single-token products do.
-const FLOAT_CHAINS: usize = 4;
-
-/// The dot of one accumulator set: [`FLOAT_CHAINS`]' combination order.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn sum_chains(a: [__m256; FLOAT_CHAINS]) -> f32 {
-    hsum_ps(_mm256_add_ps(
-        _mm256_add_ps(a[0], a[1]),
-        _mm256_add_ps(a[2], a[3]),
-    ))
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f32_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= 4 * n && x.len() >= 4 * n);
-    row_float::<F32W, 1>(n, w.as_ptr(), x.as_ptr(), 0)[0]
+    tile_float::<F32W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
 }
 
-/// The F16 dot of matrix rows and of attention over the f16 key cache.
+/// The F16 dot of [`crate::dot::dot_fn`] (the 1 x 1 tile, so that matrix
+/// products equal it bit for bit).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_f32_tile(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
+    tile_float::<F16W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
+}
+
+/// A latency-friendly F16 dot for short rows used one at a time (attention
+/// over the f16 key cache): four independent accumulators.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
-    row_float::<F16W, 1>(n, w.as_ptr(), x.as_ptr(), 0)[0]
+    let (a, b) = (w.as_ptr(), x.as_ptr() as *const f32);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, s) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            *s = _mm256_fmadd_ps(load_f16x8(a.add(2 * o)), _mm256_loadu_ps(b.add(o)), *s);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(load_f16x8(a.add(2 * i)), _mm256_loadu_ps(b.add(i)), acc[0]);
+        i += 8;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(v);
+    while i < n {
+        s += f16_at(a.add(2 * i)) * b.add(i).read_unaligned();
+        i += 1;
+    }
+    s
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_bf16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
-    row_float::<BF16W, 1>(n, w.as_ptr(), x.as_ptr(), 0)[0]
+    tile_float::<BF16W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
 }
 
-/// One float weight row (`w`) times RN f32 activation rows (`x + j * xs`,
-/// bytes), `n` elements, in the order of [`FLOAT_CHAINS`]: the row is read
-/// once, front to back (one stream), for all RN tokens.
+/// RM float weight rows (`w + i * ws`) times RN f32 activation rows (`x + j *
+/// xs`, bytes), `n` elements: one 8-lane FMA accumulator per pair, then the
+/// `n % 8` tail in scalar order. A non-null `pf` is prefetched alongside, as
+/// many bytes per step as the step reads from the RM rows (decode: the next
+/// tile, when the rows are consecutive).
 #[inline]
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn row_float<W: FloatWeights, const RN: usize>(
+pub(crate) unsafe fn tile_float<W: FloatWeights, const RM: usize, const RN: usize>(
     n: usize,
     w: *const u8,
+    ws: usize,
     x: *const u8,
     xs: usize,
-) -> [f32; RN] {
-    let mut acc = [[_mm256_setzero_ps(); FLOAT_CHAINS]; RN];
-    let xv = |j: usize, k: usize| _mm256_loadu_ps(x.add(j * xs + 4 * k) as *const f32);
+    pf: *const u8,
+) -> [[f32; RM]; RN] {
+    let mut acc = [[_mm256_setzero_ps(); RM]; RN];
     let mut k = 0;
-    while k + 8 * FLOAT_CHAINS <= n {
-        let mut wv = [_mm256_setzero_ps(); FLOAT_CHAINS];
-        for c in 0..FLOAT_CHAINS {
-            wv[c] = W::load8(w.add(W::BYTES * (k + 8 * c)));
+    let step = RM * 8 * W::BYTES;
+    while k + 8 <= n {
+        if !pf.is_null() {
+            prefetch_span(pf.wrapping_add(k / 8 * step), step);
+        }
+        let mut wv = [_mm256_setzero_ps(); RM];
+        for i in 0..RM {
+            wv[i] = W::load8(w.add(i * ws + W::BYTES * k));
         }
         for j in 0..RN {
-            for c in 0..FLOAT_CHAINS {
-                acc[j][c] = _mm256_fmadd_ps(wv[c], xv(j, k + 8 * c), acc[j][c]);
+            let xv = _mm256_loadu_ps(x.add(j * xs + 4 * k) as *const f32);
+            for i in 0..RM {
+                acc[j][i] = _mm256_fmadd_ps(wv[i], xv, acc[j][i]);
             }
         }
-        k += 8 * FLOAT_CHAINS;
+        k += 8;
     }
-    let mut c = 0;
-    while k + 8 <= n {
-        let wv = W::load8(w.add(W::BYTES * k));
-        for j in 0..RN {
-            acc[j][c] = _mm256_fmadd_ps(wv, xv(j, k), acc[j][c]);
-        }
-        (c, k) = (c + 1, k + 8);
-    }
-    let mut out = [0f32; RN];
+    let mut out = hsum_tile(&acc);
     for j in 0..RN {
-        out[j] = sum_chains(acc[j]);
-        let xr = x.add(j * xs) as *const f32;
-        for e in k..n {
-            out[j] += W::load1(w.add(W::BYTES * e)) * xr.add(e).read_unaligned();
+        for i in 0..RM {
+            let (a, b) = (w.add(i * ws), x.add(j * xs) as *const f32);
+            for e in k..n {
+                out[j][i] += W::load1(a.add(W::BYTES * e)) * b.add(e).read_unaligned();
+            }
         }
     }
     out
 }
 
 /// RM f32 weight rows (`w + i * ws`) times RN f32 activation rows (`x + j *
-/// xs`), `n` elements, in the prefill order (of every product of
-/// [`crate::matmul::FLOAT_BLOCKED_MIN_TOKENS`] tokens or more): one 8-lane
-/// FMA chain per output over the row in element order, its horizontal sum,
-/// then the `n % 8` tail in scalar order; with the RN activation
+/// xs`), `n` elements: the same per-lane FMA chains, horizontal sums and
+/// scalar tail as [`tile_float`] (so the same bits), with the RN activation
 /// vectors held in registers and each weight vector loaded once per step
 /// (4 x 3: 12 accumulators + 3 + 1 registers, no spills).
 #[inline]
@@ -1427,7 +1431,7 @@ unsafe fn convert_row<W: FloatWeights>(src: *const u8, dst: *mut f32, n: usize) 
 /// Prefill of F16/BF16 weights: groups of rows converted to f32 once
 /// (exactly: both formats are subsets of f32) into a per-thread buffer, then
 /// [`gemm_f32_rows`] over all tokens; the products are those of
-/// [`tile_f32_xreg`] on the original rows, bit for bit.
+/// [`tile_float`] on the original rows, bit for bit.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_converted<W: FloatWeights>(
@@ -1477,7 +1481,7 @@ unsafe fn gemm_converted<W: FloatWeights>(
 /// for F16/BF16) times RN f32 activation
 /// rows (`x + j * xs`, elements), `n` elements (a multiple of 8), continuing
 /// the RM x RN 8-lane accumulators stored at `acc` (`acc[j * RM + i]`). Each
-/// accumulator runs the FMA chain of [`tile_f32_xreg`] over this stretch of the
+/// accumulator runs the FMA chain of [`tile_float`] over this stretch of the
 /// row, so a row split into stretches gives the same bits as one pass.
 #[inline]
 #[allow(clippy::needless_range_loop)]
@@ -1539,7 +1543,7 @@ unsafe fn tile_float_stretch<const RM: usize, const RN: usize>(
 /// spills an accumulator, which puts a store and a reload on its FMA chain
 /// (measured: ~45 instead of ~105 GFLOP/s on one EPYC core, in L1).
 /// Each accumulator `acc[j * 4 + i]` runs `fma(w_i, x_j, acc)` over the
-/// stretch in element order: the chain of [`tile_f32_xreg`].
+/// stretch in element order: the chain of [`tile_float`].
 ///
 /// # Safety
 /// `n` a positive multiple of 8; rows `w + i * ws` (bytes) and `x + j *
@@ -1584,7 +1588,7 @@ unsafe fn stretch_4x3_f32(
             "vfmadd231ps {a8}, {t}, {xc}",
             "vmovups {t}, [{w1} + {k}*4]",
             "vfmadd231ps {a1}, {t}, {xa}",
-            "vfmadd231ps {a4}, {t}, {xb}",
+            "vfmadd231ps {a5}, {t}, {xb}",
             "vfmadd231ps {a9}, {t}, {xc}",
             "vmovups {t}, [{w2} + {k}*4]",
             "vfmadd231ps {a2}, {t}, {xa}",
@@ -1663,7 +1667,7 @@ thread_local! {
 /// block's 4-row tiles pass ([`stretch_4x3_f32`]; F16/BF16 stretches are
 /// first converted to f32, once for all the block's tokens), and every tile
 /// continues its accumulators from the previous stretch. Then each accumulator's horizontal sum plus the
-/// `n % 8` tail in scalar order, as [`tile_f32_xreg`] does, so every output
+/// `n % 8` tail in scalar order, as [`tile_float`] does, so every output
 /// equals the row dot bit for bit.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -1823,7 +1827,7 @@ unsafe fn blocks<W: FloatWeights>(
                     }
                 }
             }
-            // Horizontal sums, then the tail as `tile_f32_xreg` adds it.
+            // Horizontal sums, then the tail as `tile_float` adds it.
             for t in 0..tb {
                 let (tg, j) = (t / TILE_TOKENS, t % TILE_TOKENS);
                 let xr = xb.add(t * xs);
@@ -1847,9 +1851,8 @@ unsafe fn blocks<W: FloatWeights>(
 /// [`BLOCKED_MIN_TOKENS`] tokens on, F16 rows and rows longer than
 /// [`crate::matmul::FLOAT_PACK_MAX_COLS`] through the cache-blocked product
 /// ([`gemm_float_blocked`]), shorter F32/BF16 rows as 4 x 3 tiles over f32
-/// rows (BF16 converted once per group), all in the prefill order of
-/// [`tile_f32_xreg`]; fewer tokens (decode) one row at a time in the order
-/// of [`FLOAT_CHAINS`] ([`row_float`]).
+/// rows (BF16 converted once per group); else 2 x 4 tiles converting as
+/// they load, and 4 x 1 for one token.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_float<W: FloatWeights>(
@@ -1875,28 +1878,43 @@ unsafe fn gemm_float<W: FloatWeights>(
         }
         return;
     }
-    // Fewer tokens (decode): each row read once, front to back, for up to
-    // 3 tokens at a time.
-    for r in 0..rows {
+    let (rm_max, rn_max) = if toks == 1 { (4, 1) } else { (2, 4) };
+    let mut r = 0;
+    while r < rows {
+        let rm = (rows - r).min(rm_max);
         let wr = w.add(r * wrb);
+        // Decode of short consecutive rows (the output head, most of the
+        // backbone): prefetch the next 4-row tile spread over this one's
+        // loop, as `gemm_q8` does (longer tiles would evict this one from L1).
+        let pf = if toks == 1 && rm == 4 && 4 * wrb <= SHORT_TILE_BYTES && wrb == n * W::BYTES {
+            wr.wrapping_add(4 * wrb)
+        } else {
+            std::ptr::null()
+        };
         let mut t = 0;
         while t < toks {
-            let rn = (toks - t).min(3);
+            let rn = (toks - t).min(rn_max);
             let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
             macro_rules! go {
-                ($n:literal) => {
-                    for (j, v) in row_float::<W, $n>(n, wr, xt, xrb).into_iter().enumerate() {
-                        *yt.add(j * ys) = v;
-                    }
+                ($m:literal, $n:literal) => {
+                    store_tile(tile_float::<W, $m, $n>(n, wr, wrb, xt, xrb, pf), yt, ys)
                 };
             }
-            match rn {
-                3 => go!(3),
-                2 => go!(2),
-                _ => go!(1),
+            match (rm, rn) {
+                (4, _) => go!(4, 1),
+                (3, _) => go!(3, 1),
+                (2, 4) => go!(2, 4),
+                (2, 3) => go!(2, 3),
+                (2, 2) => go!(2, 2),
+                (2, _) => go!(2, 1),
+                (_, 4) => go!(1, 4),
+                (_, 3) => go!(1, 3),
+                (_, 2) => go!(1, 2),
+                _ => go!(1, 1),
             }
             t += rn;
         }
+        r += rm;
     }
 }
 
