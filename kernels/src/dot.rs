@@ -172,7 +172,7 @@ pub fn dot_fn(isa: Isa, ty: GgmlType) -> Option<DotFn> {
                 Q5K => dot_q5_k_q8_k,
                 Q6K => dot_q6_k_q8_k,
                 F32 => dot_f32_f32,
-                F16 => dot_f16_f32_tile,
+                F16 => dot_f16_f32_matrix,
                 BF16 => dot_bf16_f32,
                 _ => return None,
             };

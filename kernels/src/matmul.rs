@@ -27,7 +27,7 @@ const MIN_CHUNK_BYTES: usize = 32 << 10;
 /// token at once in cache-sized blocks (below it converting weights to f32
 /// once and the accumulator round trips are not amortized, and the tiles
 /// converting as they load run).
-pub(crate) const FLOAT_BLOCKED_MIN_TOKENS: usize = 6;
+pub const FLOAT_BLOCKED_MIN_TOKENS: usize = 6;
 /// Longest F32/BF16 rows that the AVX2 prefill converts to f32 by row
 /// groups and runs as 4 x 3 tiles over whole rows (measured faster than the
 /// blocked product for these rows). Longer rows, and F16 rows of any length,

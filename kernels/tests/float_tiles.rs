@@ -6,17 +6,55 @@
 //! and 64 rows, rows walked in stretches of 512 elements, F16/BF16 stretches
 //! converted to f32, 4 x 3 tiles in assembly carrying their accumulators from
 //! stretch to stretch).
-//! Every element equals the single-row dot of the same family bit for bit,
-//! and lies within the f32-accumulation bound of an f64 reference.
+//! Every element lies within the f32-accumulation bound of an f64
+//! reference and equals, bit for bit, the single-row dot of the same family
+//! (scalar, NEON), or on AVX2 a scalar emulation of the documented order of
+//! its path, for both float decodes ([`FloatDecode`]): the row dots, decode
+//! and batches below the blocking threshold run four 8-lane FMA chains
+//! (block `b` into chain `b % 4`) with `Rows`, one chain per output with
+//! `Tiles`; the prefill from the threshold on one chain per output.
+//! (The decode is a process-wide setting: the tests here take turns.)
 #![allow(clippy::needless_range_loop)] // index loops read clearer in reference checks
 
 mod common;
 use common::*;
 use meki_kernels::formats::GgmlType;
-use meki_kernels::matmul::{matmul_quantized, matmul_with};
-use meki_kernels::{vec_dot, Isa, ThreadPool};
+use meki_kernels::matmul::{matmul_quantized, matmul_with, FLOAT_BLOCKED_MIN_TOKENS};
+use meki_kernels::{set_float_decode, vec_dot, FloatDecode, Isa, ThreadPool};
+use std::sync::Mutex;
+
+/// Held by each test while it sets the process-wide float decode.
+static DECODE: Mutex<()> = Mutex::new(());
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// The AVX2 float product of one row in scalar f32 arithmetic: 8-lane
+/// accumulators (`chains` of them, 8-element block `b` into chain
+/// `b % chains`, each step one fused multiply-add), the chains combined
+/// pairwise (`(a0 + a1) + (a2 + a3)`), the 8 lanes summed as the kernel's
+/// horizontal sum does (halves, then pairs, then the last two), then the
+/// `n % 8` tail in element order.
+fn emulated_dot(w: &[f32], x: &[f32], chains: usize) -> f32 {
+    let n = w.len();
+    let mut acc = vec![[0f32; 8]; chains];
+    for b in 0..n / 8 {
+        for l in 0..8 {
+            let a = &mut acc[b % chains][l];
+            *a = w[8 * b + l].mul_add(x[8 * b + l], *a);
+        }
+    }
+    let lanes: [f32; 8] = match chains {
+        1 => acc[0],
+        4 => std::array::from_fn(|l| (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l])),
+        _ => unreachable!(),
+    };
+    let h: [f32; 4] = std::array::from_fn(|l| lanes[l] + lanes[l + 4]);
+    let mut s = (h[0] + h[2]) + (h[1] + h[3]);
+    for e in n / 8 * 8..n {
+        s += w[e] * x[e];
+    }
+    s
+}
 
 /// Checks `matmul_with` (and `matmul_quantized` on the same f32 bytes) for
 /// one shape against the row dots (bits) and the f64 reference (bound).
@@ -35,10 +73,19 @@ fn check(
     let w1 = &wbuf[wr];
     for &n_tok in toks {
         let xs = random_f32(rng, n_tok * cols, 2.0);
-        for isa in Isa::available() {
+        let runs = Isa::available().into_iter().flat_map(|isa| {
+            let decodes: &[FloatDecode] = match isa {
+                Isa::Avx2 => &[FloatDecode::Rows, FloatDecode::Tiles],
+                _ => &[FloatDecode::Tiles],
+            };
+            decodes.iter().map(move |&d| (isa, d))
+        });
+        for (isa, decode) in runs {
+            set_float_decode(decode);
             let mut want = vec![0f32; n_tok * rows];
             for t in 0..n_tok {
-                let x: &[u8] = bytemuck::cast_slice(&xs[t * cols..(t + 1) * cols]);
+                let xt = &xs[t * cols..(t + 1) * cols];
+                let x: &[u8] = bytemuck::cast_slice(xt);
                 for r in 0..rows {
                     let wr = &w[r * rb..(r + 1) * rb];
                     let d = vec_dot(isa, ty, cols, wr, x).unwrap();
@@ -49,6 +96,22 @@ fn check(
                         "{ty} {isa} cols={cols}: dot {d} exact {exact} bound {bound}"
                     );
                     want[t * rows + r] = d;
+                    if isa == Isa::Avx2 {
+                        let wf: Vec<f32> = dequant_weights(ty, wr, cols)
+                            .iter()
+                            .map(|&(a, _)| a as f32)
+                            .collect();
+                        let chains = if decode == FloatDecode::Rows { 4 } else { 1 };
+                        let row_order = emulated_dot(&wf, xt, chains);
+                        assert_eq!(
+                            d.to_bits(),
+                            row_order.to_bits(),
+                            "{ty} avx2 {decode:?} row dot order"
+                        );
+                        if n_tok >= FLOAT_BLOCKED_MIN_TOKENS {
+                            want[t * rows + r] = emulated_dot(&wf, xt, 1);
+                        }
+                    }
                 }
             }
             for pool in pools {
@@ -63,7 +126,7 @@ fn check(
                     assert_eq!(
                         a.to_bits(),
                         b.to_bits(),
-                        "{ty} {isa} rows={rows} cols={cols} tokens={n_tok} threads={} at {k}: {a} vs {b}",
+                        "{ty} {isa} {decode:?} rows={rows} cols={cols} tokens={n_tok} threads={} at {k}: {a} vs {b}",
                         pool.n_threads()
                     );
                 }
@@ -77,6 +140,7 @@ fn check(
 /// groups, and row counts leaving 1-3 rows after the 4-row tiles.
 #[test]
 fn float_products_equal_row_dots_short_rows() {
+    let _turn = DECODE.lock().unwrap_or_else(|e| e.into_inner());
     let mut rng = Rng::new(41);
     let pools: Vec<ThreadPool> = [1, 2, 3].into_iter().map(ThreadPool::new).collect();
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
@@ -97,6 +161,7 @@ fn float_products_equal_row_dots_short_rows() {
 /// scalar tail) and a longer one (5003), which takes the blocked product.
 #[test]
 fn float_products_equal_row_dots_long_rows() {
+    let _turn = DECODE.lock().unwrap_or_else(|e| e.into_inner());
     let mut rng = Rng::new(43);
     let pools: Vec<ThreadPool> = [1, 2].into_iter().map(ThreadPool::new).collect();
     for ty in [GgmlType::F16, GgmlType::BF16, GgmlType::F32] {
@@ -114,6 +179,7 @@ fn float_products_equal_row_dots_long_rows() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn float_products_equal_row_dots_across_blocks() {
+    let _turn = DECODE.lock().unwrap_or_else(|e| e.into_inner());
     let mut rng = Rng::new(47);
     let pools: Vec<ThreadPool> = [1, 2].into_iter().map(ThreadPool::new).collect();
     for ty in [GgmlType::F16, GgmlType::BF16, GgmlType::F32] {

@@ -9,8 +9,17 @@ use common::*;
 use meki_kernels::formats::GgmlType;
 use meki_kernels::matmul::{matmul_with, matvec_quantized};
 use meki_kernels::{
-    isa, matmul, matvec, quantize_activations, vec_dot, vec_dot_type, Isa, ThreadPool,
+    isa, matmul, matvec, quantize_activations, set_float_decode, vec_dot, vec_dot_type,
+    FloatDecode, Isa, ThreadPool,
 };
+
+/// Float products equal the row dots at every token count with the `Tiles`
+/// decode; with `Rows` the decode and prefill orders differ by design
+/// (float_tiles.rs checks each against its own order). Every test here
+/// sets the same value, so the process-wide setting never races.
+fn tiles_decode() {
+    set_float_decode(FloatDecode::Tiles);
+}
 
 const TYPES: [GgmlType; 11] = [
     GgmlType::Q4_0,
@@ -56,6 +65,7 @@ fn expected(
 
 #[test]
 fn matmul_equals_row_dots() {
+    tiles_decode();
     let mut rng = Rng::new(21);
     let pools: Vec<ThreadPool> = [1, 2, 3].into_iter().map(ThreadPool::new).collect();
     for ty in TYPES {
@@ -105,6 +115,7 @@ fn matmul_equals_row_dots() {
 /// row dots.
 #[test]
 fn decode_prefetching_tiles_equal_row_dots() {
+    tiles_decode();
     let mut rng = Rng::new(23);
     let pools: Vec<ThreadPool> = [1, 2, 3].into_iter().map(ThreadPool::new).collect();
     let types = [
@@ -143,6 +154,7 @@ fn decode_prefetching_tiles_equal_row_dots() {
 
 #[test]
 fn matvec_quantized_and_shape_errors() {
+    tiles_decode();
     let mut rng = Rng::new(4);
     let pool = ThreadPool::new(2);
     let (rows, cols) = (5, 64);
@@ -175,6 +187,7 @@ fn matvec_quantized_and_shape_errors() {
 /// SIMD width take the scalar tail inside every tile shape.
 #[test]
 fn float_matmul_odd_lengths_equal_row_dots() {
+    tiles_decode();
     let mut rng = Rng::new(33);
     let pool = ThreadPool::new(2);
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
@@ -253,6 +266,7 @@ fn q45_k_lane_model(ty: GgmlType, w: &[u8], x: &[u8], nb: usize) -> f32 {
 /// scales and mins with all-15 quants, and extreme activations.
 #[test]
 fn avx2_k4_rows_equal_lane_model() {
+    tiles_decode();
     if !Isa::Avx2.is_available() {
         eprintln!("skipped: no AVX2");
         return;

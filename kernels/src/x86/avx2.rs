@@ -12,6 +12,7 @@
 //! scalar reference, summed in a different order.
 
 use crate::formats::*;
+use crate::FloatDecode;
 use std::arch::x86_64::*;
 
 const BQ4_0: usize = std::mem::size_of::<BlockQ4_0>();
@@ -1230,52 +1231,112 @@ impl FloatWeights for BF16W {
     }
 }
 
+/// Accumulators of a float row dot (the order of the row dots, decode and
+/// products of fewer than [`crate::matmul::FLOAT_BLOCKED_MIN_TOKENS`]
+/// tokens): 8-element block `b` of a row goes into accumulator `b % 4`, in
+/// element order; the dot is the horizontal sum of `(a0 + a1) + (a2 +
+/// a3)`, plus the `n % 8` tail in scalar order. Four chains let one row be
+/// read as one sequential stream at full speed (a single chain waits on
+/// FMA latency): decode reads one row at a time, which on a Zen 4 core ran
+/// 1.2-1.3x faster end to end than tiles of 4 rows interleaved (4 streams,
+/// one chain each; 0.6B F16, 1 thread). The blocked prefill keeps one
+/// chain per output (its 4 x 3 register tile has no room for four; a pass
+/// per chain measured ~15% slower), so its outputs can differ from these
+/// in the last bits, as llama.cpp's batched and single-token products do.
+const FLOAT_CHAINS: usize = 4;
+
+/// The dot of one accumulator set: [`FLOAT_CHAINS`]' combination order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sum_chains(a: [__m256; FLOAT_CHAINS]) -> f32 {
+    hsum_ps(_mm256_add_ps(
+        _mm256_add_ps(a[0], a[1]),
+        _mm256_add_ps(a[2], a[3]),
+    ))
+}
+
+/// The row dot of a float matrix: the order of its decode
+/// ([`crate::FloatDecode`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_float<W: FloatWeights>(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    debug_assert!(w.len() >= W::BYTES * n && x.len() >= 4 * n);
+    match crate::float_decode() {
+        FloatDecode::Rows => row_float::<W, 1>(n, w.as_ptr(), x.as_ptr(), 0)[0],
+        FloatDecode::Tiles => {
+            tile_float::<W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
+        }
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f32_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    debug_assert!(w.len() >= 4 * n && x.len() >= 4 * n);
-    tile_float::<F32W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
+    dot_float::<F32W>(n, w, x)
 }
 
-/// The F16 dot of [`crate::dot::dot_fn`] (the 1 x 1 tile, so that matrix
-/// products equal it bit for bit).
+/// The F16 dot of [`crate::dot::dot_fn`] (matrix rows: the decode order).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_f16_f32_tile(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
-    tile_float::<F16W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
+pub(crate) unsafe fn dot_f16_f32_matrix(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    dot_float::<F16W>(n, w, x)
 }
 
-/// A latency-friendly F16 dot for short rows used one at a time (attention
-/// over the f16 key cache): four independent accumulators.
+/// The F16 dot of attention over the f16 key cache (rows used one at a
+/// time: four chains, whatever the matrices' decode order).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
-    let (a, b) = (w.as_ptr(), x.as_ptr() as *const f32);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (k, s) in acc.iter_mut().enumerate() {
-            let o = i + 8 * k;
-            *s = _mm256_fmadd_ps(load_f16x8(a.add(2 * o)), _mm256_loadu_ps(b.add(o)), *s);
-        }
-        i += 32;
-    }
-    while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(load_f16x8(a.add(2 * i)), _mm256_loadu_ps(b.add(i)), acc[0]);
-        i += 8;
-    }
-    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut s = hsum_ps(v);
-    while i < n {
-        s += f16_at(a.add(2 * i)) * b.add(i).read_unaligned();
-        i += 1;
-    }
-    s
+    row_float::<F16W, 1>(n, w.as_ptr(), x.as_ptr(), 0)[0]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_bf16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
-    tile_float::<BF16W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
+    dot_float::<BF16W>(n, w, x)
+}
+
+/// One float weight row (`w`) times RN f32 activation rows (`x + j * xs`,
+/// bytes), `n` elements, in the order of [`FLOAT_CHAINS`]: the row is read
+/// once, front to back (one stream), for all RN tokens.
+#[inline]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn row_float<W: FloatWeights, const RN: usize>(
+    n: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+) -> [f32; RN] {
+    let mut acc = [[_mm256_setzero_ps(); FLOAT_CHAINS]; RN];
+    let xv = |j: usize, k: usize| _mm256_loadu_ps(x.add(j * xs + 4 * k) as *const f32);
+    let mut k = 0;
+    while k + 8 * FLOAT_CHAINS <= n {
+        let mut wv = [_mm256_setzero_ps(); FLOAT_CHAINS];
+        for c in 0..FLOAT_CHAINS {
+            wv[c] = W::load8(w.add(W::BYTES * (k + 8 * c)));
+        }
+        for j in 0..RN {
+            for c in 0..FLOAT_CHAINS {
+                acc[j][c] = _mm256_fmadd_ps(wv[c], xv(j, k + 8 * c), acc[j][c]);
+            }
+        }
+        k += 8 * FLOAT_CHAINS;
+    }
+    let mut c = 0;
+    while k + 8 <= n {
+        let wv = W::load8(w.add(W::BYTES * k));
+        for j in 0..RN {
+            acc[j][c] = _mm256_fmadd_ps(wv, xv(j, k), acc[j][c]);
+        }
+        (c, k) = (c + 1, k + 8);
+    }
+    let mut out = [0f32; RN];
+    for j in 0..RN {
+        out[j] = sum_chains(acc[j]);
+        let xr = x.add(j * xs) as *const f32;
+        for e in k..n {
+            out[j] += W::load1(w.add(W::BYTES * e)) * xr.add(e).read_unaligned();
+        }
+    }
+    out
 }
 
 /// RM float weight rows (`w + i * ws`) times RN f32 activation rows (`x + j *
@@ -1326,8 +1387,10 @@ pub(crate) unsafe fn tile_float<W: FloatWeights, const RM: usize, const RN: usiz
 }
 
 /// RM f32 weight rows (`w + i * ws`) times RN f32 activation rows (`x + j *
-/// xs`), `n` elements: the same per-lane FMA chains, horizontal sums and
-/// scalar tail as [`tile_float`] (so the same bits), with the RN activation
+/// xs`), `n` elements, in the prefill order (of every product of
+/// [`crate::matmul::FLOAT_BLOCKED_MIN_TOKENS`] tokens or more): one 8-lane
+/// FMA chain per output over the row in element order, its horizontal sum,
+/// then the `n % 8` tail in scalar order; with the RN activation
 /// vectors held in registers and each weight vector loaded once per step
 /// (4 x 3: 12 accumulators + 3 + 1 registers, no spills).
 #[inline]
@@ -1431,7 +1494,7 @@ unsafe fn convert_row<W: FloatWeights>(src: *const u8, dst: *mut f32, n: usize) 
 /// Prefill of F16/BF16 weights: groups of rows converted to f32 once
 /// (exactly: both formats are subsets of f32) into a per-thread buffer, then
 /// [`gemm_f32_rows`] over all tokens; the products are those of
-/// [`tile_float`] on the original rows, bit for bit.
+/// [`tile_f32_xreg`] on the original rows, bit for bit.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_converted<W: FloatWeights>(
@@ -1481,7 +1544,7 @@ unsafe fn gemm_converted<W: FloatWeights>(
 /// for F16/BF16) times RN f32 activation
 /// rows (`x + j * xs`, elements), `n` elements (a multiple of 8), continuing
 /// the RM x RN 8-lane accumulators stored at `acc` (`acc[j * RM + i]`). Each
-/// accumulator runs the FMA chain of [`tile_float`] over this stretch of the
+/// accumulator runs the FMA chain of [`tile_f32_xreg`] over this stretch of the
 /// row, so a row split into stretches gives the same bits as one pass.
 #[inline]
 #[allow(clippy::needless_range_loop)]
@@ -1543,7 +1606,7 @@ unsafe fn tile_float_stretch<const RM: usize, const RN: usize>(
 /// spills an accumulator, which puts a store and a reload on its FMA chain
 /// (measured: ~45 instead of ~105 GFLOP/s on one EPYC core, in L1).
 /// Each accumulator `acc[j * 4 + i]` runs `fma(w_i, x_j, acc)` over the
-/// stretch in element order: the chain of [`tile_float`].
+/// stretch in element order: the chain of [`tile_f32_xreg`].
 ///
 /// # Safety
 /// `n` a positive multiple of 8; rows `w + i * ws` (bytes) and `x + j *
@@ -1667,7 +1730,7 @@ thread_local! {
 /// block's 4-row tiles pass ([`stretch_4x3_f32`]; F16/BF16 stretches are
 /// first converted to f32, once for all the block's tokens), and every tile
 /// continues its accumulators from the previous stretch. Then each accumulator's horizontal sum plus the
-/// `n % 8` tail in scalar order, as [`tile_float`] does, so every output
+/// `n % 8` tail in scalar order, as [`tile_f32_xreg`] does, so every output
 /// equals the row dot bit for bit.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -1827,7 +1890,7 @@ unsafe fn blocks<W: FloatWeights>(
                     }
                 }
             }
-            // Horizontal sums, then the tail as `tile_float` adds it.
+            // Horizontal sums, then the tail as `tile_f32_xreg` adds it.
             for t in 0..tb {
                 let (tg, j) = (t / TILE_TOKENS, t % TILE_TOKENS);
                 let xr = xb.add(t * xs);
@@ -1851,8 +1914,9 @@ unsafe fn blocks<W: FloatWeights>(
 /// [`BLOCKED_MIN_TOKENS`] tokens on, F16 rows and rows longer than
 /// [`crate::matmul::FLOAT_PACK_MAX_COLS`] through the cache-blocked product
 /// ([`gemm_float_blocked`]), shorter F32/BF16 rows as 4 x 3 tiles over f32
-/// rows (BF16 converted once per group); else 2 x 4 tiles converting as
-/// they load, and 4 x 1 for one token.
+/// rows (BF16 converted once per group), all in the prefill order of
+/// [`tile_f32_xreg`]; fewer tokens (decode) one row at a time in the order
+/// of [`FLOAT_CHAINS`] ([`row_float`]).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_float<W: FloatWeights>(
@@ -1878,6 +1942,50 @@ unsafe fn gemm_float<W: FloatWeights>(
         }
         return;
     }
+    if crate::float_decode() == FloatDecode::Tiles {
+        gemm_float_tiles::<W>(n, w, wrb, rows, x, xrb, toks, y, ys);
+        return;
+    }
+    // Fewer tokens (decode): each row read once, front to back, for up to
+    // 3 tokens at a time.
+    for r in 0..rows {
+        let wr = w.add(r * wrb);
+        let mut t = 0;
+        while t < toks {
+            let rn = (toks - t).min(3);
+            let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
+            macro_rules! go {
+                ($n:literal) => {
+                    for (j, v) in row_float::<W, $n>(n, wr, xt, xrb).into_iter().enumerate() {
+                        *yt.add(j * ys) = v;
+                    }
+                };
+            }
+            match rn {
+                3 => go!(3),
+                2 => go!(2),
+                _ => go!(1),
+            }
+            t += rn;
+        }
+    }
+}
+
+/// The decode of [`FloatDecode::Tiles`]: 4 x 1 tiles (2 x 4 for a few
+/// tokens) of [`tile_float`], the prefill order.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_float_tiles<W: FloatWeights>(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
     let (rm_max, rn_max) = if toks == 1 { (4, 1) } else { (2, 4) };
     let mut r = 0;
     while r < rows {
