@@ -183,11 +183,11 @@ pub fn set_isa(i: Isa) -> Result<(), IsaUnavailable> {
 /// tokens; the prefill from that count on is the same for both.
 ///
 /// The two read memory differently and each CPU family prefers one
-/// (measured, 0.6B F16 decode, same binary): `Rows` reads one weight row
-/// at a time, front to back (one sequential stream, four FMA chains per
-/// row), 1.2-1.6x faster than `Tiles` on a Zen 4 EPYC; `Tiles` reads 4 rows
-/// at once (4 x 1 register tiles, one chain per row, the prefill's order),
-/// 1.4-1.6x faster than `Rows` on a Xeon. `auto` (the default) picks `Rows`
+/// (measured, F16 decode, same binary): `Rows` reads one weight row at a
+/// time, front to back (one sequential stream, four FMA chains per row),
+/// 1.2-1.4x faster than `Tiles` on a Zen 4 EPYC (0.6B and 1.7B shapes);
+/// `Tiles` reads 4 rows at once (4 x 1 register tiles, one chain per row,
+/// the prefill's order), 1.4-1.5x faster than `Rows` on a Xeon (0.6B). `auto` (the default) picks `Rows`
 /// on AMD CPUs and `Tiles` elsewhere; env `MEKI_FLOAT_DECODE` (`rows`,
 /// `tiles`, `auto`) or [`set_float_decode`] override it.
 ///

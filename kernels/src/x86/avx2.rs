@@ -1231,15 +1231,17 @@ impl FloatWeights for BF16W {
     }
 }
 
-/// Accumulators of a float row dot (the order of the row dots, decode and
-/// products of fewer than [`crate::matmul::FLOAT_BLOCKED_MIN_TOKENS`]
-/// tokens): 8-element block `b` of a row goes into accumulator `b % 4`, in
+/// Accumulators of a float row dot with [`FloatDecode::Rows`] (the order of
+/// the row dots, decode and products of fewer than
+/// [`crate::matmul::FLOAT_BLOCKED_MIN_TOKENS`] tokens; also attention's f16
+/// dot): 8-element block `b` of a row goes into accumulator `b % 4`, in
 /// element order; the dot is the horizontal sum of `(a0 + a1) + (a2 +
 /// a3)`, plus the `n % 8` tail in scalar order. Four chains let one row be
 /// read as one sequential stream at full speed (a single chain waits on
 /// FMA latency): decode reads one row at a time, which on a Zen 4 core ran
-/// 1.2-1.3x faster end to end than tiles of 4 rows interleaved (4 streams,
-/// one chain each; 0.6B F16, 1 thread). The blocked prefill keeps one
+/// 1.2-1.4x faster end to end than tiles of 4 rows interleaved (4 streams,
+/// one chain each; F16, 1 thread), and 1.4-1.5x slower on a Xeon (see
+/// [`FloatDecode`]). The blocked prefill keeps one
 /// chain per output (its 4 x 3 register tile has no room for four; a pass
 /// per chain measured ~15% slower), so its outputs can differ from these
 /// in the last bits, as llama.cpp's batched and single-token products do.
@@ -1729,9 +1731,10 @@ thread_local! {
 /// each 3-token group's stretches (6 KiB of f32) stay in L1 while the row
 /// block's 4-row tiles pass ([`stretch_4x3_f32`]; F16/BF16 stretches are
 /// first converted to f32, once for all the block's tokens), and every tile
-/// continues its accumulators from the previous stretch. Then each accumulator's horizontal sum plus the
-/// `n % 8` tail in scalar order, as [`tile_f32_xreg`] does, so every output
-/// equals the row dot bit for bit.
+/// continues its accumulators from the previous stretch. Then each
+/// accumulator's horizontal sum plus the `n % 8` tail in scalar order, as
+/// [`tile_f32_xreg`] does, so every output equals the row dot of
+/// [`FloatDecode::Tiles`] bit for bit.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_float_blocked<W: FloatWeights>(
@@ -1915,8 +1918,9 @@ unsafe fn blocks<W: FloatWeights>(
 /// [`crate::matmul::FLOAT_PACK_MAX_COLS`] through the cache-blocked product
 /// ([`gemm_float_blocked`]), shorter F32/BF16 rows as 4 x 3 tiles over f32
 /// rows (BF16 converted once per group), all in the prefill order of
-/// [`tile_f32_xreg`]; fewer tokens (decode) one row at a time in the order
-/// of [`FLOAT_CHAINS`] ([`row_float`]).
+/// [`tile_f32_xreg`]; fewer tokens (decode) as [`FloatDecode`] says: one
+/// row at a time in the order of [`FLOAT_CHAINS`] ([`row_float`]), or 4 x 1
+/// tiles in the prefill order ([`gemm_float_tiles`]).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_float<W: FloatWeights>(
