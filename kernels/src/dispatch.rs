@@ -193,7 +193,10 @@ pub fn set_isa(i: Isa) -> Result<(), IsaUnavailable> {
 ///
 /// With `Tiles` a decoded token's products equal the prefill's bit for
 /// bit; with `Rows` they may differ in the last bits (the chains sum in
-/// another order), as llama.cpp's single-token and batched products do.
+/// another order), as llama.cpp's single-token and batched products do,
+/// and F16 rows longer than
+/// [`crate::matmul::F16_DECODE_F32_ACTS_MAX_COLS`] read the activations
+/// rounded to f16, as llama.cpp reads them for every F16 product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FloatDecode {
     Tiles,

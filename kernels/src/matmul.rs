@@ -8,7 +8,9 @@
 //! `n_tokens x rows`: `y[t][r] = dot(w[r], x[t])`.
 //!
 //! Activations are first quantized to the weight type's [`vec_dot_type`]
-//! (Q8_0 / Q8_1 / Q8_K; float weights use the f32 rows directly).
+//! (Q8_0 / Q8_1 / Q8_K; float weights use the f32 rows directly, except the
+//! AVX2 decode of long F16 rows, which rounds them to f16 itself: see
+//! [`F16_DECODE_F32_ACTS_MAX_COLS`]).
 
 use crate::dispatch::{isa, Isa};
 use crate::dot::{
@@ -33,6 +35,15 @@ pub const FLOAT_BLOCKED_MIN_TOKENS: usize = 6;
 /// blocked product for these rows). Longer rows, and F16 rows of any length,
 /// take the blocked product, which walks them in stretches.
 pub(crate) const FLOAT_PACK_MAX_COLS: usize = 4096;
+/// Longest F16 rows whose [`crate::FloatDecode::Rows`] product (decode,
+/// AVX2) reads f32 activations. Longer rows read them rounded to f16 (round
+/// to nearest even; ggml's activation type for F16 weights): the f32
+/// activations of a 6144-element row (24 KiB) and the weight stream thrash
+/// a 32 KiB L1, and the down projection of the 1.7B shape read 11-14 GB/s
+/// instead of 22-28 (Zen 4, 1 thread; decode 1.2x faster end to end). For
+/// shorter rows the f16 conversions cost more than they save (6144 x 2048:
+/// 19 GB/s instead of 26).
+pub const F16_DECODE_F32_ACTS_MAX_COLS: usize = 4096;
 /// Rows per work item of the blocked float product are a multiple of this
 /// (its row block).
 pub(crate) const FLOAT_BLOCK_ROWS: usize = 64;

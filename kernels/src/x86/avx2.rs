@@ -1185,6 +1185,11 @@ pub(crate) trait FloatWeights {
 pub(crate) struct F32W;
 pub(crate) struct F16W;
 pub(crate) struct BF16W;
+/// f32 activations read as their f16 roundings (round to nearest even, as
+/// F16C's `vcvtps2ph` and ggml's `fp32_to_fp16` round): the row dot of the
+/// F16 rows decode, equal bit for bit to its product over the converted
+/// activations ([`round_to_f16`]) without a buffer.
+pub(crate) struct F32AsF16;
 
 impl FloatWeights for F32W {
     const TYPE: GgmlType = GgmlType::F32;
@@ -1213,6 +1218,48 @@ impl FloatWeights for F16W {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load1(p: *const u8) -> f32 {
         f16_at(p)
+    }
+}
+
+impl FloatWeights for F32AsF16 {
+    const TYPE: GgmlType = GgmlType::F32;
+    const BYTES: usize = 4;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        let v = _mm256_loadu_ps(p as *const f32);
+        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load1(p: *const u8) -> f32 {
+        let v = _mm_set_ss(f32_at(p));
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)))
+    }
+}
+
+/// Whether the [`FloatDecode::Rows`] product of `W` rows of `n` elements
+/// reads its activations rounded to f16
+/// ([`crate::matmul::F16_DECODE_F32_ACTS_MAX_COLS`]).
+#[inline]
+fn f16_acts<W: FloatWeights>(n: usize) -> bool {
+    W::TYPE == GgmlType::F16 && n > crate::matmul::F16_DECODE_F32_ACTS_MAX_COLS
+}
+
+/// `n` f32 values at `src` rounded to f16 (round to nearest even) into
+/// `dst`: the loads of [`F32AsF16`], stored.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn round_to_f16(n: usize, src: *const u8, dst: *mut u16) {
+    let mut k = 0;
+    while k + 8 <= n {
+        let v = _mm256_loadu_ps(src.add(4 * k) as *const f32);
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+        _mm_storeu_si128(dst.add(k) as *mut __m128i, h);
+        k += 8;
+    }
+    for e in k..n {
+        let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(f32_at(src.add(4 * e))));
+        *dst.add(e) = _mm_extract_epi16::<0>(h) as u16;
     }
 }
 
@@ -1264,7 +1311,10 @@ unsafe fn sum_chains(a: [__m256; FLOAT_CHAINS]) -> f32 {
 unsafe fn dot_float<W: FloatWeights>(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= W::BYTES * n && x.len() >= 4 * n);
     match crate::float_decode() {
-        FloatDecode::Rows => row_float::<W, 1>(n, w.as_ptr(), x.as_ptr(), 0)[0],
+        FloatDecode::Rows if f16_acts::<W>(n) => {
+            row_float::<W, F32AsF16, 1>(n, w.as_ptr(), x.as_ptr(), 0)[0]
+        }
+        FloatDecode::Rows => row_float::<W, F32W, 1>(n, w.as_ptr(), x.as_ptr(), 0)[0],
         FloatDecode::Tiles => {
             tile_float::<W, 1, 1>(n, w.as_ptr(), 0, x.as_ptr(), 0, std::ptr::null())[0][0]
         }
@@ -1287,7 +1337,7 @@ pub(crate) unsafe fn dot_f16_f32_matrix(n: usize, w: &[u8], x: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
     debug_assert!(w.len() >= 2 * n && x.len() >= 4 * n);
-    row_float::<F16W, 1>(n, w.as_ptr(), x.as_ptr(), 0)[0]
+    row_float::<F16W, F32W, 1>(n, w.as_ptr(), x.as_ptr(), 0)[0]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -1295,20 +1345,21 @@ pub(crate) unsafe fn dot_bf16_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
     dot_float::<BF16W>(n, w, x)
 }
 
-/// One float weight row (`w`) times RN f32 activation rows (`x + j * xs`,
-/// bytes), `n` elements, in the order of [`FLOAT_CHAINS`]: the row is read
-/// once, front to back (one stream), for all RN tokens.
+/// One float weight row (`w`) times RN activation rows of type `X` (f32, or
+/// f16 for long F16 rows: `x + j * xs`, bytes), `n` elements, in the order
+/// of [`FLOAT_CHAINS`]: the row is read once, front to back (one stream),
+/// for all RN tokens.
 #[inline]
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn row_float<W: FloatWeights, const RN: usize>(
+pub(crate) unsafe fn row_float<W: FloatWeights, X: FloatWeights, const RN: usize>(
     n: usize,
     w: *const u8,
     x: *const u8,
     xs: usize,
 ) -> [f32; RN] {
     let mut acc = [[_mm256_setzero_ps(); FLOAT_CHAINS]; RN];
-    let xv = |j: usize, k: usize| _mm256_loadu_ps(x.add(j * xs + 4 * k) as *const f32);
+    let xv = |j: usize, k: usize| X::load8(x.add(j * xs + X::BYTES * k));
     let mut k = 0;
     while k + 8 * FLOAT_CHAINS <= n {
         let mut wv = [_mm256_setzero_ps(); FLOAT_CHAINS];
@@ -1333,9 +1384,9 @@ pub(crate) unsafe fn row_float<W: FloatWeights, const RN: usize>(
     let mut out = [0f32; RN];
     for j in 0..RN {
         out[j] = sum_chains(acc[j]);
-        let xr = x.add(j * xs) as *const f32;
+        let xr = x.add(j * xs);
         for e in k..n {
-            out[j] += W::load1(w.add(W::BYTES * e)) * xr.add(e).read_unaligned();
+            out[j] += W::load1(w.add(W::BYTES * e)) * X::load1(xr.add(X::BYTES * e));
         }
     }
     out
@@ -1919,8 +1970,9 @@ unsafe fn blocks<W: FloatWeights>(
 /// ([`gemm_float_blocked`]), shorter F32/BF16 rows as 4 x 3 tiles over f32
 /// rows (BF16 converted once per group), all in the prefill order of
 /// [`tile_f32_xreg`]; fewer tokens (decode) as [`FloatDecode`] says: one
-/// row at a time in the order of [`FLOAT_CHAINS`] ([`row_float`]), or 4 x 1
-/// tiles in the prefill order ([`gemm_float_tiles`]).
+/// row at a time in the order of [`FLOAT_CHAINS`] ([`gemm_rows`]; long F16
+/// rows over the activations rounded to f16), or 4 x 1 tiles in the prefill
+/// order ([`gemm_float_tiles`]).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_float<W: FloatWeights>(
@@ -1950,8 +2002,50 @@ unsafe fn gemm_float<W: FloatWeights>(
         gemm_float_tiles::<W>(n, w, wrb, rows, x, xrb, toks, y, ys);
         return;
     }
-    // Fewer tokens (decode): each row read once, front to back, for up to
-    // 3 tokens at a time.
+    if f16_acts::<W>(n) {
+        F16_ACTS.with_borrow_mut(|xh| {
+            xh.clear();
+            xh.resize(toks * n, 0);
+            for t in 0..toks {
+                round_to_f16(n, x.add(t * xrb), xh.as_mut_ptr().add(t * n));
+            }
+            gemm_rows::<W, F16W>(
+                n,
+                w,
+                wrb,
+                rows,
+                xh.as_ptr() as *const u8,
+                2 * n,
+                toks,
+                y,
+                ys,
+            );
+        });
+    } else {
+        gemm_rows::<W, F32W>(n, w, wrb, rows, x, xrb, toks, y, ys);
+    }
+}
+
+thread_local! {
+    /// Each thread's f16 activations of the F16 rows decode (reused).
+    static F16_ACTS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The decode of [`FloatDecode::Rows`]: each row read once, front to back,
+/// for up to 3 tokens at a time ([`row_float`]).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_rows<W: FloatWeights, X: FloatWeights>(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
     for r in 0..rows {
         let wr = w.add(r * wrb);
         let mut t = 0;
@@ -1960,7 +2054,10 @@ unsafe fn gemm_float<W: FloatWeights>(
             let (xt, yt) = (x.add(t * xrb), y.add(t * ys + r));
             macro_rules! go {
                 ($n:literal) => {
-                    for (j, v) in row_float::<W, $n>(n, wr, xt, xrb).into_iter().enumerate() {
+                    for (j, v) in row_float::<W, X, $n>(n, wr, xt, xrb)
+                        .into_iter()
+                        .enumerate()
+                    {
                         *yt.add(j * ys) = v;
                     }
                 };
