@@ -191,16 +191,16 @@ pub fn set_isa(i: Isa) -> Result<(), IsaUnavailable> {
 /// on AMD CPUs and `Tiles` elsewhere; env `MEKI_FLOAT_DECODE` (`rows`,
 /// `tiles`, `auto`) or [`set_float_decode`] override it.
 ///
-/// With `Tiles` a decoded token's products equal the prefill's bit for
-/// bit; with `Rows` they may differ in the last bits (the chains sum in
-/// another order), as llama.cpp's single-token and batched products do,
-/// and F16 rows longer than
+/// With `Tiles` (and [`FloatPrefill::F32`]) a decoded token's products
+/// equal the prefill's bit for bit; with `Rows` they may differ in the last
+/// bits (the chains sum in another order), as llama.cpp's single-token and
+/// batched products do, and F16 rows longer than
 /// [`crate::matmul::F16_DECODE_F32_ACTS_MAX_COLS`] read the activations
 /// rounded to f16, as llama.cpp reads them for every F16 product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FloatDecode {
-    Tiles,
-    Rows,
+    Tiles = 0,
+    Rows = 1,
 }
 
 static FLOAT_DECODE: AtomicU8 = AtomicU8::new(UNSET);
@@ -223,46 +223,93 @@ fn amd_cpu() -> bool {
     }
 }
 
-fn initial_float_decode() -> FloatDecode {
-    let auto = if amd_cpu() {
-        FloatDecode::Rows
-    } else {
-        FloatDecode::Tiles
-    };
-    match std::env::var("MEKI_FLOAT_DECODE").as_deref().map(str::trim) {
+/// The choice named by env `var` (one of `names`, or `auto`/unset/empty
+/// for `auto`), as an index into `names`.
+fn env_choice(var: &str, names: &[&str], auto: usize) -> usize {
+    match std::env::var(var).as_deref().map(str::trim) {
         Err(_) | Ok("") | Ok("auto") => auto,
-        Ok("rows") => FloatDecode::Rows,
-        Ok("tiles") => FloatDecode::Tiles,
-        Ok(v) => {
+        Ok(v) => names.iter().position(|n| *n == v).unwrap_or_else(|| {
             eprintln!(
-                "meki-kernels: MEKI_FLOAT_DECODE={v:?} is not one of rows, tiles, auto; using auto"
+                "meki-kernels: {var}={v:?} is not one of {}, auto; using auto",
+                names.join(", ")
             );
             auto
-        }
+        }),
     }
+}
+
+/// The value of a process-wide setting: `cell`, or on first use `init()`
+/// (if another thread set it meanwhile, theirs).
+fn setting(cell: &AtomicU8, init: impl FnOnce() -> u8) -> u8 {
+    let v = cell.load(Ordering::Relaxed);
+    if v != UNSET {
+        return v;
+    }
+    match cell.compare_exchange(UNSET, init(), Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => cell.load(Ordering::Relaxed),
+        Err(other) => other,
+    }
+}
+
+/// A two-way setting chosen per CPU (`names[1]` on AMD CPUs, `names[0]`
+/// elsewhere, unless env `var` names one), kept in `cell`: its index.
+fn per_cpu_setting(cell: &AtomicU8, var: &str, names: &[&str; 2]) -> u8 {
+    setting(cell, || {
+        let auto = if amd_cpu() { 1 } else { 0 };
+        env_choice(var, names, auto) as u8
+    })
 }
 
 /// The float decode the AVX2 kernels currently use.
 pub fn float_decode() -> FloatDecode {
-    let m = |v: u8| {
-        if v == 1 {
-            FloatDecode::Rows
-        } else {
-            FloatDecode::Tiles
-        }
-    };
-    let v = FLOAT_DECODE.load(Ordering::Relaxed);
-    if v != UNSET {
-        return m(v);
-    }
-    let d = initial_float_decode() as u8;
-    match FLOAT_DECODE.compare_exchange(UNSET, d, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => m(d),
-        Err(other) => m(other),
+    let v = per_cpu_setting(&FLOAT_DECODE, "MEKI_FLOAT_DECODE", &["tiles", "rows"]);
+    if v == FloatDecode::Rows as u8 {
+        FloatDecode::Rows
+    } else {
+        FloatDecode::Tiles
     }
 }
 
 /// Forces the float decode for the whole process (tests, benchmarks).
 pub fn set_float_decode(d: FloatDecode) {
     FLOAT_DECODE.store(d as u8, Ordering::Relaxed);
+}
+
+/// How the AVX2 kernels multiply F16 matrices by
+/// [`crate::matmul::FLOAT_BLOCKED_MIN_TOKENS`] tokens or more (prefill; both
+/// through the cache-blocked product, in the same order: one 8-lane FMA
+/// chain per output over the row, then its horizontal sum).
+///
+/// `F32`: each stretch of weight rows is converted to f32 once per block of
+/// tokens, and the register tile reads f32 weights and f32 activations.
+/// `F16`: the activations are rounded to f16 once per product (ggml's
+/// activation type for F16 weights) and the tile converts both f16 weights
+/// and f16 activations as it loads them, as llama.cpp's tinyBLAS does: half
+/// the bytes through the caches. Zen 4 converts on other pipes than its
+/// FMAs, and `F16` ran its prefill 1.03-1.30x faster (0.6B F16, 1 and 2
+/// threads, same binary); Intel cores convert on an FMA port, and a Xeon
+/// ran `F32` 1.07-1.40x faster. `auto` (the default) picks `F16` on AMD
+/// CPUs and `F32` elsewhere; env `MEKI_FLOAT_PREFILL` (`f32`, `f16`, `auto`)
+/// or [`set_float_prefill`] override it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatPrefill {
+    F32 = 0,
+    F16 = 1,
+}
+
+static FLOAT_PREFILL: AtomicU8 = AtomicU8::new(UNSET);
+
+/// The F16 prefill the AVX2 kernels currently use.
+pub fn float_prefill() -> FloatPrefill {
+    let v = per_cpu_setting(&FLOAT_PREFILL, "MEKI_FLOAT_PREFILL", &["f32", "f16"]);
+    if v == FloatPrefill::F16 as u8 {
+        FloatPrefill::F16
+    } else {
+        FloatPrefill::F32
+    }
+}
+
+/// Forces the F16 prefill for the whole process (tests, benchmarks).
+pub fn set_float_prefill(p: FloatPrefill) {
+    FLOAT_PREFILL.store(p as u8, Ordering::Relaxed);
 }

@@ -84,7 +84,10 @@ mod arm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use dispatch::{float_decode, isa, set_float_decode, set_isa, FloatDecode, Isa};
+pub use dispatch::{
+    float_decode, float_prefill, isa, set_float_decode, set_float_prefill, set_isa, FloatDecode,
+    FloatPrefill, Isa,
+};
 pub use dot::{quantize_activations, vec_dot, vec_dot_type, KernelError};
 pub use matmul::{matmul, matvec};
 pub use pool::ThreadPool;

@@ -8,9 +8,11 @@
 //! `n_tokens x rows`: `y[t][r] = dot(w[r], x[t])`.
 //!
 //! Activations are first quantized to the weight type's [`vec_dot_type`]
-//! (Q8_0 / Q8_1 / Q8_K; float weights use the f32 rows directly, except the
-//! AVX2 decode of long F16 rows, which rounds them to f16 itself: see
-//! [`F16_DECODE_F32_ACTS_MAX_COLS`]).
+//! (Q8_0 / Q8_1 / Q8_K; float weights use the f32 rows directly, except on
+//! AVX2 the decode of long F16 rows, which rounds them to f16 itself (see
+//! [`F16_DECODE_F32_ACTS_MAX_COLS`]), and the F16 prefill with
+//! [`crate::FloatPrefill::F16`], whose activations are rounded to f16 once
+//! per product).
 
 use crate::dispatch::{isa, Isa};
 use crate::dot::{
@@ -68,6 +70,7 @@ unsafe impl Send for SyncPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SyncPtr {}
 
+#[derive(Clone, Copy)]
 struct Plan {
     dot: DotFn,
     gemm: Option<GemmFn>,
@@ -282,12 +285,80 @@ fn run_tiles(
     } else {
         chunk_rows(rows, p.row_bytes, pool.n_threads())
     };
-    let n_chunks = rows.div_ceil(chunk);
     let token_tile = if p.all_tokens {
         n_tokens.max(1)
     } else {
         (TOKEN_TILE_BYTES / p.act_bytes.max(1)).clamp(4, 64)
     };
+    #[cfg(target_arch = "x86_64")]
+    if p.all_tokens
+        && p.ty == GgmlType::F16
+        && float_blocked(p.ty, cols, n_tokens)
+        && crate::float_prefill() == crate::FloatPrefill::F16
+    {
+        // The activations rounded to f16 once for every thread, then the
+        // tiles read f16 weights and activations (see `FloatPrefill`).
+        F16_ACTS.with_borrow_mut(|xh| {
+            xh.clear();
+            xh.resize(n_tokens * cols, 0);
+            let (src, dst) = (
+                SyncPtr(xq.as_ptr() as *mut f32),
+                SyncPtr(xh.as_mut_ptr() as *mut f32),
+            );
+            let ab = p.act_bytes;
+            pool.run_chunks(n_tokens, &|t| {
+                let (s, d) = (src, dst);
+                // SAFETY: `all_tokens` holds for AVX2 only, which is
+                // available (`plan`); `xq` holds `n_tokens` f32 rows of
+                // `ab` bytes (the callers checked) and `xh` as many rows of
+                // `cols` f16 elements; row `t` is written by its item's
+                // thread alone.
+                unsafe {
+                    crate::x86::avx2::round_to_f16(
+                        cols,
+                        (s.0 as *const u8).add(t * ab),
+                        (d.0 as *mut u16).add(t * cols),
+                    )
+                };
+            });
+            let xb: &[u8] = bytemuck::cast_slice(xh);
+            let f16_plan = Plan {
+                gemm: Some(crate::x86::avx2::gemm_f16_f16),
+                act_bytes: 2 * cols,
+                ..*p
+            };
+            run_chunks(
+                pool, &f16_plan, w, rows, cols, chunk, n_tokens, n_tokens, xb, ys,
+            );
+        });
+        return;
+    }
+    run_chunks(pool, p, w, rows, cols, chunk, n_tokens, token_tile, xq, ys);
+}
+
+thread_local! {
+    /// The calling thread's f16 activations of [`FloatPrefill::F16`]
+    /// (reused across calls).
+    #[cfg(target_arch = "x86_64")]
+    static F16_ACTS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The row chunks of one product, `chunk` rows each, `token_tile` tokens
+/// per kernel call.
+#[allow(clippy::too_many_arguments)]
+fn run_chunks(
+    pool: &ThreadPool,
+    p: &Plan,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    chunk: usize,
+    n_tokens: usize,
+    token_tile: usize,
+    xq: &[u8],
+    ys: &mut [f32],
+) {
+    let n_chunks = rows.div_ceil(chunk);
     let out = SyncPtr(ys.as_mut_ptr());
     let (dot, gemm, rb, ab) = (p.dot, p.gemm, p.row_bytes, p.act_bytes);
     pool.run_chunks(n_chunks, &|c| {

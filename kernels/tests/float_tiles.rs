@@ -4,18 +4,21 @@
 //! elements converted to f32 by row groups (4 x 3 tiles), longer rows and F16
 //! rows of any length through the cache-blocked product (blocks of 48 tokens
 //! and 64 rows, rows walked in stretches of 512 elements, F16/BF16 stretches
-//! converted to f32, 4 x 3 tiles in assembly carrying their accumulators from
-//! stretch to stretch).
+//! converted to f32, or with `FloatPrefill::F16` F16 rows and f16 activations
+//! converted in the tile, 4 x 3 tiles in assembly carrying their accumulators
+//! from stretch to stretch).
 //! Every element lies within the f32-accumulation bound of an f64
 //! reference and equals, bit for bit, the single-row dot of the same family
 //! (scalar, NEON), or on AVX2 a scalar emulation of the documented order of
-//! its path, for both float decodes ([`FloatDecode`]): the row dots, decode
-//! and batches below the blocking threshold run four 8-lane FMA chains
-//! (block `b` into chain `b % 4`) with `Rows`, one chain per output with
-//! `Tiles` (and with `Rows`, F16 rows longer than
+//! its path, for the settings `auto` picks on AMD (`FloatDecode::Rows`,
+//! `FloatPrefill::F16`) and on Intel CPUs (`Tiles`, `F32`): the row dots,
+//! decode and batches below the blocking threshold run four 8-lane FMA
+//! chains (block `b` into chain `b % 4`) with `Rows`, one chain per output
+//! with `Tiles` (and with `Rows`, F16 rows longer than
 //! `F16_DECODE_F32_ACTS_MAX_COLS` take the activations rounded to f16); the
-//! prefill from the threshold on one chain per output.
-//! (The decode is a process-wide setting: the tests here take turns.)
+//! prefill from the threshold on one chain per output (with `F16`, F16
+//! weights times the activations rounded to f16).
+//! (The settings are process-wide: the tests here take turns.)
 #![allow(clippy::needless_range_loop)] // index loops read clearer in reference checks
 
 mod common;
@@ -25,7 +28,9 @@ use meki_kernels::formats::GgmlType;
 use meki_kernels::matmul::{
     matmul_quantized, matmul_with, F16_DECODE_F32_ACTS_MAX_COLS, FLOAT_BLOCKED_MIN_TOKENS,
 };
-use meki_kernels::{set_float_decode, vec_dot, FloatDecode, Isa, ThreadPool};
+use meki_kernels::{
+    set_float_decode, set_float_prefill, vec_dot, FloatDecode, FloatPrefill, Isa, ThreadPool,
+};
 use std::sync::Mutex;
 
 /// Held by each test while it sets the process-wide float decode.
@@ -61,6 +66,14 @@ fn emulated_dot(w: &[f32], x: &[f32], chains: usize) -> f32 {
     s
 }
 
+/// `x`, rounded to f16 (nearest even, by `half`) when `round`.
+fn rounded_to_f16_if(round: bool, x: &[f32]) -> Vec<f32> {
+    match round {
+        true => x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+        false => x.to_vec(),
+    }
+}
+
 /// Checks `matmul_with` (and `matmul_quantized` on the same f32 bytes) for
 /// one shape against the row dots (bits) and the f64 reference (bound).
 fn check(
@@ -78,15 +91,20 @@ fn check(
     let w1 = &wbuf[wr];
     for &n_tok in toks {
         let xs = random_f32(rng, n_tok * cols, 2.0);
+        // AVX2: the settings `auto` picks on AMD and on Intel CPUs.
         let runs = Isa::available().into_iter().flat_map(|isa| {
-            let decodes: &[FloatDecode] = match isa {
-                Isa::Avx2 => &[FloatDecode::Rows, FloatDecode::Tiles],
-                _ => &[FloatDecode::Tiles],
+            let settings: &[(FloatDecode, FloatPrefill)] = match isa {
+                Isa::Avx2 => &[
+                    (FloatDecode::Rows, FloatPrefill::F16),
+                    (FloatDecode::Tiles, FloatPrefill::F32),
+                ],
+                _ => &[(FloatDecode::Tiles, FloatPrefill::F32)],
             };
-            decodes.iter().map(move |&d| (isa, d))
+            settings.iter().map(move |&(d, p)| (isa, d, p))
         });
-        for (isa, decode) in runs {
+        for (isa, decode, prefill) in runs {
             set_float_decode(decode);
+            set_float_prefill(prefill);
             let mut want = vec![0f32; n_tok * rows];
             // The AVX2 Rows decode of long F16 rows reads the activations
             // rounded to f16 (round to nearest even, here by `half`).
@@ -96,10 +114,7 @@ fn check(
                 && cols > F16_DECODE_F32_ACTS_MAX_COLS;
             for t in 0..n_tok {
                 let xt = &xs[t * cols..(t + 1) * cols];
-                let xr: Vec<f32> = match f16_acts {
-                    true => xt.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
-                    false => xt.to_vec(),
-                };
+                let xr = rounded_to_f16_if(f16_acts, xt);
                 let x: &[u8] = bytemuck::cast_slice(&xr);
                 for r in 0..rows {
                     let wr = &w[r * rb..(r + 1) * rb];
@@ -125,7 +140,11 @@ fn check(
                             "{ty} avx2 {decode:?} row dot order"
                         );
                         if n_tok >= FLOAT_BLOCKED_MIN_TOKENS {
-                            want[t * rows + r] = emulated_dot(&wf, xt, 1);
+                            // The prefill: f32 activations, or with
+                            // `FloatPrefill::F16` (F16 weights) rounded to f16.
+                            let x16 = prefill == FloatPrefill::F16 && ty == GgmlType::F16;
+                            let xp = rounded_to_f16_if(x16, xt);
+                            want[t * rows + r] = emulated_dot(&wf, &xp, 1);
                         }
                     }
                 }
@@ -142,7 +161,7 @@ fn check(
                     assert_eq!(
                         a.to_bits(),
                         b.to_bits(),
-                        "{ty} {isa} {decode:?} rows={rows} cols={cols} tokens={n_tok} threads={} at {k}: {a} vs {b}",
+                        "{ty} {isa} {decode:?} {prefill:?} rows={rows} cols={cols} tokens={n_tok} threads={} at {k}: {a} vs {b}",
                         pool.n_threads()
                     );
                 }

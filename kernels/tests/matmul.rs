@@ -9,16 +9,18 @@ use common::*;
 use meki_kernels::formats::GgmlType;
 use meki_kernels::matmul::{matmul_with, matvec_quantized};
 use meki_kernels::{
-    isa, matmul, matvec, quantize_activations, set_float_decode, vec_dot, vec_dot_type,
-    FloatDecode, Isa, ThreadPool,
+    isa, matmul, matvec, quantize_activations, set_float_decode, set_float_prefill, vec_dot,
+    vec_dot_type, FloatDecode, FloatPrefill, Isa, ThreadPool,
 };
 
 /// Float products equal the row dots at every token count with the `Tiles`
-/// decode; with `Rows` the decode and prefill orders differ by design
-/// (float_tiles.rs checks each against its own order). Every test here
-/// sets the same value, so the process-wide setting never races.
-fn tiles_decode() {
+/// decode and the `F32` prefill; with `Rows` the decode and prefill orders
+/// differ by design, and with the `F16` prefill its activations are rounded
+/// to f16 (float_tiles.rs checks each against its own order). Every test
+/// here sets the same values, so the process-wide settings never race.
+fn row_dot_settings() {
     set_float_decode(FloatDecode::Tiles);
+    set_float_prefill(FloatPrefill::F32);
 }
 
 const TYPES: [GgmlType; 11] = [
@@ -65,7 +67,7 @@ fn expected(
 
 #[test]
 fn matmul_equals_row_dots() {
-    tiles_decode();
+    row_dot_settings();
     let mut rng = Rng::new(21);
     let pools: Vec<ThreadPool> = [1, 2, 3].into_iter().map(ThreadPool::new).collect();
     for ty in TYPES {
@@ -115,7 +117,7 @@ fn matmul_equals_row_dots() {
 /// row dots.
 #[test]
 fn decode_prefetching_tiles_equal_row_dots() {
-    tiles_decode();
+    row_dot_settings();
     let mut rng = Rng::new(23);
     let pools: Vec<ThreadPool> = [1, 2, 3].into_iter().map(ThreadPool::new).collect();
     let types = [
@@ -154,7 +156,7 @@ fn decode_prefetching_tiles_equal_row_dots() {
 
 #[test]
 fn matvec_quantized_and_shape_errors() {
-    tiles_decode();
+    row_dot_settings();
     let mut rng = Rng::new(4);
     let pool = ThreadPool::new(2);
     let (rows, cols) = (5, 64);
@@ -187,7 +189,7 @@ fn matvec_quantized_and_shape_errors() {
 /// SIMD width take the scalar tail inside every tile shape.
 #[test]
 fn float_matmul_odd_lengths_equal_row_dots() {
-    tiles_decode();
+    row_dot_settings();
     let mut rng = Rng::new(33);
     let pool = ThreadPool::new(2);
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
@@ -266,7 +268,7 @@ fn q45_k_lane_model(ty: GgmlType, w: &[u8], x: &[u8], nb: usize) -> f32 {
 /// scales and mins with all-15 quants, and extreme activations.
 #[test]
 fn avx2_k4_rows_equal_lane_model() {
-    tiles_decode();
+    row_dot_settings();
     if !Isa::Avx2.is_available() {
         eprintln!("skipped: no AVX2");
         return;

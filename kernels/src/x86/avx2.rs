@@ -1249,7 +1249,7 @@ fn f16_acts<W: FloatWeights>(n: usize) -> bool {
 /// `n` f32 values at `src` rounded to f16 (round to nearest even) into
 /// `dst`: the loads of [`F32AsF16`], stored.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn round_to_f16(n: usize, src: *const u8, dst: *mut u16) {
+pub(crate) unsafe fn round_to_f16(n: usize, src: *const u8, dst: *mut u16) {
     let mut k = 0;
     while k + 8 <= n {
         let v = _mm256_loadu_ps(src.add(4 * k) as *const f32);
@@ -1592,21 +1592,22 @@ unsafe fn gemm_converted<W: FloatWeights>(
     });
 }
 
-/// Edge tiles of the blocked float product: RM f32 weight rows
-/// (`w + i * ws`, bytes: the rows in place for F32, the converted stretch
-/// for F16/BF16) times RN f32 activation
-/// rows (`x + j * xs`, elements), `n` elements (a multiple of 8), continuing
+/// Edge tiles of the blocked float product: RM weight rows of type `W`
+/// (`w + i * ws`, bytes: the rows in place for F32 and for F16 with
+/// [`crate::FloatPrefill::F16`], else the stretch converted to f32) times RN
+/// activation rows of type `X` (f32, or f16 with [`crate::FloatPrefill::F16`]:
+/// `x + j * xs`, bytes), `n` elements (a multiple of 8), continuing
 /// the RM x RN 8-lane accumulators stored at `acc` (`acc[j * RM + i]`). Each
 /// accumulator runs the FMA chain of [`tile_f32_xreg`] over this stretch of the
 /// row, so a row split into stretches gives the same bits as one pass.
 #[inline]
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_float_stretch<const RM: usize, const RN: usize>(
+unsafe fn tile_float_stretch<W: FloatWeights, X: FloatWeights, const RM: usize, const RN: usize>(
     n: usize,
     w: *const u8,
     ws: usize,
-    x: *const f32,
+    x: *const u8,
     xs: usize,
     acc: *mut __m256,
 ) {
@@ -1623,10 +1624,10 @@ unsafe fn tile_float_stretch<const RM: usize, const RN: usize>(
         if RM <= RN {
             let mut wv = [_mm256_setzero_ps(); RM];
             for i in 0..RM {
-                wv[i] = _mm256_loadu_ps(w.add(i * ws + 4 * k) as *const f32);
+                wv[i] = W::load8(w.add(i * ws + W::BYTES * k));
             }
             for j in 0..RN {
-                let xv = _mm256_loadu_ps(x.add(j * xs + k));
+                let xv = X::load8(x.add(j * xs + X::BYTES * k));
                 for i in 0..RM {
                     a[j][i] = _mm256_fmadd_ps(wv[i], xv, a[j][i]);
                 }
@@ -1634,10 +1635,10 @@ unsafe fn tile_float_stretch<const RM: usize, const RN: usize>(
         } else {
             let mut xv = [_mm256_setzero_ps(); RN];
             for j in 0..RN {
-                xv[j] = _mm256_loadu_ps(x.add(j * xs + k));
+                xv[j] = X::load8(x.add(j * xs + X::BYTES * k));
             }
             for i in 0..RM {
-                let wv = _mm256_loadu_ps(w.add(i * ws + 4 * k) as *const f32);
+                let wv = W::load8(w.add(i * ws + W::BYTES * k));
                 for j in 0..RN {
                     a[j][i] = _mm256_fmadd_ps(wv, xv[j], a[j][i]);
                 }
@@ -1652,101 +1653,123 @@ unsafe fn tile_float_stretch<const RM: usize, const RN: usize>(
     }
 }
 
-/// [`tile_float_stretch`]`::<4, 3>` in assembly. Sixteen registers: the 12 accumulators, the 3
-/// activation vectors of the step and one weight vector, which each of the 4
-/// rows loads into in turn (renaming keeps the loads independent). LLVM,
-/// given the same loop as intrinsics, keeps a second weight register and
-/// spills an accumulator, which puts a store and a reload on its FMA chain
-/// (measured: ~45 instead of ~105 GFLOP/s on one EPYC core, in L1).
-/// Each accumulator `acc[j * 4 + i]` runs `fma(w_i, x_j, acc)` over the
-/// stretch in element order: the chain of [`tile_f32_xreg`].
-///
-/// # Safety
-/// `n` a positive multiple of 8; rows `w + i * ws` (bytes) and `x + j *
-/// xs` (elements) readable for `n` elements; `acc` valid for 12
-/// unaligned `__m256` reads and writes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn stretch_4x3_f32(
-    n: usize,
-    w: *const u8,
-    ws: usize,
-    x: *const f32,
-    xs: usize,
-    acc: *mut __m256,
-) {
-    debug_assert!(n > 0 && n.is_multiple_of(8));
-    // SAFETY: the loop reads `n` elements of the 4 weight and 3
-    // activation rows (the caller's contract) and 12 vectors at `acc`,
-    // which it writes back; it touches no other memory and no stack.
-    unsafe {
-        std::arch::asm!(
-            "vmovups {a0}, [{acc}]",
-            "vmovups {a1}, [{acc} + 32]",
-            "vmovups {a2}, [{acc} + 64]",
-            "vmovups {a3}, [{acc} + 96]",
-            "vmovups {a4}, [{acc} + 128]",
-            "vmovups {a5}, [{acc} + 160]",
-            "vmovups {a6}, [{acc} + 192]",
-            "vmovups {a7}, [{acc} + 224]",
-            "vmovups {a8}, [{acc} + 256]",
-            "vmovups {a9}, [{acc} + 288]",
-            "vmovups {a10}, [{acc} + 320]",
-            "vmovups {a11}, [{acc} + 352]",
-            "xor {k}, {k}",
-            "2:",
-            "vmovups {xa}, [{x0} + {k}*4]",
-            "vmovups {xb}, [{x1} + {k}*4]",
-            "vmovups {xc}, [{x2} + {k}*4]",
-            "vmovups {t}, [{w0} + {k}*4]",
-            "vfmadd231ps {a0}, {t}, {xa}",
-            "vfmadd231ps {a4}, {t}, {xb}",
-            "vfmadd231ps {a8}, {t}, {xc}",
-            "vmovups {t}, [{w1} + {k}*4]",
-            "vfmadd231ps {a1}, {t}, {xa}",
-            "vfmadd231ps {a5}, {t}, {xb}",
-            "vfmadd231ps {a9}, {t}, {xc}",
-            "vmovups {t}, [{w2} + {k}*4]",
-            "vfmadd231ps {a2}, {t}, {xa}",
-            "vfmadd231ps {a6}, {t}, {xb}",
-            "vfmadd231ps {a10}, {t}, {xc}",
-            "vmovups {t}, [{w3} + {k}*4]",
-            "vfmadd231ps {a3}, {t}, {xa}",
-            "vfmadd231ps {a7}, {t}, {xb}",
-            "vfmadd231ps {a11}, {t}, {xc}",
-            "add {k}, 8",
-            "cmp {k}, {n}",
-            "jb 2b",
-            "vmovups [{acc}], {a0}",
-            "vmovups [{acc} + 32], {a1}",
-            "vmovups [{acc} + 64], {a2}",
-            "vmovups [{acc} + 96], {a3}",
-            "vmovups [{acc} + 128], {a4}",
-            "vmovups [{acc} + 160], {a5}",
-            "vmovups [{acc} + 192], {a6}",
-            "vmovups [{acc} + 224], {a7}",
-            "vmovups [{acc} + 256], {a8}",
-            "vmovups [{acc} + 288], {a9}",
-            "vmovups [{acc} + 320], {a10}",
-            "vmovups [{acc} + 352], {a11}",
-            n = in(reg) n,
-            acc = in(reg) acc,
-            w0 = in(reg) w,
-            w1 = in(reg) w.wrapping_add(ws),
-            w2 = in(reg) w.wrapping_add(2 * ws),
-            w3 = in(reg) w.wrapping_add(3 * ws),
-            x0 = in(reg) x,
-            x1 = in(reg) x.wrapping_add(xs),
-            x2 = in(reg) x.wrapping_add(2 * xs),
-            k = out(reg) _,
-            a0 = out(ymm_reg) _, a1 = out(ymm_reg) _, a2 = out(ymm_reg) _, a3 = out(ymm_reg) _,
-            a4 = out(ymm_reg) _, a5 = out(ymm_reg) _, a6 = out(ymm_reg) _, a7 = out(ymm_reg) _,
-            a8 = out(ymm_reg) _, a9 = out(ymm_reg) _, a10 = out(ymm_reg) _, a11 = out(ymm_reg) _,
-            xa = out(ymm_reg) _, xb = out(ymm_reg) _, xc = out(ymm_reg) _, t = out(ymm_reg) _,
-            options(nostack),
-        );
-    }
+/// The 4 x 3 register tile of the blocked float product in assembly, over
+/// weight and activation rows whose elements `$load` (`vmovups` for f32,
+/// `vcvtph2ps` for f16) reads 8 at a time, `$size` bytes each.
+macro_rules! stretch_4x3_asm {
+    ($(#[$doc:meta])* $name:ident, $x:ty, $load:literal, $size:literal) => {
+        $(#[$doc])*
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(n: usize, w: *const u8, ws: usize, x: *const $x, xs: usize, acc: *mut __m256) {
+            debug_assert!(n > 0 && n.is_multiple_of(8));
+            // SAFETY: the loop reads `n` elements of the 4 weight and 3
+            // activation rows (the caller's contract) and 12 vectors at
+            // `acc`, which it writes back; it touches no other memory and no
+            // stack.
+            unsafe {
+                std::arch::asm!(
+                    "vmovups {a0}, [{acc}]",
+                    "vmovups {a1}, [{acc} + 32]",
+                    "vmovups {a2}, [{acc} + 64]",
+                    "vmovups {a3}, [{acc} + 96]",
+                    "vmovups {a4}, [{acc} + 128]",
+                    "vmovups {a5}, [{acc} + 160]",
+                    "vmovups {a6}, [{acc} + 192]",
+                    "vmovups {a7}, [{acc} + 224]",
+                    "vmovups {a8}, [{acc} + 256]",
+                    "vmovups {a9}, [{acc} + 288]",
+                    "vmovups {a10}, [{acc} + 320]",
+                    "vmovups {a11}, [{acc} + 352]",
+                    "xor {k}, {k}",
+                    "2:",
+                    concat!($load, " {xa}, [{x0} + {k}*", $size, "]"),
+                    concat!($load, " {xb}, [{x1} + {k}*", $size, "]"),
+                    concat!($load, " {xc}, [{x2} + {k}*", $size, "]"),
+                    concat!($load, " {t}, [{w0} + {k}*", $size, "]"),
+                    "vfmadd231ps {a0}, {t}, {xa}",
+                    "vfmadd231ps {a4}, {t}, {xb}",
+                    "vfmadd231ps {a8}, {t}, {xc}",
+                    concat!($load, " {t}, [{w1} + {k}*", $size, "]"),
+                    "vfmadd231ps {a1}, {t}, {xa}",
+                    "vfmadd231ps {a5}, {t}, {xb}",
+                    "vfmadd231ps {a9}, {t}, {xc}",
+                    concat!($load, " {t}, [{w2} + {k}*", $size, "]"),
+                    "vfmadd231ps {a2}, {t}, {xa}",
+                    "vfmadd231ps {a6}, {t}, {xb}",
+                    "vfmadd231ps {a10}, {t}, {xc}",
+                    concat!($load, " {t}, [{w3} + {k}*", $size, "]"),
+                    "vfmadd231ps {a3}, {t}, {xa}",
+                    "vfmadd231ps {a7}, {t}, {xb}",
+                    "vfmadd231ps {a11}, {t}, {xc}",
+                    "add {k}, 8",
+                    "cmp {k}, {n}",
+                    "jb 2b",
+                    "vmovups [{acc}], {a0}",
+                    "vmovups [{acc} + 32], {a1}",
+                    "vmovups [{acc} + 64], {a2}",
+                    "vmovups [{acc} + 96], {a3}",
+                    "vmovups [{acc} + 128], {a4}",
+                    "vmovups [{acc} + 160], {a5}",
+                    "vmovups [{acc} + 192], {a6}",
+                    "vmovups [{acc} + 224], {a7}",
+                    "vmovups [{acc} + 256], {a8}",
+                    "vmovups [{acc} + 288], {a9}",
+                    "vmovups [{acc} + 320], {a10}",
+                    "vmovups [{acc} + 352], {a11}",
+                    n = in(reg) n,
+                    acc = in(reg) acc,
+                    w0 = in(reg) w,
+                    w1 = in(reg) w.wrapping_add(ws),
+                    w2 = in(reg) w.wrapping_add(2 * ws),
+                    w3 = in(reg) w.wrapping_add(3 * ws),
+                    x0 = in(reg) x,
+                    x1 = in(reg) x.wrapping_add(xs),
+                    x2 = in(reg) x.wrapping_add(2 * xs),
+                    k = out(reg) _,
+                    a0 = out(ymm_reg) _, a1 = out(ymm_reg) _, a2 = out(ymm_reg) _, a3 = out(ymm_reg) _,
+                    a4 = out(ymm_reg) _, a5 = out(ymm_reg) _, a6 = out(ymm_reg) _, a7 = out(ymm_reg) _,
+                    a8 = out(ymm_reg) _, a9 = out(ymm_reg) _, a10 = out(ymm_reg) _, a11 = out(ymm_reg) _,
+                    xa = out(ymm_reg) _, xb = out(ymm_reg) _, xc = out(ymm_reg) _, t = out(ymm_reg) _,
+                    options(nostack),
+                );
+            }
+        }
+    };
 }
+
+stretch_4x3_asm!(
+    /// [`tile_float_stretch`]`::<4, 3>` in assembly. Sixteen registers: the 12 accumulators, the 3
+    /// activation vectors of the step and one weight vector, which each of the 4
+    /// rows loads into in turn (renaming keeps the loads independent). LLVM,
+    /// given the same loop as intrinsics, keeps a second weight register and
+    /// spills an accumulator, which puts a store and a reload on its FMA chain
+    /// (measured: ~45 instead of ~105 GFLOP/s on one EPYC core, in L1).
+    /// Each accumulator `acc[j * 4 + i]` runs `fma(w_i, x_j, acc)` over the
+    /// stretch in element order: the chain of [`tile_f32_xreg`].
+    ///
+    /// # Safety
+    /// `n` a positive multiple of 8; rows `w + i * ws` (bytes) and `x + j *
+    /// xs` (elements) readable for `n` elements; `acc` valid for 12
+    /// unaligned `__m256` reads and writes.
+    stretch_4x3_f32,
+    f32,
+    "vmovups",
+    "4"
+);
+
+stretch_4x3_asm!(
+    /// [`stretch_4x3_f32`] over f16 weight rows (`w + i * ws`, bytes) and
+    /// f16 activation rows (`x + j * xs`, elements), both converted as
+    /// loaded ([`crate::FloatPrefill::F16`]); the same accumulator chains.
+    ///
+    /// # Safety
+    /// As [`stretch_4x3_f32`], the rows holding f16 elements.
+    stretch_4x3_f16,
+    u16,
+    "vcvtph2ps",
+    "2"
+);
 
 use crate::matmul::FLOAT_BLOCKED_MIN_TOKENS as BLOCKED_MIN_TOKENS;
 /// Blocking of [`gemm_float_blocked`]: weight rows per block (one stretch
@@ -1782,13 +1805,15 @@ thread_local! {
 /// each 3-token group's stretches (6 KiB of f32) stay in L1 while the row
 /// block's 4-row tiles pass ([`stretch_4x3_f32`]; F16/BF16 stretches are
 /// first converted to f32, once for all the block's tokens), and every tile
-/// continues its accumulators from the previous stretch. Then each
+/// continues its accumulators from the previous stretch. Activations `X`
+/// are f32, or f16 (F16 weights only, [`crate::FloatPrefill::F16`]: the
+/// tiles then read the weight rows in place, [`stretch_4x3_f16`]). Then each
 /// accumulator's horizontal sum plus the `n % 8` tail in scalar order, as
-/// [`tile_f32_xreg`] does, so every output equals the row dot of
-/// [`FloatDecode::Tiles`] bit for bit.
+/// [`tile_f32_xreg`] does, so with f32 activations every output equals the
+/// row dot of [`FloatDecode::Tiles`] bit for bit.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_float_blocked<W: FloatWeights>(
+unsafe fn gemm_float_blocked<W: FloatWeights, X: FloatWeights>(
     n: usize,
     w: *const u8,
     wrb: usize,
@@ -1805,14 +1830,14 @@ unsafe fn gemm_float_blocked<W: FloatWeights>(
         if accs.len() < BLOCK_ACCS {
             accs.resize(BLOCK_ACCS, [0.0; 8]);
         }
-        if W::BYTES != 4 && conv.len() < BLOCK_ROWS * CONV_STRIDE / 8 {
+        if W::BYTES != 4 && X::BYTES == 4 && conv.len() < BLOCK_ROWS * CONV_STRIDE / 8 {
             conv.resize(BLOCK_ROWS * CONV_STRIDE / 8, [0.0; 8]);
         }
         // A closure does not inherit `target_feature`: the work is a call
         // to a function that has it (so that the tiles inline).
         // SAFETY: the caller's contract, and the buffer just sized.
         unsafe {
-            blocks::<W>(
+            blocks::<W, X>(
                 n,
                 w,
                 wrb,
@@ -1827,6 +1852,26 @@ unsafe fn gemm_float_blocked<W: FloatWeights>(
             )
         }
     });
+}
+
+/// [`crate::dot::GemmFn`] of the F16 prefill with [`crate::FloatPrefill::F16`]:
+/// F16 weights times f16 activation rows (`xrb` bytes apart, rounded by the
+/// caller: [`round_to_f16`]) through the blocked product, the tiles
+/// converting both as they load; at least [`BLOCKED_MIN_TOKENS`] tokens.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_f16_f16(
+    n: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    x: *const u8,
+    xrb: usize,
+    toks: usize,
+    y: *mut f32,
+    ys: usize,
+) {
+    gemm_float_blocked::<F16W, F16W>(n, w, wrb, rows, x, xrb, toks, y, ys);
 }
 
 /// Prefetches (into L1) the cache lines `first..first + count` of a stretch
@@ -1852,7 +1897,7 @@ unsafe fn prefetch_lines(
 /// accumulators at `acc`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn blocks<W: FloatWeights>(
+unsafe fn blocks<W: FloatWeights, X: FloatWeights>(
     n: usize,
     w: *const u8,
     wrb: usize,
@@ -1867,12 +1912,17 @@ unsafe fn blocks<W: FloatWeights>(
 ) {
     let n8 = n / 8 * 8;
     let row_tiles = BLOCK_ROWS / TILE_ROWS;
-    let xs = xrb / 4;
+    // f16 activations come with F16 weights, which the tiles then read in
+    // place ([`crate::FloatPrefill::F16`]); f32 ones with F32 weights in place or
+    // F16/BF16 stretches converted to f32.
+    debug_assert!(X::BYTES == 4 || W::TYPE == GgmlType::F16);
+    let in_place = W::BYTES == 4 || X::BYTES == 2;
+    let xs = xrb / X::BYTES;
     // The accumulators of the tile of row tile `rt`, token group `tg`.
     let tile_acc = |rt: usize, tg: usize| acc.add((tg * row_tiles + rt) * TILE_ROWS * TILE_TOKENS);
     for t0 in (0..toks).step_by(BLOCK_TOKENS) {
         let tb = (toks - t0).min(BLOCK_TOKENS);
-        let xb = x.add(t0 * xrb) as *const f32;
+        let xb = x.add(t0 * xrb);
         let groups = tb.div_ceil(TILE_TOKENS);
         for r0 in (0..rows).step_by(BLOCK_ROWS) {
             let rb = (rows - r0).min(BLOCK_ROWS);
@@ -1910,7 +1960,7 @@ unsafe fn blocks<W: FloatWeights>(
                 // vcvtph2ps per 12 FMAs) ran ~10% slower on the Xeons
                 // (measured end to end; conversions and FMAs share ports
                 // there), ~5% faster on an EPYC.
-                let (sw, sws) = if W::BYTES == 4 {
+                let (sw, sws) = if in_place {
                     (wb.add(W::BYTES * k0), wrb)
                 } else {
                     for r in 0..rb {
@@ -1921,7 +1971,7 @@ unsafe fn blocks<W: FloatWeights>(
                 };
                 for tg in 0..groups {
                     let rn = (tb - tg * TILE_TOKENS).min(TILE_TOKENS);
-                    let xt = xb.add(tg * TILE_TOKENS * xs + k0);
+                    let xt = xb.add(tg * TILE_TOKENS * xrb + X::BYTES * k0);
                     for rt in 0..quads {
                         let rm = (rb - rt * TILE_ROWS).min(TILE_ROWS);
                         let ct = sw.add(rt * TILE_ROWS * sws);
@@ -1929,15 +1979,22 @@ unsafe fn blocks<W: FloatWeights>(
                         prefetch_lines(next, wrb, next_rows, lpr, line, per_tile);
                         line += per_tile;
                         if (rm, rn) == (TILE_ROWS, TILE_TOKENS) {
-                            stretch_4x3_f32(kc, ct, sws, xt, xs, a);
+                            if X::BYTES == 2 {
+                                stretch_4x3_f16(kc, ct, sws, xt as *const u16, xs, a);
+                            } else {
+                                stretch_4x3_f32(kc, ct, sws, xt as *const f32, xs, a);
+                            }
                             continue;
                         }
-                        // Edge tiles read the same f32 stretch (F16/BF16
-                        // already converted: the same bits as converting
-                        // on load).
+                        // Edge tiles read the same rows (a converted
+                        // stretch: the same bits as converting on load).
                         macro_rules! go {
                             ($m:literal, $n:literal) => {
-                                tile_float_stretch::<$m, $n>(kc, ct, sws, xt, xs, a)
+                                if in_place {
+                                    tile_float_stretch::<W, X, $m, $n>(kc, ct, sws, xt, xrb, a)
+                                } else {
+                                    tile_float_stretch::<F32W, X, $m, $n>(kc, ct, sws, xt, xrb, a)
+                                }
                             };
                         }
                         tile_up_to_4x3!(rm, rn, go);
@@ -1947,7 +2004,7 @@ unsafe fn blocks<W: FloatWeights>(
             // Horizontal sums, then the tail as `tile_f32_xreg` adds it.
             for t in 0..tb {
                 let (tg, j) = (t / TILE_TOKENS, t % TILE_TOKENS);
-                let xr = xb.add(t * xs);
+                let xr = xb.add(t * xrb);
                 for r in 0..rb {
                     let (rt, i) = (r / TILE_ROWS, r % TILE_ROWS);
                     let rm = (rb - rt * TILE_ROWS).min(TILE_ROWS);
@@ -1955,7 +2012,7 @@ unsafe fn blocks<W: FloatWeights>(
                     let mut s = hsum_ps(_mm256_loadu_ps(a));
                     let wr = wb.add(r * wrb);
                     for e in n8..n {
-                        s += W::load1(wr.add(W::BYTES * e)) * xr.add(e).read_unaligned();
+                        s += W::load1(wr.add(W::BYTES * e)) * X::load1(xr.add(X::BYTES * e));
                     }
                     *y.add((t0 + t) * ys + r0 + r) = s;
                 }
@@ -1972,7 +2029,8 @@ unsafe fn blocks<W: FloatWeights>(
 /// [`tile_f32_xreg`]; fewer tokens (decode) as [`FloatDecode`] says: one
 /// row at a time in the order of [`FLOAT_CHAINS`] ([`gemm_rows`]; long F16
 /// rows over the activations rounded to f16), or 4 x 1 tiles in the prefill
-/// order ([`gemm_float_tiles`]).
+/// order ([`gemm_float_tiles`]). (With [`crate::FloatPrefill::F16`] the
+/// matmul runs the F16 prefill through [`gemm_f16_f16`] instead.)
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_float<W: FloatWeights>(
@@ -1987,7 +2045,7 @@ unsafe fn gemm_float<W: FloatWeights>(
     ys: usize,
 ) {
     if crate::matmul::float_blocked(W::TYPE, n, toks) {
-        gemm_float_blocked::<W>(n, w, wrb, rows, x, xrb, toks, y, ys);
+        gemm_float_blocked::<W, F32W>(n, w, wrb, rows, x, xrb, toks, y, ys);
         return;
     }
     if toks >= BLOCKED_MIN_TOKENS {
