@@ -143,7 +143,7 @@ row() { # label meki[] llama[] (as space-separated strings)
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
 echo "# flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c|avx512f|avx512_vnni|avx_vnni)$' | tr '\n' ' ')"
 vendor=$(grep -m1 '^vendor_id' /proc/cpuinfo | awk '{print $3}' || true)
-echo "# float decode (F32/F16/BF16): MEKI_FLOAT_DECODE=${MEKI_FLOAT_DECODE:-auto} on ${vendor:-an unknown vendor} (auto: rows on AMD, tiles elsewhere)"
+echo "# float decode (F32/F16/BF16): MEKI_FLOAT_DECODE=${MEKI_FLOAT_DECODE:-auto}, F16 prefill: MEKI_FLOAT_PREFILL=${MEKI_FLOAT_PREFILL:-auto} on ${vendor:-an unknown vendor} (auto: rows, f16 on AMD; tiles, f32 elsewhere)"
 declare -A bw
 for t in $THREADS; do
   bw[$t]=$("$MEKI_BENCH" kernels -t "$t" --formats q8_0 --shapes 64x4096 --quick 2>&1 \

@@ -337,7 +337,7 @@ fn run_tiles(
 }
 
 thread_local! {
-    /// The calling thread's f16 activations of [`FloatPrefill::F16`]
+    /// The calling thread's f16 activations of [`crate::FloatPrefill::F16`]
     /// (reused across calls).
     #[cfg(target_arch = "x86_64")]
     static F16_ACTS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };

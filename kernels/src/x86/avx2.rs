@@ -1174,7 +1174,10 @@ unsafe fn load_bf16x8(p: *const u8) -> __m256 {
     _mm256_castsi256_ps(_mm256_slli_epi32(v, 16))
 }
 
-/// Float weight formats: 8 elements to f32 lanes, one element to f32.
+/// Float element formats: 8 elements to f32 lanes, one element to f32. The
+/// weight formats (F32, F16, BF16), which also type the activations of the
+/// float products (f32, or f16 where a path rounds them: `F16W`, and
+/// [`F32AsF16`], f32 rounded as loaded).
 pub(crate) trait FloatWeights {
     const TYPE: GgmlType;
     const BYTES: usize;
