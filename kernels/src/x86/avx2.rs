@@ -2064,6 +2064,9 @@ unsafe fn gemm_float<W: FloatWeights>(
         return;
     }
     if f16_acts::<W>(n) {
+        // Long F16 rows read the activations rounded to f16
+        // ([`crate::matmul::F16_DECODE_F32_ACTS_MAX_COLS`]): converted here,
+        // per call (a few thousand elements against megabytes of weights).
         F16_ACTS.with_borrow_mut(|xh| {
             xh.clear();
             xh.resize(toks * n, 0);
