@@ -157,16 +157,7 @@ fn initial() -> Isa {
 
 /// The family the kernels currently use.
 pub fn isa() -> Isa {
-    let v = ACTIVE.load(Ordering::Relaxed);
-    if v != UNSET {
-        return Isa::ALL[v as usize];
-    }
-    let i = initial();
-    // Another thread may have set it meanwhile; keep theirs.
-    match ACTIVE.compare_exchange(UNSET, to_u8(i), Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => i,
-        Err(other) => Isa::ALL[other as usize],
-    }
+    Isa::ALL[setting(&ACTIVE, || to_u8(initial())) as usize]
 }
 
 /// Forces a kernel family for the whole process (tests, benchmarks).
@@ -245,8 +236,9 @@ fn setting(cell: &AtomicU8, init: impl FnOnce() -> u8) -> u8 {
     if v != UNSET {
         return v;
     }
-    match cell.compare_exchange(UNSET, init(), Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => cell.load(Ordering::Relaxed),
+    let i = init();
+    match cell.compare_exchange(UNSET, i, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => i,
         Err(other) => other,
     }
 }
@@ -262,11 +254,9 @@ fn per_cpu_setting(cell: &AtomicU8, var: &str, names: &[&str; 2]) -> u8 {
 
 /// The float decode the AVX2 kernels currently use.
 pub fn float_decode() -> FloatDecode {
-    let v = per_cpu_setting(&FLOAT_DECODE, "MEKI_FLOAT_DECODE", &["tiles", "rows"]);
-    if v == FloatDecode::Rows as u8 {
-        FloatDecode::Rows
-    } else {
-        FloatDecode::Tiles
+    match per_cpu_setting(&FLOAT_DECODE, "MEKI_FLOAT_DECODE", &["tiles", "rows"]) {
+        1 => FloatDecode::Rows,
+        _ => FloatDecode::Tiles,
     }
 }
 
@@ -301,11 +291,9 @@ static FLOAT_PREFILL: AtomicU8 = AtomicU8::new(UNSET);
 
 /// The F16 prefill the AVX2 kernels currently use.
 pub fn float_prefill() -> FloatPrefill {
-    let v = per_cpu_setting(&FLOAT_PREFILL, "MEKI_FLOAT_PREFILL", &["f32", "f16"]);
-    if v == FloatPrefill::F16 as u8 {
-        FloatPrefill::F16
-    } else {
-        FloatPrefill::F32
+    match per_cpu_setting(&FLOAT_PREFILL, "MEKI_FLOAT_PREFILL", &["f32", "f16"]) {
+        1 => FloatPrefill::F16,
+        _ => FloatPrefill::F32,
     }
 }
 
