@@ -14,7 +14,10 @@ pub struct Timings {
     pub load_ms: f64,
     pub prompt_tokens: usize,
     pub prompt_ms: f64,
-    pub gen_tokens: usize,
+    /// Forward passes after the prompt's (one per generated token but the
+    /// last, whose logits are never needed): what `gen_ms` timed, as
+    /// llama.cpp counts its eval "runs".
+    pub gen_runs: usize,
     pub gen_ms: f64,
 }
 
@@ -29,14 +32,14 @@ impl Timings {
         };
         format!(
             "load time = {:.2} ms\nprompt eval time = {:.2} ms / {} tokens ({:.2} tokens per second)\n\
-             eval time = {:.2} ms / {} tokens ({:.2} tokens per second)\nresident memory = {:.1} MiB",
+             eval time = {:.2} ms / {} runs ({:.2} tokens per second)\nresident memory = {:.1} MiB",
             self.load_ms,
             self.prompt_ms,
             self.prompt_tokens,
             rate(self.prompt_tokens, self.prompt_ms),
             self.gen_ms,
-            self.gen_tokens,
-            rate(self.gen_tokens, self.gen_ms),
+            self.gen_runs,
+            rate(self.gen_runs, self.gen_ms),
             resident_mib(),
         )
     }
@@ -113,10 +116,10 @@ pub fn generate(
             break;
         }
         logits = session.forward(&[next], Logits::Last)?;
+        t.gen_runs += 1;
     }
     write!(out, "{}", dec.finish()).map_err(io)?;
     t.gen_ms = start.elapsed().as_secs_f64() * 1e3;
-    t.gen_tokens = generated.len();
     Ok((generated, t))
 }
 
