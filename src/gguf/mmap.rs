@@ -65,6 +65,27 @@ impl FileMap {
         let _ = (offset, len);
     }
 
+    /// Maps the pages of `offset..offset + len` into this process's page
+    /// tables now (`madvise(MADV_POPULATE_READ)`, Linux 5.14+: reading them
+    /// from storage first if they are not cached), so later reads take no
+    /// page faults; llama.cpp maps its models with `MAP_POPULATE` for the
+    /// same reason. Elsewhere (older kernels, Android, other systems) it
+    /// falls back to `WILLNEED`; out-of-range requests are ignored.
+    pub fn populate(&self, offset: usize, len: usize) {
+        #[cfg(target_os = "linux")]
+        if let Some(map) = &self.map {
+            if len > 0 && offset.checked_add(len).is_some_and(|end| end <= map.len()) {
+                if map
+                    .advise_range(memmap2::Advice::PopulateRead, offset, len)
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        }
+        self.advise_willneed(offset, len);
+    }
+
     /// Makes `offset..offset + len` cold again, for benchmarks of reading
     /// from storage: drops the range from this process's map and asks the
     /// kernel to drop its pages from the page cache (`file` is the mapped

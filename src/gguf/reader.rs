@@ -184,6 +184,13 @@ impl GgufFile {
         self.map.advise_willneed(offset, len);
     }
 
+    /// Prefaults `len` bytes at `offset` ([`FileMap::populate`]): data every
+    /// token reads, whose page faults would otherwise land in the first
+    /// forward pass. Out-of-range requests are ignored.
+    pub fn populate(&self, offset: usize, len: usize) {
+        self.map.populate(offset, len);
+    }
+
     /// Drops `offset..offset + len` of the file from this process's map and
     /// from the page cache ([`FileMap::evict`]): benchmarks of cold storage.
     pub fn evict(&self, offset: usize, len: usize) -> Result<()> {
