@@ -329,4 +329,23 @@ mod tests {
         drop(map);
         std::fs::remove_file(&path).unwrap();
     }
+
+    #[test]
+    fn populate_checks_its_range() {
+        let path = std::env::temp_dir().join(format!("meki-populate-{}.bin", std::process::id()));
+        let data: Vec<u8> = (0..2 * 4096 + 100).map(|i| (i * 5 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let map = FileMap::map(&file, &path).unwrap();
+        // An unaligned range inside the map, the whole map, then ranges
+        // past the end or overflowing: ignored, never a fault or a panic.
+        map.populate(100, 4096 + 7);
+        map.populate(0, data.len());
+        map.populate(data.len() - 10, 11);
+        map.populate(usize::MAX, 2);
+        map.populate(5, usize::MAX);
+        assert_eq!(&map[..], &data[..]);
+        drop(map);
+        std::fs::remove_file(&path).unwrap();
+    }
 }

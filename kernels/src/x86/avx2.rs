@@ -1948,6 +1948,9 @@ unsafe fn blocks<W: FloatWeights, X: FloatWeights>(
                 // block), a few lines before each tile of this stretch's
                 // pass: the first token group would otherwise wait on memory
                 // for each row (measured ~88 -> ~91 GFLOP/s, F16, 1 thread).
+                // Of a next row block at most its rows' first BLOCK_COLS
+                // elements: whole rows (whole-row stretches) flooded L1
+                // (4096x14336 ran ~70 instead of ~85 GFLOP/s on the EPYC).
                 let (next, next_rows, next_cols) = if k0 + stretch < n8 {
                     (
                         wb.wrapping_add(W::BYTES * (k0 + stretch)),
@@ -1958,10 +1961,10 @@ unsafe fn blocks<W: FloatWeights, X: FloatWeights>(
                     (
                         wb.wrapping_add(BLOCK_ROWS * wrb),
                         (rows - r0 - BLOCK_ROWS).min(BLOCK_ROWS),
-                        n8.min(stretch),
+                        n8.min(BLOCK_COLS),
                     )
                 } else {
-                    (w, rows.min(BLOCK_ROWS), n8.min(stretch))
+                    (w, rows.min(BLOCK_ROWS), n8.min(BLOCK_COLS))
                 };
                 let lpr = (next_cols * W::BYTES).div_ceil(64);
                 let per_tile = (next_rows * lpr).div_ceil(groups * quads);
