@@ -74,13 +74,10 @@ impl FileMap {
     pub fn populate(&self, offset: usize, len: usize) {
         #[cfg(target_os = "linux")]
         if let Some(map) = &self.map {
-            if len > 0 && offset.checked_add(len).is_some_and(|end| end <= map.len()) {
-                if map
-                    .advise_range(memmap2::Advice::PopulateRead, offset, len)
-                    .is_ok()
-                {
-                    return;
-                }
+            let in_range = offset.checked_add(len).is_some_and(|end| end <= map.len());
+            let advice = memmap2::Advice::PopulateRead;
+            if len > 0 && in_range && map.advise_range(advice, offset, len).is_ok() {
+                return;
             }
         }
         self.advise_willneed(offset, len);
