@@ -305,14 +305,22 @@ mod sigbus {
 #[cfg(test)]
 mod tests {
     use super::FileMap;
+    use std::path::PathBuf;
 
-    #[test]
-    fn evicted_range_reads_back_the_same_bytes() {
-        let path = std::env::temp_dir().join(format!("meki-evict-{}.bin", std::process::id()));
-        let data: Vec<u8> = (0..3 * 4096 + 100).map(|i| (i * 7 % 251) as u8).collect();
+    /// A temporary file of `len` patterned bytes (`tag` names it), opened and
+    /// mapped.
+    fn mapped_temp(tag: &str, len: usize) -> (PathBuf, std::fs::File, FileMap, Vec<u8>) {
+        let path = std::env::temp_dir().join(format!("meki-{tag}-{}.bin", std::process::id()));
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let file = std::fs::File::open(&path).unwrap();
         let map = FileMap::map(&file, &path).unwrap();
+        (path, file, map, data)
+    }
+
+    #[test]
+    fn evicted_range_reads_back_the_same_bytes() {
+        let (path, file, map, data) = mapped_temp("evict", 3 * 4096 + 100);
         assert_eq!(&map[..], &data[..]);
         // An unaligned range inside the map: dropped, then read back.
         #[cfg(unix)]
@@ -327,20 +335,31 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
+    /// Resident KiB of the mapping that starts at `start` (`/proc/self/smaps`).
+    #[cfg(target_os = "linux")]
+    fn mapping_rss_kib(start: usize) -> Option<usize> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let head = format!("{start:x}-");
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head)).skip(1);
+        let rss = lines.find(|l| l.starts_with("Rss:"))?;
+        rss.split_whitespace().nth(1)?.parse().ok()
+    }
+
     #[test]
-    fn populate_checks_its_range() {
-        let path = std::env::temp_dir().join(format!("meki-populate-{}.bin", std::process::id()));
-        let data: Vec<u8> = (0..2 * 4096 + 100).map(|i| (i * 5 % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let file = std::fs::File::open(&path).unwrap();
-        let map = FileMap::map(&file, &path).unwrap();
-        // An unaligned range inside the map, the whole map, then ranges
-        // past the end or overflowing: ignored, never a fault or a panic.
-        map.populate(100, 4096 + 7);
-        map.populate(0, data.len());
+    fn populate_maps_the_range_and_checks_it() {
+        let (path, _file, map, data) = mapped_temp("populate", 4 * 4096 + 100);
+        // Ranges past the end or overflowing: ignored, never a fault or a
+        // panic.
         map.populate(data.len() - 10, 11);
         map.populate(usize::MAX, 2);
         map.populate(5, usize::MAX);
+        // An unaligned range inside the map: its pages (the file was just
+        // written, so cached) are mapped without being read.
+        map.populate(100, 2 * 4096);
+        #[cfg(target_os = "linux")]
+        if let Some(kib) = mapping_rss_kib(map.as_ptr() as usize) {
+            assert!(kib >= 12, "{kib} KiB resident after populating 3 pages");
+        }
         assert_eq!(&map[..], &data[..]);
         drop(map);
         std::fs::remove_file(&path).unwrap();
