@@ -540,7 +540,7 @@ impl ModelWeights {
         if prefault_wanted() {
             // The matrices read through the map, all read every token: their
             // page faults at load rather than in the first forward pass
-            // (measured: ~0.2 s of the 1.7B F16 shape's first pass).
+            // (measured: ~0.1 s of the 1.7B F16 shape's first pass).
             let matrices = layers.iter().flat_map(|lw| lw.matrices());
             for w in matrices.chain([&output]).filter(|w| w.mapped()) {
                 file.populate(w.range.start, w.range.len());
