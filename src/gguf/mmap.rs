@@ -53,11 +53,16 @@ impl FileMap {
         Ok(FileMap { map: Some(map), id })
     }
 
+    /// Whether `offset..offset + len` lies inside the map (no overflow).
+    fn in_range(&self, offset: usize, len: usize) -> bool {
+        offset.checked_add(len).is_some_and(|end| end <= self.len())
+    }
+
     /// `madvise(WILLNEED)` over `offset..offset + len` (ignored when out of range).
     pub fn advise_willneed(&self, offset: usize, len: usize) {
         #[cfg(unix)]
         if let Some(map) = &self.map {
-            if len > 0 && offset.checked_add(len).is_some_and(|end| end <= map.len()) {
+            if len > 0 && self.in_range(offset, len) {
                 let _ = map.advise_range(memmap2::Advice::WillNeed, offset, len);
             }
         }
@@ -74,9 +79,11 @@ impl FileMap {
     pub fn populate(&self, offset: usize, len: usize) {
         #[cfg(target_os = "linux")]
         if let Some(map) = &self.map {
-            let in_range = offset.checked_add(len).is_some_and(|end| end <= map.len());
             let advice = memmap2::Advice::PopulateRead;
-            if len > 0 && in_range && map.advise_range(advice, offset, len).is_ok() {
+            if len > 0
+                && self.in_range(offset, len)
+                && map.advise_range(advice, offset, len).is_ok()
+            {
                 return;
             }
         }
@@ -90,8 +97,7 @@ impl FileMap {
     /// range faults its pages in from the file. Unix only; elsewhere an
     /// `Unsupported` error.
     pub fn evict(&self, file: &File, offset: usize, len: usize) -> std::io::Result<()> {
-        let in_range = offset.checked_add(len).is_some_and(|end| end <= self.len());
-        if !in_range {
+        if !self.in_range(offset, len) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!(

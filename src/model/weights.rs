@@ -277,6 +277,19 @@ impl LayerWeights {
             &self.ffn_down,
         ]
     }
+
+    /// The same seven matrices, for placing them at load.
+    fn matrices_mut(&mut self) -> [&mut Weight; 7] {
+        [
+            &mut self.wq,
+            &mut self.wk,
+            &mut self.wv,
+            &mut self.wo,
+            &mut self.ffn_gate,
+            &mut self.ffn_up,
+            &mut self.ffn_down,
+        ]
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -518,15 +531,7 @@ impl ModelWeights {
         if mode != RepackMode::Off {
             let all = mode == RepackMode::All;
             for lw in &mut layers {
-                for w in [
-                    &mut lw.wq,
-                    &mut lw.wk,
-                    &mut lw.wv,
-                    &mut lw.wo,
-                    &mut lw.ffn_gate,
-                    &mut lw.ffn_up,
-                    &mut lw.ffn_down,
-                ] {
+                for w in lw.matrices_mut() {
                     if w.repack_wanted(all) {
                         jobs.push((w, Placement::Repack));
                     }
