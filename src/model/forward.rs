@@ -92,7 +92,7 @@ impl<'m> Session<'m> {
     pub fn new(model: &'m Model, n_ctx: usize, kv: KvType) -> Session<'m> {
         let c = &model.config;
         let cache = (0..c.n_layer)
-            .map(|_| KvStore::new(kv, n_ctx * c.kv_dim()))
+            .map(|_| KvStore::new(kv, n_ctx, c.n_head_kv, c.head_dim))
             .collect();
         Session {
             model,
@@ -264,7 +264,7 @@ impl<'m> Session<'m> {
                 }
                 kernels::vec::rope_table(qt, hd, &rope[t]);
                 kernels::vec::rope_table(kt, hd, &rope[t]);
-                self.cache[l].store(pos * kvd, kt, &v[t * kvd..(t + 1) * kvd]);
+                self.cache[l].store(pos, kt, &v[t * kvd..(t + 1) * kvd]);
             }
             // att = softmax(q K^T / sqrt(hd)) V over the cached positions
             // (causal within the batch).

@@ -341,6 +341,37 @@ pub(crate) unsafe fn rope_tables(
     }
 }
 
+/// How far ahead of the row they read the attention tiles prefetch cached
+/// rows: 32 f16 rows of 128. The cache is head-major, so a unit's keys (and
+/// its values) are one sequential run, and this keeps the next rows in
+/// flight while the current ones are computed. Decode at depth 4096, 1
+/// EPYC core: 1.9 -> 1.15 ms per 0.6B-shape layer with the larger decode
+/// blocks (`attention.rs`), against the next block prefetched all at once.
+const ATTN_PREFETCH_BYTES: usize = 8192;
+
+/// Bytes of `d` cached values.
+#[inline(always)]
+fn kv_row_bytes<const F16: bool>(d: usize) -> usize {
+    if F16 {
+        2 * d
+    } else {
+        4 * d
+    }
+}
+
+/// Prefetches the `len` bytes from `row` if they end by `end` (a null `end`:
+/// never). The address is only compared, never read, when out of range.
+#[inline(always)]
+unsafe fn prefetch_row(row: *const u8, len: usize, end: *const u8) {
+    if row.wrapping_add(len) <= end {
+        let mut o = 0;
+        while o < len {
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(o) as *const i8);
+            o += 64;
+        }
+    }
+}
+
 /// 8 cached values from element `i` of the row at `p`: f16 (converted) or f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -355,7 +386,8 @@ unsafe fn load_kv8<const F16: bool>(p: *const u8, i: usize) -> __m256 {
 /// Scores of `R` (1 or 2) query rows at `qp` against the `n` keys at `kp`
 /// (byte stride `stride`), four keys per pass: 4R independent FMA chains,
 /// each key vector loaded (and converted) once for the R rows, the four sums
-/// of a row folded by two `hadd`s.
+/// of a row folded by two `hadd`s. Prefetches the rows
+/// [`ATTN_PREFETCH_BYTES`] ahead that end by `pf_end` (null: none).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_scores_rows<const R: usize, const F16: bool>(
@@ -365,11 +397,16 @@ unsafe fn tile_scores_rows<const R: usize, const F16: bool>(
     stride: usize,
     sp: *mut f32,
     n: usize,
+    pf_end: *const u8,
 ) {
+    let (ahead, row_bytes) = (ATTN_PREFETCH_BYTES.div_ceil(stride), kv_row_bytes::<F16>(d));
     let mut j = 0;
     while j + 4 <= n {
         let k = |r: usize| kp.add((j + r) * stride);
         let (k0, k1, k2, k3) = (k(0), k(1), k(2), k(3));
+        for r in 0..4 {
+            prefetch_row(kp.wrapping_add((j + ahead + r) * stride), row_bytes, pf_end);
+        }
         let mut acc = [[_mm256_setzero_ps(); 4]; R];
         let mut i = 0;
         while i < d {
@@ -412,7 +449,9 @@ unsafe fn tile_scores_rows<const R: usize, const F16: bool>(
     }
 }
 
-/// All query rows, two at a time; `d` a multiple of 8.
+/// All query rows, two at a time; `d` a multiple of 8. The first pair of
+/// rows prefetches the keys ahead that end by `pf_end` (the later pairs find
+/// the block in cache).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_scores<const F16: bool>(
@@ -422,16 +461,19 @@ unsafe fn tile_scores<const F16: bool>(
     stride: usize,
     s: &mut [f32],
     n: usize,
+    pf_end: *const u8,
 ) {
     let r = q.len() / d;
     let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
     let mut i = 0;
     while i + 2 <= r {
-        tile_scores_rows::<2, F16>(qp.add(i * d), d, kp, stride, sp.add(i * n), n);
+        let pf = if i == 0 { pf_end } else { std::ptr::null() };
+        tile_scores_rows::<2, F16>(qp.add(i * d), d, kp, stride, sp.add(i * n), n, pf);
         i += 2;
     }
     if i < r {
-        tile_scores_rows::<1, F16>(qp.add(i * d), d, kp, stride, sp.add(i * n), n);
+        let pf = if i == 0 { pf_end } else { std::ptr::null() };
+        tile_scores_rows::<1, F16>(qp.add(i * d), d, kp, stride, sp.add(i * n), n, pf);
     }
 }
 
@@ -447,7 +489,8 @@ pub(crate) unsafe fn attn_tile_scores(
     if !d.is_multiple_of(8) {
         return crate::scalar::vec::attn_tile_scores(q, d, keys, stride, s, n);
     }
-    tile_scores::<false>(q, d, keys.as_ptr() as *const u8, 4 * stride, s, n);
+    let end = keys.as_ptr_range().end as *const u8;
+    tile_scores::<false>(q, d, keys.as_ptr() as *const u8, 4 * stride, s, n, end);
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -462,12 +505,14 @@ pub(crate) unsafe fn attn_tile_scores_f16(
     if !d.is_multiple_of(8) {
         return crate::scalar::vec::attn_tile_scores_f16(q, d, keys, stride, s, n);
     }
-    tile_scores::<true>(q, d, keys.as_ptr(), stride, s, n);
+    tile_scores::<true>(q, d, keys.as_ptr(), stride, s, n, keys.as_ptr_range().end);
 }
 
 /// `o_r += sum_j p[r*n + j] v_j` for `R` rows on `W` vectors of 8 columns
 /// from column `c`: the R x W accumulators stay in registers over all `n`
 /// value rows, each value vector loaded (and converted) once for the R rows.
+/// Prefetches the whole rows [`ATTN_PREFETCH_BYTES`] ahead that end by
+/// `pf_end` (null: none; the first column pass of a block reads them all).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
@@ -479,6 +524,7 @@ unsafe fn tile_accumulate_rows<const R: usize, const W: usize, const F16: bool>(
     d: usize,
     op: *mut f32,
     c: usize,
+    pf_end: *const u8,
 ) {
     let mut acc = [[_mm256_setzero_ps(); W]; R];
     for (r, a) in acc.iter_mut().enumerate() {
@@ -486,8 +532,10 @@ unsafe fn tile_accumulate_rows<const R: usize, const W: usize, const F16: bool>(
             *ac = _mm256_loadu_ps(op.add(r * d + c + 8 * w));
         }
     }
+    let (ahead, row_bytes) = (ATTN_PREFETCH_BYTES.div_ceil(stride), kv_row_bytes::<F16>(d));
     for j in 0..n {
         let vj = vp.add(j * stride);
+        prefetch_row(vj.wrapping_add(ahead * stride), row_bytes, pf_end);
         let mut vv = [_mm256_setzero_ps(); W];
         for (w, v) in vv.iter_mut().enumerate() {
             *v = load_kv8::<F16>(vj, c + 8 * w);
@@ -507,7 +555,8 @@ unsafe fn tile_accumulate_rows<const R: usize, const W: usize, const F16: bool>(
 }
 
 /// Rows `R` (1 to 4) of the weighted sum over all columns: 32 at a time
-/// for one or two rows, then 16, then 8.
+/// for one or two rows, then 16, then 8; prefetching by `pf_end` (see
+/// [`tile_accumulate_rows`]).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_accumulate_block<const R: usize, const F16: bool>(
@@ -517,25 +566,29 @@ unsafe fn tile_accumulate_block<const R: usize, const F16: bool>(
     stride: usize,
     d: usize,
     op: *mut f32,
+    pf_end: *const u8,
 ) {
+    // Only the first column pass prefetches.
+    let pf = |c: usize| if c == 0 { pf_end } else { std::ptr::null() };
     let mut c = 0;
     if R <= 2 {
         // Few rows (decode): 32 columns per pass, fewer weight broadcasts.
         while c + 32 <= d {
-            tile_accumulate_rows::<R, 4, F16>(pp, n, vp, stride, d, op, c);
+            tile_accumulate_rows::<R, 4, F16>(pp, n, vp, stride, d, op, c, pf(c));
             c += 32;
         }
     }
     while c + 16 <= d {
-        tile_accumulate_rows::<R, 2, F16>(pp, n, vp, stride, d, op, c);
+        tile_accumulate_rows::<R, 2, F16>(pp, n, vp, stride, d, op, c, pf(c));
         c += 16;
     }
     if c < d {
-        tile_accumulate_rows::<R, 1, F16>(pp, n, vp, stride, d, op, c);
+        tile_accumulate_rows::<R, 1, F16>(pp, n, vp, stride, d, op, c, pf(c));
     }
 }
 
-/// All output rows, four at a time; `d` a multiple of 8.
+/// All output rows, four at a time; `d` a multiple of 8. The first rows
+/// prefetch the values ahead that end by `pf_end`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_accumulate<const F16: bool>(
@@ -545,19 +598,22 @@ unsafe fn tile_accumulate<const F16: bool>(
     d: usize,
     o: &mut [f32],
     n: usize,
+    pf_end: *const u8,
 ) {
     let r = o.len() / d;
     let (pp, op) = (p.as_ptr(), o.as_mut_ptr());
     let mut i = 0;
     while i + 4 <= r {
-        tile_accumulate_block::<4, F16>(pp.add(i * n), n, vp, stride, d, op.add(i * d));
+        let pf = if i == 0 { pf_end } else { std::ptr::null() };
+        tile_accumulate_block::<4, F16>(pp.add(i * n), n, vp, stride, d, op.add(i * d), pf);
         i += 4;
     }
     let (pp, op) = (pp.add(i * n), op.add(i * d));
+    let pf = if i == 0 { pf_end } else { std::ptr::null() };
     match r - i {
-        3 => tile_accumulate_block::<3, F16>(pp, n, vp, stride, d, op),
-        2 => tile_accumulate_block::<2, F16>(pp, n, vp, stride, d, op),
-        1 => tile_accumulate_block::<1, F16>(pp, n, vp, stride, d, op),
+        3 => tile_accumulate_block::<3, F16>(pp, n, vp, stride, d, op, pf),
+        2 => tile_accumulate_block::<2, F16>(pp, n, vp, stride, d, op, pf),
+        1 => tile_accumulate_block::<1, F16>(pp, n, vp, stride, d, op, pf),
         _ => {}
     }
 }
@@ -574,7 +630,8 @@ pub(crate) unsafe fn attn_tile_accumulate(
     if !d.is_multiple_of(8) {
         return crate::scalar::vec::attn_tile_accumulate(p, values, stride, d, o, n);
     }
-    tile_accumulate::<false>(p, values.as_ptr() as *const u8, 4 * stride, d, o, n);
+    let end = values.as_ptr_range().end as *const u8;
+    tile_accumulate::<false>(p, values.as_ptr() as *const u8, 4 * stride, d, o, n, end);
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -589,7 +646,15 @@ pub(crate) unsafe fn attn_tile_accumulate_f16(
     if !d.is_multiple_of(8) {
         return crate::scalar::vec::attn_tile_accumulate_f16(p, values, stride, d, o, n);
     }
-    tile_accumulate::<true>(p, values.as_ptr(), stride, d, o, n);
+    tile_accumulate::<true>(
+        p,
+        values.as_ptr(),
+        stride,
+        d,
+        o,
+        n,
+        values.as_ptr_range().end,
+    );
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
