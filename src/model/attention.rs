@@ -2,7 +2,7 @@
 //! f32 rows, position-major) and the attention of a batch of query rows.
 
 use crate::kernels::{self, ThreadPool};
-use half::f16;
+use half::{f16, slice::HalfFloatSliceExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -72,13 +72,11 @@ impl KvStore {
             let dst = self.span(g, pos, 1);
             let (ks, vs) = (&k_row[g * hd..(g + 1) * hd], &v_row[g * hd..(g + 1) * hd]);
             match &mut self.data {
+                // F16C / fp16 conversion where the CPU has it (half checks
+                // at run time), rounding to nearest even as f16::from_f32.
                 KvData::F16 { k, v } => {
-                    for (d, &s) in k[dst.clone()].iter_mut().zip(ks) {
-                        *d = f16::from_f32(s);
-                    }
-                    for (d, &s) in v[dst].iter_mut().zip(vs) {
-                        *d = f16::from_f32(s);
-                    }
+                    k[dst.clone()].convert_from_f32_slice(ks);
+                    v[dst].convert_from_f32_slice(vs);
                 }
                 KvData::F32 { k, v } => {
                     k[dst.clone()].copy_from_slice(ks);
@@ -337,6 +335,43 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn store_puts_each_head_in_its_run_rounded_as_f16_from_f32() {
+        let (n_kv, hd, cap) = (3, 12, 5);
+        let mut rng = Rng(7);
+        let mut cache = KvStore::new(KvType::F16, cap, n_kv, hd);
+        let mut rows = Vec::new();
+        for pos in [4, 0, 2] {
+            // Random values and the edges of f16: ties, subnormals, overflow.
+            let mut k: Vec<f32> = (0..n_kv * hd).map(|_| 300.0 * rng.f32()).collect();
+            k[..6].copy_from_slice(&[1.0 + 1.0 / 4096.0, 6e-8, -1e-6, 65520.0, 65519.0, -0.0]);
+            let v: Vec<f32> = (0..n_kv * hd).map(|_| rng.f32()).collect();
+            cache.store(pos, &k, &v);
+            rows.push((pos, k, v));
+        }
+        let KvData::F16 { k, v } = &cache.data else {
+            unreachable!()
+        };
+        for (pos, kr, vr) in rows {
+            for g in 0..n_kv {
+                for i in 0..hd {
+                    let at = (g * cap + pos) * hd + i;
+                    let want = |x: f32| f16::from_f32(x).to_bits();
+                    assert_eq!(
+                        k[at].to_bits(),
+                        want(kr[g * hd + i]),
+                        "k pos {pos} head {g} [{i}]"
+                    );
+                    assert_eq!(
+                        v[at].to_bits(),
+                        want(vr[g * hd + i]),
+                        "v pos {pos} head {g} [{i}]"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
