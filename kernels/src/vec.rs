@@ -278,7 +278,9 @@ fn check_tile(what: &str, d: usize, n: usize, rows: &[f32], stride: usize) {
 /// attention's `Q K^T`): `s[i * n + j] = q_i . k_j` for the `r = q.len() / d`
 /// query rows `q_i = q[i*d..(i+1)*d]` and the `n = s.len() / r` keys
 /// `k_j = keys[j*stride..j*stride + d]`. Each key is loaded once for several
-/// query rows.
+/// query rows. `keys` may run past the `n` keys: the AVX2 kernel prefetches
+/// ahead into what follows (the next block of a sequential cache), never
+/// past the slice.
 pub fn attn_tile_scores(q: &[f32], d: usize, keys: &[f32], stride: usize, s: &mut [f32]) {
     attn_tile_scores_with(isa(), q, d, keys, stride, s)
 }
@@ -315,7 +317,8 @@ pub fn attn_tile_scores_with(
 /// (flash attention's `O += P V`): `o_i += sum_j p[i * n + j] v_j` for the
 /// `r = o.len() / d` rows `o_i = o[i*d..(i+1)*d]` and the `n = p.len() / r`
 /// values `v_j = values[j*stride..j*stride + d]`. Each value row is loaded
-/// once for several output rows.
+/// once for several output rows. `values` may run past the `n` rows: the
+/// AVX2 kernel prefetches ahead into what follows, never past the slice.
 pub fn attn_tile_accumulate(p: &[f32], values: &[f32], stride: usize, d: usize, o: &mut [f32]) {
     attn_tile_accumulate_with(isa(), p, values, stride, d, o)
 }

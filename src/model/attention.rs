@@ -26,7 +26,8 @@ pub(super) struct KvStore {
     data: KvData,
 }
 
-pub(super) enum KvData {
+/// The cached keys and values, in the cache's element type.
+enum KvData {
     F16 { k: Vec<f16>, v: Vec<f16> },
     F32 { k: Vec<f32>, v: Vec<f32> },
 }
