@@ -183,6 +183,16 @@ fn matvec_quantized_and_shape_errors() {
     assert!(matvec(&pool, &w, GgmlType::Q4_0, rows, cols, &x[..32], &mut y).is_err());
     assert!(matvec(&pool, &w, GgmlType::Q4_0, rows, cols, &x, &mut y[..4]).is_err());
     assert!(matvec(&pool, &w, GgmlType::Q8K, 1, 256, &x, &mut y).is_err());
+    // Rows of no columns: a result or an error, never a panic (the decode
+    // rows size their prefetch distance by the row's bytes).
+    for ty in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0, GgmlType::F16] {
+        for i in [Isa::Scalar, isa()] {
+            let mut y = vec![1f32; 3];
+            if matmul_with(i, &pool, &[], ty, 3, 0, 1, &[], &mut y).is_ok() {
+                assert_eq!(y, [0.0; 3], "{ty:?} {i:?}: an empty dot is 0");
+            }
+        }
+    }
 }
 
 /// Float weights have no blocks: row lengths that are not a multiple of the

@@ -978,7 +978,8 @@ macro_rules! gemm_row_x4 {
                 // stream that the hardware prefetcher alone leaves ~30%
                 // below the bandwidth (4096 x 14336 Q4_K: 8.5 -> 12 GB/s).
                 let pf = if toks == 1 && wrb <= SHORT_TILE_BYTES {
-                    wr.wrapping_add(DECODE_ROW_PREFETCH_BYTES.div_ceil(wrb) * wrb)
+                    // (`max(1)`: rows of no columns prefetch nothing.)
+                    wr.wrapping_add(DECODE_ROW_PREFETCH_BYTES.div_ceil(wrb.max(1)) * wrb)
                 } else {
                     std::ptr::null()
                 };
