@@ -970,18 +970,18 @@ macro_rules! gemm_row_x4 {
                 }
                 return;
             }
+            // Decode: prefetch the row at least DECODE_ROW_PREFETCH_BYTES
+            // ahead, spread over this one's blocks (see `gemm_q8`). One row
+            // at a time is a single stream that the hardware prefetcher
+            // alone leaves ~30% below the bandwidth (4096 x 14336 Q4_K: 8.5
+            // -> 12 GB/s). (`max(1)`: rows of no columns prefetch nothing.)
+            let pf_ahead = (toks == 1 && wrb <= SHORT_TILE_BYTES)
+                .then(|| DECODE_ROW_PREFETCH_BYTES.div_ceil(wrb.max(1)) * wrb);
             for r in 0..rows {
                 let wr = w.add(r * wrb);
-                // Decode: prefetch the row at least
-                // DECODE_ROW_PREFETCH_BYTES ahead, spread over this one's
-                // blocks (see `gemm_q8`). One row at a time is a single
-                // stream that the hardware prefetcher alone leaves ~30%
-                // below the bandwidth (4096 x 14336 Q4_K: 8.5 -> 12 GB/s).
-                let pf = if toks == 1 && wrb <= SHORT_TILE_BYTES {
-                    // (`max(1)`: rows of no columns prefetch nothing.)
-                    wr.wrapping_add(DECODE_ROW_PREFETCH_BYTES.div_ceil(wrb.max(1)) * wrb)
-                } else {
-                    std::ptr::null()
+                let pf = match pf_ahead {
+                    Some(ahead) => wr.wrapping_add(ahead),
+                    None => std::ptr::null(),
                 };
                 let mut t = 0;
                 while t < toks {

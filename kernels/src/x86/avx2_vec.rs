@@ -2,7 +2,7 @@
 //! `crate::vec`; lengths are checked there). Every function is `unsafe`
 //! because of `#[target_feature]`: callers checked AVX2 is available.
 
-use super::avx2::{dot_f16_f32, f16_at, hmax_ps, hsum_ps, load_f16x8};
+use super::avx2::{dot_f16_f32, f16_at, hmax_ps, hsum_ps, load_f16x8, prefetch_span};
 use std::arch::x86_64::*;
 
 /// exp(x) for 8 lanes: Cody-Waite reduction by ln 2 and a degree-6
@@ -361,14 +361,11 @@ fn kv_row_bytes<const F16: bool>(d: usize) -> usize {
 
 /// Prefetches the `len` bytes from `row` if they end by `end` (a null `end`:
 /// never). The address is only compared, never read, when out of range.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn prefetch_row(row: *const u8, len: usize, end: *const u8) {
     if row.wrapping_add(len) <= end {
-        let mut o = 0;
-        while o < len {
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(o) as *const i8);
-            o += 64;
-        }
+        prefetch_span(row, len);
     }
 }
 
@@ -686,10 +683,6 @@ pub(crate) unsafe fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
 pub(crate) unsafe fn prefetch_rows(rows: &[u8], stride: usize, n: usize, len: usize) {
     let p = rows.as_ptr();
     for j in 0..n {
-        let mut o = 0;
-        while o < len {
-            _mm_prefetch::<_MM_HINT_T0>(p.add(j * stride + o) as *const i8);
-            o += 64;
-        }
+        prefetch_span(p.add(j * stride), len);
     }
 }
