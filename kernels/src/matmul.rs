@@ -257,6 +257,16 @@ pub(crate) fn group_chunk_rows(
         .max(ROW_CHUNK)
 }
 
+/// Rows per work item of a one-token product alone: the whole matrix on
+/// one thread (nothing to balance), else [`group_chunk_rows`] of it.
+pub(crate) fn decode_chunk_rows(rows: usize, row_bytes: usize, threads: usize) -> usize {
+    if threads == 1 {
+        rows.max(1)
+    } else {
+        group_chunk_rows(rows, row_bytes, rows.saturating_mul(row_bytes), threads)
+    }
+}
+
 /// Rows per unit of work: a multiple of [`ROW_CHUNK`], at least
 /// [`MIN_CHUNK_BYTES`] of weights, and at most a share that leaves every
 /// thread [`CHUNKS_PER_THREAD`] units.
@@ -286,6 +296,11 @@ fn run_tiles(
         // EPYC, 0.6B F16 ~169 -> ~173, 1.7B ~54 -> ~61 tok/s). Each item
         // streams the activations once more from L3, a few GB/s at most.
         FLOAT_BLOCK_ROWS
+    } else if n_tokens == 1 {
+        // One token (the output head in decode): `matvec_multi`'s long
+        // items, whose rows prefetch ahead across the whole item (each
+        // item starts cold).
+        decode_chunk_rows(rows, p.row_bytes, pool.n_threads())
     } else {
         chunk_rows(rows, p.row_bytes, pool.n_threads())
     };

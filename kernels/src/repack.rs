@@ -52,6 +52,7 @@
 use crate::dispatch::Isa;
 use crate::dot::KernelError;
 use crate::formats::{GgmlType, QK, QK_K};
+use crate::matmul::decode_chunk_rows;
 use crate::pool::ThreadPool;
 use half::f16;
 use std::sync::atomic::AtomicUsize;
@@ -65,15 +66,15 @@ use std::sync::atomic::AtomicUsize;
 #[doc(hidden)]
 pub static DECODE_PREFETCH_BLOCKS: AtomicUsize = AtomicUsize::new(4);
 
-/// Bit set: one token of Q4_0 (bit 0) / Q4_K (bit 1) runs through the
-/// two-stream decode kernel (`x86/avx2_repack_decode.rs`, the default),
-/// else through the prefill tile with one token; Q8_0 always takes the
-/// two-stream one. For A/B timing in one process (the decode speed test in
-/// tests/repack.rs, REPACK_AB=1). EPYC, 1 thread, 0.6B-shape decode
-/// groups: from DRAM Q4_K 1.21x and Q4_0 1.5-1.9x the tile, from L3 1.01x
-/// and 1.08x.
+/// Bit set: one token of Q4_0 (bit 0) / Q4_K (bit 1) / Q6_K (bit 2) runs
+/// through the two-stream decode kernel (`x86/avx2_repack_decode.rs`, the
+/// default), else through the prefill tile with one token; Q8_0 always
+/// takes the two-stream one. For A/B timing in one process (the decode
+/// speed test in tests/repack.rs, REPACK_AB=1). EPYC, 1 thread, 0.6B-shape
+/// decode groups: from DRAM Q4_K 1.21x and Q4_0 1.5-1.9x the tile, from L3
+/// 1.01x and 1.08x; Q6_K from DRAM 1.4-1.8x the tile.
 #[doc(hidden)]
-pub static DECODE_TWO_STREAMS: AtomicUsize = AtomicUsize::new(3);
+pub static DECODE_TWO_STREAMS: AtomicUsize = AtomicUsize::new(7);
 
 /// Weight rows per interleaved group.
 pub const GROUP: usize = 8;
@@ -208,9 +209,14 @@ impl Packed {
     /// thread) the plain tiles, 1.16-1.40x with the weights in L3; end to
     /// end (1 thread, load 6-9) its layer kernels took 0.88x the plain
     /// ones' CPU time and decode ran 1.09x (before: 0.89x, Xeon).
-    /// Q6_K (opt-in, `MEKI_REPACK=all`): prefill ~1.0-1.2x the row kernels,
-    /// hot decode ~0.75x (building the 6-bit quants from `ql`/`qh` costs as
-    /// much as the products at 4 tokens per tile).
+    /// Q6_K (opt-in, `MEKI_REPACK=all`): prefill ~1.0-1.2x the row kernels;
+    /// decode through its two-stream kernel 0.79-1.0x the row kernels on
+    /// the layer shapes and 0.98-1.11x on the 151936-row head (EPYC, 1
+    /// thread, from DRAM; the speed test in tests/repack.rs,
+    /// REPACK_TYPE=q6_K), and end to end no faster (0.6B Q4_K_M, tg64, 8
+    /// rounds: 1.019 vs 1.032 over the same base): building the 6-bit
+    /// quants from `ql` / `qh` costs the same per quant in either layout,
+    /// and only the row kernels' per-row sums are saved.
     pub fn preferred(isa: Isa, ty: GgmlType, rows: usize, cols: usize) -> bool {
         matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K | GgmlType::Q8_0)
             && Packed::supported(isa, ty, rows, cols)
@@ -606,6 +612,7 @@ impl Packed {
                             GgmlType::Q8_0 => Some(d::gemv_q8_0x8 as d::Gemv),
                             GgmlType::Q4K if two & 2 != 0 => Some(d::gemv_q4_kx8 as d::Gemv),
                             GgmlType::Q4_0 if two & 1 != 0 => Some(d::gemv_q4_0x8 as d::Gemv),
+                            GgmlType::Q6K if two & 4 != 0 => Some(d::gemv_q6_kx8 as d::Gemv),
                             _ => None,
                         };
                         if let Some(gemv) = gemv {
@@ -677,9 +684,18 @@ pub fn matmul(
         });
     }
     let groups = w.n_groups();
-    let by_bytes = MIN_CHUNK_BYTES.div_ceil(w.group_bytes().max(1));
-    let by_balance = groups.div_ceil(pool.n_threads() * CHUNKS_PER_THREAD);
-    let chunk = by_bytes.min(by_balance).max(1);
+    let threads = pool.n_threads();
+    let chunk = if n_tokens == 1 {
+        // One token (the output head in decode): `matvec_multi`'s long
+        // chunks. The two-stream kernels restart their prefetch at each
+        // call, and 32 KiB chunks left the 151936-row Q8_0 head at 13 GB/s
+        // where the plain rows read 19 (1 thread, EPYC).
+        (decode_chunk_rows(rows, w.group_bytes() / GROUP, threads) / GROUP).max(1)
+    } else {
+        let by_bytes = MIN_CHUNK_BYTES.div_ceil(w.group_bytes().max(1));
+        let by_balance = groups.div_ceil(threads * CHUNKS_PER_THREAD);
+        by_bytes.min(by_balance).max(1)
+    };
     let n_chunks = groups.div_ceil(chunk);
     let out = SyncPtr(ys.as_mut_ptr());
     pool.run_chunks(n_chunks, &|c| {

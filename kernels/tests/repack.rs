@@ -298,8 +298,8 @@ fn every_token_count_equals_scalar_reference() {
     }
 }
 
-/// One token of Q8_0, Q4_0 and Q4_K (the two-stream decode kernels, and
-/// for Q4_0 / Q4_K the prefill tile with one token too): odd and even group
+/// One token of Q8_0, Q4_0, Q4_K and Q6_K (the two-stream decode kernels,
+/// and for Q4_0 / Q4_K / Q6_K the prefill tile with one token too): odd and even group
 /// counts in one call (one thread through `matvec_multi`: the whole matrix)
 /// and in chunks (2-3 threads, `matmul`), 1..33 blocks per row, unaligned
 /// activations, extreme quants, several prefetch distances (0, past the
@@ -316,7 +316,7 @@ fn decode_equals_scalar_reference() {
         .collect();
     let default_pf = repack::DECODE_PREFETCH_BLOCKS.load(Relaxed);
     let default_two = repack::DECODE_TWO_STREAMS.load(Relaxed);
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4K] {
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q6K] {
         let act = act_of(ty);
         for (k, &(groups, nb)) in [
             (1, 1),
@@ -334,7 +334,7 @@ fn decode_equals_scalar_reference() {
         .iter()
         .enumerate()
         {
-            // Q4_K: fewer (bigger) blocks.
+            // Q4_K / Q6_K: fewer (bigger) blocks.
             let nb: usize = if act == GgmlType::Q8K { nb / 3 + 1 } else { nb };
             let (rows, cols) = (GROUP * groups, nb * ty.block_size());
             let w = random_matrix(&mut rng, ty, rows, nb);
@@ -359,7 +359,7 @@ fn decode_equals_scalar_reference() {
             let acts = prepare(ty, &xq, 1, cols);
             for (j, pf) in [0, 1, 8, 40, 1000].into_iter().enumerate() {
                 repack::DECODE_PREFETCH_BLOCKS.store(pf, Relaxed);
-                for two in [3, 0] {
+                for two in [7, 0] {
                     repack::DECODE_TWO_STREAMS.store(two, Relaxed);
                     for &isa in &isas {
                         for (t, pool) in pools.iter().enumerate() {
@@ -546,7 +546,7 @@ struct DecodeMat {
 }
 
 /// Decode (one token) through `matvec_multi` with matrices plain vs
-/// repacked (Q8_0; env REPACK_TYPE q4_0 / q4_K / q8_0), on layers of a Qwen3 shape with MeKi projections (d_mem 128):
+/// repacked (Q8_0; env REPACK_TYPE q4_0 / q4_K / q6_K / q8_0), on layers of a Qwen3 shape with MeKi projections (d_mem 128):
 /// per layer the groups of a decode step (Q/K/V; O; gate, up and the MeKi
 /// gate; down and the MeKi output), several layers so that the weights do
 /// not stay in cache, then the output head. Each round runs the whole step
@@ -585,6 +585,7 @@ fn speed_decode_plain_vs_packed() {
     let ty = match std::env::var("REPACK_TYPE").as_deref() {
         Ok("q4_0") => GgmlType::Q4_0,
         Ok("q4_K") | Ok("q4_k") => GgmlType::Q4K,
+        Ok("q6_K") | Ok("q6_k") => GgmlType::Q6K,
         _ => GgmlType::Q8_0,
     };
     let act = act_of(ty);
@@ -725,7 +726,7 @@ fn speed_decode_plain_vs_packed() {
                 if packed {
                     repack::DECODE_PREFETCH_BLOCKS.store(pfs[v - 1], Relaxed);
                     let tile = tile_variant && v == nv - 1;
-                    repack::DECODE_TWO_STREAMS.store(if tile { 0 } else { 3 }, Relaxed);
+                    repack::DECODE_TWO_STREAMS.store(if tile { 0 } else { 7 }, Relaxed);
                 }
                 let mut total = 0.0;
                 for (g, (_, layers)) in steps.iter().enumerate() {

@@ -118,7 +118,7 @@ unsafe fn tile_q8_0x8<const RN: usize>(
 /// arithmetic shift right by 8 then sign-extends them).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pair_mask<const HIGH: bool>(a: i8, b: i8) -> __m256i {
+pub(crate) unsafe fn pair_mask<const HIGH: bool>(a: i8, b: i8) -> __m256i {
     // One i16 half: the source byte `v` and a zeroing index (0x80).
     let half = |v: i8| {
         let v = v as u8 as u32;
