@@ -149,7 +149,8 @@ impl<'m, 't> Chat<'m, 't> {
             write!(out, "{text}").map_err(io)?;
             out.flush().map_err(io)?;
             answer.push_str(&text);
-            logits = self.session.forward(&[next], Logits::Last)?;
+            self.session
+                .forward_into(&[next], Logits::Last, &mut logits)?;
             self.cached.push(next);
         }
         let tail = dec.finish();

@@ -115,7 +115,7 @@ pub fn generate(
         if generated.len() == opts.n_predict || session.n_past() >= n_ctx {
             break;
         }
-        logits = session.forward(&[next], Logits::Last)?;
+        session.forward_into(&[next], Logits::Last, &mut logits)?;
         t.gen_runs += 1;
     }
     write!(out, "{}", dec.finish()).map_err(io)?;

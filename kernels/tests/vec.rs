@@ -94,6 +94,68 @@ fn exp_inputs(rng: &mut Rng, n: usize) -> Vec<f32> {
     x
 }
 
+/// f32 -> f16 (the KV cache's stores) on every family: bit-equal to half's
+/// software rounding (`from_f32_const`, round to nearest even) for ties at
+/// f16 precision, f16 subnormals and underflow, overflow to infinity,
+/// infinities, signed zeros, NaNs (quiet and signalling, with payloads) and
+/// random values, at lengths that leave every tail.
+#[test]
+fn f32_to_f16_rounds_to_nearest_even() {
+    let mut rng = Rng::new(12);
+    let ulp = |e: i32| 2f32.powi(e);
+    let specials = [
+        0.0,
+        -0.0,
+        1.0 + ulp(-11),
+        1.0 + 3.0 * ulp(-11),
+        -(2.0 + ulp(-10)),
+        65504.0,
+        65519.0,
+        65520.0,
+        -70000.0,
+        1e-5,
+        6e-8,
+        3e-8,
+        2.9e-8,
+        -5.96e-8,
+        1e-9,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::from_bits(0x7f80_0001),
+        f32::from_bits(0xffc1_2345),
+        f32::MIN_POSITIVE,
+    ];
+    for n in LENS.into_iter().chain([128, 200]) {
+        let src: Vec<f32> = (0..n)
+            .map(|k| {
+                if k % 3 == 0 {
+                    specials[(k / 3) % specials.len()]
+                } else {
+                    rng.f32() * 2f32.powi((k % 40) as i32 - 24)
+                }
+            })
+            .collect();
+        let want: Vec<u16> = src
+            .iter()
+            .map(|&v| f16::from_f32_const(v).to_bits())
+            .collect();
+        for isa in Isa::available() {
+            let mut dst = vec![f16::from_bits(0x1234); n];
+            f32_to_f16_with(isa, &src, &mut dst);
+            for k in 0..n {
+                assert_eq!(
+                    dst[k].to_bits(),
+                    want[k],
+                    "{isa} n={n} k={k}: {} ({:#x})",
+                    src[k],
+                    src[k].to_bits()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn sigmoid_and_silu_match_f64() {
     let mut rng = Rng::new(3);

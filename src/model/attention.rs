@@ -2,7 +2,7 @@
 //! f32 rows, position-major) and the attention of a batch of query rows.
 
 use crate::kernels::{self, ThreadPool};
-use half::{f16, slice::HalfFloatSliceExt};
+use half::f16;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -65,6 +65,30 @@ impl KvStore {
         at..at + n * self.head_dim
     }
 
+    /// Hints the CPU to load the cache lines of position `pos` of every
+    /// head's keys and values, which [`KvStore::store`] writes next.
+    pub(super) fn prefetch_position(&self, pos: usize) {
+        if pos >= self.cap {
+            return;
+        }
+        for g in 0..self.n_kv {
+            let span = self.span(g, pos, 1);
+            let (k, v): (&[u8], &[u8]) = match &self.data {
+                KvData::F16 { k, v } => (
+                    bytemuck::cast_slice(&k[span.clone()]),
+                    bytemuck::cast_slice(&v[span]),
+                ),
+                KvData::F32 { k, v } => (
+                    bytemuck::cast_slice(&k[span.clone()]),
+                    bytemuck::cast_slice(&v[span]),
+                ),
+            };
+            for run in [k, v] {
+                kernels::vec::prefetch_rows(run, run.len(), 1, run.len());
+            }
+        }
+    }
+
     /// Stores position `pos`'s keys and values (all heads, `kv_dim` each).
     pub(super) fn store(&mut self, pos: usize, k_row: &[f32], v_row: &[f32]) {
         let hd = self.head_dim;
@@ -73,11 +97,11 @@ impl KvStore {
             let dst = self.span(g, pos, 1);
             let (ks, vs) = (&k_row[g * hd..(g + 1) * hd], &v_row[g * hd..(g + 1) * hd]);
             match &mut self.data {
-                // F16C / fp16 conversion where the CPU has it (half checks
-                // at run time), rounding to nearest even as f16::from_f32.
+                // F16C / fp16 conversion where the CPU has it, rounding to
+                // nearest even as f16::from_f32.
                 KvData::F16 { k, v } => {
-                    k[dst.clone()].convert_from_f32_slice(ks);
-                    v[dst].convert_from_f32_slice(vs);
+                    kernels::vec::f32_to_f16(ks, &mut k[dst.clone()]);
+                    kernels::vec::f32_to_f16(vs, &mut v[dst]);
                 }
                 KvData::F32 { k, v } => {
                     k[dst.clone()].copy_from_slice(ks);
@@ -510,10 +534,19 @@ mod bench {
             (x >> 8) as f32 / (1 << 24) as f32 - 0.5
         };
         // Several layers' worth of caches, as in the model (the caches of
-        // one token's 28 layers do not fit in L3 at depth 4096).
-        let layers = 8;
-        for (n_past, n) in [(4096, 1), (1024, 1), (0, 128), (0, 512)] {
+        // one token's 28 layers do not fit in L3 at depth 4096); at short
+        // depths as many as make 64 MiB, so that every call reads its
+        // cache from memory, as in a decode step (the weights stream
+        // through L3 between two layers' attention).
+        let cases = [(4096, 1), (1024, 1), (128, 1), (512, 1), (0, 128), (0, 512)];
+        for (n_past, n) in cases {
             let total = n_past + n;
+            let layer_bytes = 2 * total * kvd * 2;
+            let layers = if n == 1 {
+                (64usize << 20).div_ceil(layer_bytes).max(8)
+            } else {
+                8
+            };
             let caches: Vec<KvStore> = (0..layers)
                 .map(|_| {
                     let mut kv = KvStore::new(KvType::F16, total, c.n_head_kv, c.head_dim);

@@ -140,6 +140,11 @@ pub struct ModelSpec {
     pub n_vocab: usize,
     /// Write `output.weight` (untied embeddings).
     pub output: bool,
+    /// Matrices with the quantizer's edge-case blocks (magnitudes up to
+    /// 2e4, 1e-30, spikes: see [`tensor_values`]); off: ordinary weights
+    /// only, so that a forward pass stays finite (the edge cases overflow
+    /// an f16 KV cache and make NaN logits).
+    pub edge_cases: bool,
 }
 
 impl ModelSpec {
@@ -155,6 +160,7 @@ impl ModelSpec {
             n_layer: 8,
             n_vocab: 512,
             output: true,
+            edge_cases: true,
         }
     }
 
@@ -194,7 +200,14 @@ impl ModelSpec {
             let mut rng = SplitMix64(name_seed(name));
             return (0..n0).map(|_| 1.0 + 0.1 * rng.uniform()).collect();
         }
-        tensor_values(name, n0, rows, 0.02)
+        if self.edge_cases {
+            tensor_values(name, n0, rows, 0.02)
+        } else {
+            let mut rng = SplitMix64(name_seed(name));
+            let mut out = vec![0f32; n0 * rows];
+            fill_block(&mut rng, 9, 0.02, &mut out);
+            out
+        }
     }
 
     /// llama hyper-parameters, as convert_hf_to_gguf.py writes them.

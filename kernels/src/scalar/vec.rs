@@ -42,6 +42,13 @@ pub fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// The reference rounding: `f16::from_f32` per value.
+pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f16::from_f32(s);
+    }
+}
+
 pub fn q8_0_to_f32(src: &[u8], dst: &mut [f32]) {
     let sz = std::mem::size_of::<BlockQ8_0>();
     for (d, s) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(sz)) {
