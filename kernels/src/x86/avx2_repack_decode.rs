@@ -309,12 +309,9 @@ unsafe fn block_q6_k<const S: usize>(
     pf: [*const u8; S],
 ) -> [__m256; S] {
     use crate::x86::avx2_repack::pair_mask;
-    let dup = [
-        pair_mask::<true>(0, 0),
-        pair_mask::<true>(1, 1),
-        pair_mask::<true>(2, 2),
-        pair_mask::<true>(3, 3),
-    ];
+    // Row i's scale s (byte 4i + s) as the high byte of both i16 halves
+    // of lane i (`srai` by 8 then sign-extends it).
+    let dup: [__m256i; 4] = std::array::from_fn(|s| pair_mask::<true>(s as i8, s as i8));
     let mut sumi = [_mm256_setzero_si256(); S];
     for n in 0..2 {
         for p in pf {
