@@ -103,10 +103,9 @@ pub fn f16_to_f32_with(i: Isa, src: &[u8], dst: &mut [f32]) {
 }
 
 /// f32 -> f16, rounded to nearest even (`f16::from_f32`'s values): the KV
-/// cache's stores. AVX2 converts with F16C; elsewhere half's slice
-/// conversion (the fp16 instructions where the CPU has them), whose x86
-/// path calls out per 8 values (~0.6% of a 0.6B decode step for 2K values
-/// per layer).
+/// cache's stores. AVX2 converts with F16C in line (half's slice
+/// conversion calls a function per 8 values there); elsewhere half's
+/// conversion (the fp16 instructions where the CPU has them).
 pub fn f32_to_f16(src: &[f32], dst: &mut [half::f16]) {
     f32_to_f16_with(isa(), src, dst)
 }
