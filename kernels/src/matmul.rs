@@ -243,7 +243,7 @@ pub fn matvec_quantized(
 /// (`CHUNKS_PER_THREAD` per thread), never below `MIN_CHUNK_BYTES`. A small
 /// matrix (a MeKi projection next to the FFN) stays one item: split by its
 /// own size it became a few tiny items, each paying a cold start.
-pub(crate) fn group_chunk_rows(
+fn group_chunk_rows(
     rows: usize,
     row_bytes: usize,
     total_bytes: usize,
@@ -257,13 +257,20 @@ pub(crate) fn group_chunk_rows(
         .max(ROW_CHUNK)
 }
 
-/// Rows per work item of a one-token product alone: the whole matrix on
-/// one thread (nothing to balance), else [`group_chunk_rows`] of it.
-pub(crate) fn decode_chunk_rows(rows: usize, row_bytes: usize, threads: usize) -> usize {
+/// Rows per work item of a one-token product of `total_bytes` of weights
+/// (the matrix alone, or a decode group's): the whole matrix on one thread
+/// (nothing to balance; the set-up per item is otherwise a measurable part
+/// of a decode step), else [`group_chunk_rows`].
+pub(crate) fn decode_chunk_rows(
+    rows: usize,
+    row_bytes: usize,
+    total_bytes: usize,
+    threads: usize,
+) -> usize {
     if threads == 1 {
         rows.max(1)
     } else {
-        group_chunk_rows(rows, row_bytes, rows.saturating_mul(row_bytes), threads)
+        group_chunk_rows(rows, row_bytes, total_bytes, threads)
     }
 }
 
@@ -300,7 +307,7 @@ fn run_tiles(
         // One token (the output head in decode): `matvec_multi`'s long
         // items, whose rows prefetch ahead across the whole item (each
         // item starts cold).
-        decode_chunk_rows(rows, p.row_bytes, pool.n_threads())
+        decode_chunk_rows(rows, p.row_bytes, rows * p.row_bytes, pool.n_threads())
     } else {
         chunk_rows(rows, p.row_bytes, pool.n_threads())
     };

@@ -14,7 +14,7 @@
 use crate::dispatch::Isa;
 use crate::dot::{act_row_bytes, dot_fn, gemm_fn, DotFn, GemmFn, KernelError};
 use crate::formats::GgmlType;
-use crate::matmul::group_chunk_rows;
+use crate::matmul::decode_chunk_rows;
 use crate::pool::ThreadPool;
 use crate::repack::{Packed, GROUP};
 
@@ -127,14 +127,9 @@ pub fn matvec_multi(isa: Isa, pool: &ThreadPool, jobs: &mut [Job<'_>]) -> Result
         .map(|p| p.rows * p.row_bytes)
         .sum();
     for (i, p) in shared.0[..jobs.len()].iter_mut().flatten().enumerate() {
-        p.chunk = if threads == 1 {
-            // Nothing to balance: one item per job (the set-up per item is
-            // otherwise a measurable part of a decode step).
-            p.rows.max(1)
-        } else {
-            // A multiple of 16 rows, so of whole packed groups.
-            group_chunk_rows(p.rows, p.row_bytes, total_bytes, threads)
-        };
+        // One item per job on one thread, else a multiple of 16 rows (so
+        // of whole packed groups).
+        p.chunk = decode_chunk_rows(p.rows, p.row_bytes, total_bytes, threads);
         first[i + 1] = first[i] + p.rows.div_ceil(p.chunk);
     }
     let n_jobs = jobs.len();

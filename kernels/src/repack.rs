@@ -690,7 +690,8 @@ pub fn matmul(
         // chunks. The two-stream kernels restart their prefetch at each
         // call, and 32 KiB chunks left the 151936-row Q8_0 head at 13 GB/s
         // where the plain rows read 19 (1 thread, EPYC).
-        (decode_chunk_rows(rows, w.group_bytes() / GROUP, threads) / GROUP).max(1)
+        let row_bytes = w.group_bytes() / GROUP;
+        (decode_chunk_rows(rows, row_bytes, rows * row_bytes, threads) / GROUP).max(1)
     } else {
         let by_bytes = MIN_CHUNK_BYTES.div_ceil(w.group_bytes().max(1));
         let by_balance = groups.div_ceil(threads * CHUNKS_PER_THREAD);

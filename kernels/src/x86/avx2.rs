@@ -986,9 +986,7 @@ macro_rules! gemm_row_x4 {
             // 10.4-11.7 -> 13.1-14.1; 0.6B tg64 Q4_0 (its Q6_K head)
             // 1.06x, Q4_K_M 1.11x. Same rows, same operations: the same
             // bits.
-            let half = if toks == 1 { rows.div_ceil(2) } else { rows };
-            let order = (0..half).flat_map(|i| [i, i + half]);
-            for r in order.filter(|&r| r < rows) {
+            for r in decode_row_order(rows, toks) {
                 let wr = w.add(r * wrb);
                 let pf = match pf_ahead {
                     Some(ahead) => wr.wrapping_add(ahead),
@@ -1018,6 +1016,16 @@ macro_rules! gemm_row_x4 {
 gemm_row_x4!(gemm_q4_k_q8_k, tile_q4_k, q4_k_blocks, 8);
 gemm_row_x4!(gemm_q5_k_q8_k, tile_q5_k, q5_k_blocks, 8);
 gemm_row_x4!(gemm_q6_k_q8_k, tile_q6_k, q6_k_blocks, 8);
+
+/// The order in which the row products visit `rows` rows: for one token
+/// the two halves side by side (row i, then row half + i), two streams of
+/// misses in flight; otherwise front to back.
+fn decode_row_order(rows: usize, toks: usize) -> impl Iterator<Item = usize> {
+    let half = if toks == 1 { rows.div_ceil(2) } else { rows };
+    (0..half)
+        .flat_map(move |i| [i, i + half])
+        .filter(move |&r| r < rows)
+}
 
 /// How far ahead the k-quant decode rows prefetch (whole rows, at least
 /// one): the next row alone is too close for short rows. An output head of
@@ -2146,9 +2154,7 @@ unsafe fn gemm_rows<W: FloatWeights, X: FloatWeights>(
     // row half + i), two sequential streams, as the k-quant decode rows
     // (`gemm_row_x4`): EPYC, 1 thread, the 151936x1024 F16 head 23.2-23.8
     // -> 27.3-29.2 GB/s; 0.6B F16 tg64 1.12x (1 thread), 1.02x (2).
-    let half = if toks == 1 { rows.div_ceil(2) } else { rows };
-    let order = (0..half).flat_map(|i| [i, i + half]);
-    for r in order.filter(|&r| r < rows) {
+    for r in decode_row_order(rows, toks) {
         let wr = w.add(r * wrb);
         let mut t = 0;
         while t < toks {
