@@ -243,12 +243,7 @@ pub fn matvec_quantized(
 /// (`CHUNKS_PER_THREAD` per thread), never below `MIN_CHUNK_BYTES`. A small
 /// matrix (a MeKi projection next to the FFN) stays one item: split by its
 /// own size it became a few tiny items, each paying a cold start.
-fn group_chunk_rows(
-    rows: usize,
-    row_bytes: usize,
-    total_bytes: usize,
-    threads: usize,
-) -> usize {
+fn group_chunk_rows(rows: usize, row_bytes: usize, total_bytes: usize, threads: usize) -> usize {
     let target = MIN_CHUNK_BYTES.max(total_bytes / (threads * CHUNKS_PER_THREAD).max(1));
     target
         .div_ceil(row_bytes.max(1))
