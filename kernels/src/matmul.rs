@@ -320,8 +320,10 @@ fn run_tiles(
         // The activations rounded to f16 once for every thread, then the
         // tiles read f16 weights and activations (see `FloatPrefill`).
         F16_ACTS.with_borrow_mut(|xh| {
-            xh.clear();
-            xh.resize(n_tokens * cols, 0);
+            // Grown, never cleared: every element in use is written below.
+            if xh.len() < n_tokens * cols {
+                xh.resize(n_tokens * cols, 0);
+            }
             let (src, dst) = (
                 SyncPtr(xq.as_ptr() as *mut f32),
                 SyncPtr(xh.as_mut_ptr() as *mut f32),
@@ -342,7 +344,7 @@ fn run_tiles(
                     )
                 };
             });
-            let xb: &[u8] = bytemuck::cast_slice(xh);
+            let xb: &[u8] = bytemuck::cast_slice(&xh[..n_tokens * cols]);
             let f16_plan = Plan {
                 gemm: Some(crate::x86::avx2::gemm_f16_f16),
                 act_bytes: 2 * cols,

@@ -1692,7 +1692,15 @@ macro_rules! stretch_4x3_asm {
         $(#[$doc])*
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $name(n: usize, w: *const u8, ws: usize, x: *const $x, xs: usize, acc: *mut __m256) {
+        unsafe fn $name(
+            n: usize,
+            w: *const u8,
+            ws: usize,
+            x: *const $x,
+            xs: usize,
+            acc: *mut __m256,
+            from_zero: bool,
+        ) {
             debug_assert!(n > 0 && n.is_multiple_of(8));
             // SAFETY: the loop reads `n` elements of the 4 weight and 3
             // activation rows (the caller's contract) and 12 vectors at
@@ -1700,6 +1708,22 @@ macro_rules! stretch_4x3_asm {
             // stack.
             unsafe {
                 std::arch::asm!(
+                    "test {z}, {z}",
+                    "jz 3f",
+                    "vxorps {a0}, {a0}, {a0}",
+                    "vxorps {a1}, {a1}, {a1}",
+                    "vxorps {a2}, {a2}, {a2}",
+                    "vxorps {a3}, {a3}, {a3}",
+                    "vxorps {a4}, {a4}, {a4}",
+                    "vxorps {a5}, {a5}, {a5}",
+                    "vxorps {a6}, {a6}, {a6}",
+                    "vxorps {a7}, {a7}, {a7}",
+                    "vxorps {a8}, {a8}, {a8}",
+                    "vxorps {a9}, {a9}, {a9}",
+                    "vxorps {a10}, {a10}, {a10}",
+                    "vxorps {a11}, {a11}, {a11}",
+                    "jmp 4f",
+                    "3:",
                     "vmovups {a0}, [{acc}]",
                     "vmovups {a1}, [{acc} + 32]",
                     "vmovups {a2}, [{acc} + 64]",
@@ -1712,6 +1736,7 @@ macro_rules! stretch_4x3_asm {
                     "vmovups {a9}, [{acc} + 288]",
                     "vmovups {a10}, [{acc} + 320]",
                     "vmovups {a11}, [{acc} + 352]",
+                    "4:",
                     "xor {k}, {k}",
                     "2:",
                     concat!($load, " {xa}, [{x0} + {k}*", $size, "]"),
@@ -1749,6 +1774,7 @@ macro_rules! stretch_4x3_asm {
                     "vmovups [{acc} + 320], {a10}",
                     "vmovups [{acc} + 352], {a11}",
                     n = in(reg) n,
+                    z = in(reg) from_zero as usize,
                     acc = in(reg) acc,
                     w0 = in(reg) w,
                     w1 = in(reg) w.wrapping_add(ws),
@@ -1777,7 +1803,9 @@ stretch_4x3_asm!(
     /// spills an accumulator, which puts a store and a reload on its FMA chain
     /// (measured: ~45 instead of ~105 GFLOP/s on one EPYC core, in L1).
     /// Each accumulator `acc[j * 4 + i]` runs `fma(w_i, x_j, acc)` over the
-    /// stretch in element order: the chain of [`tile_f32_xreg`].
+    /// stretch in element order: the chain of [`tile_f32_xreg`], from the
+    /// values at `acc` or, `from_zero`, from zero (a row in one stretch:
+    /// nothing to fill and load first).
     ///
     /// # Safety
     /// `n` a positive multiple of 8; rows `w + i * ws` (bytes) and `x + j *
@@ -1967,8 +1995,13 @@ unsafe fn blocks<W: FloatWeights, X: FloatWeights>(
             let rb = (rows - r0).min(BLOCK_ROWS);
             let wb = w.add(r0 * wrb);
             let quads = rb.div_ceil(TILE_ROWS);
-            // Every tile starts from zero (bytes: `acc` is only f32-aligned).
-            std::ptr::write_bytes(acc as *mut u8, 0, BLOCK_ACCS * 32);
+            // Every tile starts from zero (bytes: `acc` is only f32-aligned):
+            // set here when its row comes in several stretches, else by
+            // the tile itself (one pass: no 96 KiB fill per block).
+            let one_pass = n8 > 0 && n8 <= stretch;
+            if !one_pass {
+                std::ptr::write_bytes(acc as *mut u8, 0, BLOCK_ACCS * 32);
+            }
             for k0 in (0..n8).step_by(stretch) {
                 let kc = (n8 - k0).min(stretch);
                 // The weights of the next stretch (or the next row block's
@@ -2022,11 +2055,14 @@ unsafe fn blocks<W: FloatWeights, X: FloatWeights>(
                         line += per_tile;
                         if (rm, rn) == (TILE_ROWS, TILE_TOKENS) {
                             if X::BYTES == 2 {
-                                stretch_4x3_f16(kc, ct, sws, xt as *const u16, xs, a);
+                                stretch_4x3_f16(kc, ct, sws, xt as *const u16, xs, a, one_pass);
                             } else {
-                                stretch_4x3_f32(kc, ct, sws, xt as *const f32, xs, a);
+                                stretch_4x3_f32(kc, ct, sws, xt as *const f32, xs, a, one_pass);
                             }
                             continue;
+                        }
+                        if one_pass {
+                            std::ptr::write_bytes(a as *mut u8, 0, rm * rn * 32);
                         }
                         // Edge tiles read the same rows (a converted
                         // stretch: the same bits as converting on load).
