@@ -17,8 +17,8 @@
 #   DEPTH-token prompt), LLAMA_BIN (target/ext/build-avx2/bin), MEKI_RUN
 #   (target/release/meki-run), MEKI_BENCH (target/release/meki-bench), SKIP_LLAMA=1
 #   (meki-run only).
-#   A model X-meki.gguf whose dense twin X.gguf exists also gets the ratio to the twin
-#   (measured in the same rounds). Each row: median tok/s of both engines with
+#   A model X-meki.gguf whose dense twin X.gguf exists gets the ratio to the twin
+#   instead (measured in the same rounds; llama.cpp cannot load MeKi tensors). Each row: median tok/s of both engines with
 #   [min-max] over rounds, and the median of the per-round ratios with its range.
 #   tg rows also print the roofline: weight bytes read per generated token divided
 #   by the memory read bandwidth (meki-bench's probe, run before the rows), i.e.
@@ -180,7 +180,7 @@ for model in "$@"; do
         out=$(run "$twin" "$pp_prompt" 1 $((PP + 8))); T[pp]+=" $(echo "$out" | mrate 'prompt eval')"
         out=$(run "$twin" "The" "$TG" $((TG + 8)));    T[tg]+=" $(echo "$out" | mrate eval)"
       fi
-      if [ -z "${SKIP_LLAMA:-}" ]; then
+      if [ -z "${SKIP_LLAMA:-}" ] && [ -z "$twin" ]; then
         if [ -n "$TIME" ]; then
           lb=$($TIME -o "$rss_file" -f 'maxrss %M' "$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null)
           R[llama]+=" $(mrss < "$rss_file")"
@@ -196,18 +196,23 @@ for model in "$@"; do
         L[pp]+=" 1"; L[tg]+=" 1"; L[deep]+=" 1"
       fi
     done
-    row "$name pp$PP t$t" "${M[pp]}" "${L[pp]}"; echo
     roof=$(echo "${bw[$t]} $bpt" | awk '{printf "%.1f", $1*1e9/$2}')
     share=$(printf '%s\n' ${M[tg]} | stats | awk -v r="$roof" '{printf "%.2f", $1/r}')
+    if [ -n "$twin" ]; then
+      # llama.cpp cannot load a MeKi file (tensors it does not know): the
+      # dense twin, measured in the same rounds, is the reference.
+      row "$name pp$PP t$t (dense twin in llama col)" "${M[pp]}" "${T[pp]}"; echo
+      row "$name tg$TG t$t (dense twin in llama col)" "${M[tg]}" "${T[tg]}"
+      printf '  roofline %s tok/s (%.0f MB/token), meki at %s of it\n' "$roof" "$(echo "$bpt" | awk '{print $1/1e6}')" "$share"
+      unset M L T R
+      continue
+    fi
+    row "$name pp$PP t$t" "${M[pp]}" "${L[pp]}"; echo
     row "$name tg$TG t$t" "${M[tg]}" "${L[tg]}"
     printf '  roofline %s tok/s (%.0f MB/token), meki at %s of it\n' "$roof" "$(echo "$bpt" | awk '{print $1/1e6}')" "$share"
     if [ -n "$DEPTH" ]; then row "$name tg$TG@d$DEPTH t$t" "${M[deep]}" "${L[deep]}"; echo; fi
     if [ -n "${R[meki]:-}" ] && [ -n "${R[llama]:-}" ]; then
       row "$name peak RSS MiB t$t" "${R[meki]}" "${R[llama]}"; echo
-    fi
-    if [ -n "$twin" ]; then
-      row "  MeKi vs dense twin pp$PP t$t (twin in llama col)" "${M[pp]}" "${T[pp]}"; echo
-      row "  MeKi vs dense twin tg$TG t$t (twin in llama col)" "${M[tg]}" "${T[tg]}"; echo
     fi
     unset M L T R
   done
