@@ -120,7 +120,13 @@ fn set(knobs: &[(&str, &str)]) {
 fn logits_do_not_depend_on_arena_knobs() {
     let dir = std::env::temp_dir().join(format!("meki-arena-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (ty, tied) in [(GgmlType::Q8_0, true), (GgmlType::Q4_0, false)] {
+    // Q8_0 / Q4_0 layers are repacked on AVX2 (the copy knob then moves
+    // nothing; elsewhere it moves them), F16 layers never are.
+    for (ty, tied) in [
+        (GgmlType::Q8_0, true),
+        (GgmlType::Q4_0, false),
+        (GgmlType::F16, true),
+    ] {
         let spec = ModelSpec {
             n_layer: 2,
             output: !tied,
@@ -130,12 +136,13 @@ fn logits_do_not_depend_on_arena_knobs() {
         let path = dir.join(format!("{ty}-{tied}.gguf"));
         spec.write(&path, ty).unwrap();
         let mut first: Option<Vec<u32>> = None;
-        for knobs in [
-            [("MEKI_HUGEPAGES", "1"), ("MEKI_COPY_OUTPUT", "0")],
-            [("MEKI_HUGEPAGES", "0"), ("MEKI_COPY_OUTPUT", "0")],
-            [("MEKI_HUGEPAGES", "1"), ("MEKI_COPY_OUTPUT", "1")],
-            [("MEKI_HUGEPAGES", "0"), ("MEKI_COPY_OUTPUT", "1")],
-        ] {
+        let on_off = |bit: usize| if bit == 1 { "1" } else { "0" };
+        for combo in 0..8 {
+            let knobs = [
+                ("MEKI_HUGEPAGES", on_off(combo & 1)),
+                ("MEKI_COPY_OUTPUT", on_off(combo >> 1 & 1)),
+                ("MEKI_COPY_WEIGHTS", on_off(combo >> 2 & 1)),
+            ];
             set(&knobs);
             let model = Model::open_with(&path, &MekiSource::Disabled, 2).unwrap();
             let w = &model.weights;
@@ -149,8 +156,27 @@ fn logits_do_not_depend_on_arena_knobs() {
             } else {
                 assert!(in_map(w.token_embd.bytes(&model.file)));
             }
-            if let Some(p) = &w.layers[0].wq.packed {
-                assert!(p.is_shared(), "repacked matrices live in the arena");
+            let copied_layers = knobs[2].1 == "1";
+            for lw in &w.layers {
+                for m in [
+                    &lw.wq,
+                    &lw.wk,
+                    &lw.wv,
+                    &lw.wo,
+                    &lw.ffn_gate,
+                    &lw.ffn_up,
+                    &lw.ffn_down,
+                ] {
+                    if let Some(p) = &m.packed {
+                        assert!(p.is_shared(), "repacked matrices live in the arena");
+                    } else {
+                        assert_eq!(
+                            !in_map(m.bytes(&model.file)),
+                            copied_layers,
+                            "{ty} {knobs:?}"
+                        );
+                    }
+                }
             }
             let logits = run(&model);
             match &first {
@@ -159,7 +185,11 @@ fn logits_do_not_depend_on_arena_knobs() {
             }
         }
     }
-    set(&[("MEKI_HUGEPAGES", "1"), ("MEKI_COPY_OUTPUT", "0")]);
+    set(&[
+        ("MEKI_HUGEPAGES", "1"),
+        ("MEKI_COPY_OUTPUT", "1"),
+        ("MEKI_COPY_WEIGHTS", "1"),
+    ]);
     std::fs::remove_dir_all(&dir).ok();
 }
 

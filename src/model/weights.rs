@@ -25,8 +25,12 @@
 //! the embedding lookup then reads from the copy too) is copied into the
 //! arena as it is: read in full every token, it gains from the huge pages
 //! too, and its file pages are never mapped, so the resident set does not
-//! grow. `MEKI_COPY_OUTPUT=0` leaves it in the map. MeKi tables always stay
-//! in the map: they are storage, a few rows read per token.
+//! grow. `MEKI_COPY_OUTPUT=0` leaves it in the map. The layer matrices that
+//! are not repacked (F16, Q6_K, ...) are copied as they are for the same
+//! reason (0.6B F16 decode 1.08x at 1 thread on the EPYC, neutral at 2,
+//! where both ways read at the VM's bandwidth); `MEKI_COPY_WEIGHTS=0`
+//! leaves them in the map. MeKi tables always stay in the map: they are
+//! storage, a few rows read per token.
 
 use super::arena::{self, Arena, ArenaPlan, ArenaSlice};
 use super::config::{Arch, Config};
@@ -194,7 +198,8 @@ pub(crate) enum Placement {
     /// matrices (the MeKi projections of k-quant files), where the repacked
     /// Q8_0 kernels beat the plain Q5_0 ones by more than the 1.5x bytes cost.
     WidenQ8_0,
-    /// Copied as it is (the output head, see [`copy_output_wanted`]).
+    /// Copied as it is (the output head, see [`copy_output_wanted`]; the
+    /// layer matrices not repacked, see [`copy_weights_wanted`]).
     Copy,
 }
 
@@ -202,6 +207,13 @@ pub(crate) enum Placement {
 /// `MEKI_COPY_OUTPUT`, default on; see the module docs).
 pub(crate) fn copy_output_wanted() -> bool {
     std::env::var("MEKI_COPY_OUTPUT").map_or(true, |v| v.trim() != "0")
+}
+
+/// Whether the layer matrices that are not repacked (F16, Q6_K, Q5_0, ...)
+/// are copied into the weight arena as they are (env `MEKI_COPY_WEIGHTS`,
+/// default on; see the module docs).
+pub(crate) fn copy_weights_wanted() -> bool {
+    std::env::var("MEKI_COPY_WEIGHTS").map_or(true, |v| v.trim() != "0")
 }
 
 /// Whether the matrices read through the map are prefaulted at load (env
@@ -528,13 +540,13 @@ impl ModelWeights {
         let mut output = output;
         let mut jobs = Vec::new();
         let mode = RepackMode::from_env();
-        if mode != RepackMode::Off {
-            let all = mode == RepackMode::All;
-            for lw in &mut layers {
-                for w in lw.matrices_mut() {
-                    if w.repack_wanted(all) {
-                        jobs.push((w, Placement::Repack));
-                    }
+        let copy_rest = copy_weights_wanted();
+        for lw in &mut layers {
+            for w in lw.matrices_mut() {
+                if mode != RepackMode::Off && w.repack_wanted(mode == RepackMode::All) {
+                    jobs.push((w, Placement::Repack));
+                } else if copy_rest {
+                    jobs.push((w, Placement::Copy));
                 }
             }
         }
