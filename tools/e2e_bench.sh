@@ -17,9 +17,10 @@
 #   DEPTH-token prompt), LLAMA_BIN (target/ext/build-avx2/bin), MEKI_RUN
 #   (target/release/meki-run), MEKI_BENCH (target/release/meki-bench), SKIP_LLAMA=1
 #   (meki-run only).
-#   A model X-meki.gguf whose dense twin X.gguf exists gets the ratio to the twin
-#   instead (measured in the same rounds; llama.cpp cannot load MeKi tensors). Each row: median tok/s of both engines with
-#   [min-max] over rounds, and the median of the per-round ratios with its range.
+#   A MeKi model X-meki.gguf is compared with its dense twin X.gguf instead (measured
+#   in the same rounds; llama.cpp cannot load MeKi tensors; skipped without a twin).
+#   Each row: median tok/s of both engines with [min-max] over rounds, and the
+#   median of the per-round ratios with its range.
 #   tg rows also print the roofline: weight bytes read per generated token divided
 #   by the memory read bandwidth (meki-bench's probe, run before the rows), i.e.
 #   the tok/s a purely bandwidth-bound engine would reach, and meki's share of it.
@@ -156,7 +157,14 @@ pp_prompt=""
 for model in "$@"; do
   name=$(basename "$model" .gguf)
   twin=""
-  case $model in *-meki.gguf) [ -f "${model%-meki.gguf}.gguf" ] && twin=${model%-meki.gguf}.gguf ;; esac
+  case $model in
+    *-meki.gguf)
+      twin=${model%-meki.gguf}.gguf
+      if [ ! -f "$twin" ]; then
+        echo "# $name skipped: its dense twin $twin is missing (llama.cpp cannot load MeKi tensors)"
+        continue
+      fi ;;
+  esac
   bpt=$(bytes_per_token "$model")
   pp_prompt=$(prompt_of "$model" "$PP")
   deep_prompt=""
@@ -182,10 +190,12 @@ for model in "$@"; do
       fi
       if [ -z "${SKIP_LLAMA:-}" ] && [ -z "$twin" ]; then
         if [ -n "$TIME" ]; then
-          lb=$($TIME -o "$rss_file" -f 'maxrss %M' "$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null)
+          lb=$($TIME -o "$rss_file" -f 'maxrss %M' "$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null) ||
+            echo "# llama-bench failed on $model (its rows will be empty)"
           R[llama]+=" $(mrss < "$rss_file")"
         else
-          lb=$("$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null)
+          lb=$("$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null) ||
+            echo "# llama-bench failed on $model (its rows will be empty)"
         fi
         L[pp]+=" $(echo "$lb" | lrate "$PP" 0)"; L[tg]+=" $(echo "$lb" | lrate 0 "$TG")"
         if [ -n "$DEPTH" ]; then
