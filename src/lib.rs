@@ -18,3 +18,10 @@ pub mod quant;
 pub mod run;
 pub mod sampler;
 pub mod tokenizer;
+
+/// An on/off switch read from the environment variable `name`: on unless it
+/// is set to `0` (the engine's A/B knobs: `MEKI_HUGEPAGES`, `MEKI_COPY_*`,
+/// `MEKI_PREFAULT`, `MEKI_GEMM_PREFETCH`).
+pub(crate) fn env_switch(name: &str) -> bool {
+    std::env::var(name).map_or(true, |v| v.trim() != "0")
+}

@@ -192,7 +192,7 @@ impl Avx512Tuning {
                 .ok()
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(KC_AVX512),
-            prefetch: std::env::var("MEKI_GEMM_PREFETCH").map_or(true, |v| v.trim() != "0"),
+            prefetch: crate::env_switch("MEKI_GEMM_PREFETCH"),
         })
     }
 }

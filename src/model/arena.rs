@@ -64,7 +64,7 @@ impl ArenaPlan {
 
 /// Whether arenas are advised huge pages (env `MEKI_HUGEPAGES`, default on).
 pub fn huge_pages_wanted() -> bool {
-    std::env::var("MEKI_HUGEPAGES").map_or(true, |v| v.trim() != "0")
+    crate::env_switch("MEKI_HUGEPAGES")
 }
 
 /// The region: an anonymous map with `len` bytes used from `start` (2 MiB

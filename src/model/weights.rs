@@ -206,20 +206,20 @@ pub(crate) enum Placement {
 /// Whether the output head is copied into the weight arena (env
 /// `MEKI_COPY_OUTPUT`, default on; see the module docs).
 pub(crate) fn copy_output_wanted() -> bool {
-    std::env::var("MEKI_COPY_OUTPUT").map_or(true, |v| v.trim() != "0")
+    crate::env_switch("MEKI_COPY_OUTPUT")
 }
 
 /// Whether the layer matrices that are not repacked (F16, Q6_K, Q5_0, ...)
 /// are copied into the weight arena as they are (env `MEKI_COPY_WEIGHTS`,
 /// default on; see the module docs).
 pub(crate) fn copy_weights_wanted() -> bool {
-    std::env::var("MEKI_COPY_WEIGHTS").map_or(true, |v| v.trim() != "0")
+    crate::env_switch("MEKI_COPY_WEIGHTS")
 }
 
 /// Whether the matrices read through the map are prefaulted at load (env
 /// `MEKI_PREFAULT`, default on; [`crate::gguf::FileMap::populate`]).
 pub(crate) fn prefault_wanted() -> bool {
-    std::env::var("MEKI_PREFAULT").map_or(true, |v| v.trim() != "0")
+    crate::env_switch("MEKI_PREFAULT")
 }
 
 /// The model file opened for `pread`: a repacked matrix's source bytes are
