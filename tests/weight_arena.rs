@@ -158,15 +158,7 @@ fn logits_do_not_depend_on_arena_knobs() {
             }
             let copied_layers = knobs[2].1 == "1";
             for lw in &w.layers {
-                for m in [
-                    &lw.wq,
-                    &lw.wk,
-                    &lw.wv,
-                    &lw.wo,
-                    &lw.ffn_gate,
-                    &lw.ffn_up,
-                    &lw.ffn_down,
-                ] {
+                for m in lw.matrices() {
                     if let Some(p) = &m.packed {
                         assert!(p.is_shared(), "repacked matrices live in the arena");
                     } else {
