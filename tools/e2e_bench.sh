@@ -168,7 +168,7 @@ for model in "$@"; do
   bpt=$(bytes_per_token "$model")
   pp_prompt=$(prompt_of "$model" "$PP")
   deep_prompt=""
-  [ -z "$DEPTH" ] || deep_prompt=$(prompt_of "$model" "$DEPTH")
+  [ -z "$DEPTH" ] || [ -n "$twin" ] || deep_prompt=$(prompt_of "$model" "$DEPTH")
   for t in $THREADS; do
     declare -A M=() L=() T=() R=()
     for _ in $(seq "$ROUNDS"); do
@@ -181,7 +181,7 @@ for model in "$@"; do
       fi
       M[pp]+=" $(echo "$out" | mrate 'prompt eval')"
       out=$(run "$model" "The" "$TG" $((TG + 8)));     M[tg]+=" $(echo "$out" | mrate eval)"
-      if [ -n "$DEPTH" ]; then
+      if [ -n "$DEPTH" ] && [ -z "$twin" ]; then
         out=$(run "$model" "$deep_prompt" "$TG" $((DEPTH + TG + 8))); M[deep]+=" $(echo "$out" | mrate eval)"
       fi
       if [ -n "$twin" ]; then
