@@ -58,13 +58,18 @@ use half::f16;
 use std::sync::atomic::AtomicUsize;
 
 /// Prefetch distance of the one-token products, in packed Q8_0 blocks per
-/// stream (see `x86/avx2_repack_decode.rs`; 4 = 1088 bytes; Q4_0 and Q4_K
-/// round it up to whole blocks of theirs). On the EPYC, Q8_0
-/// 0.6B-shape decode groups at 2 threads: 4, 6 and 8 equal from L3, 4 ahead
-/// of 6 and 8 by 10-20% from DRAM. Read once per call; the decode speed test
-/// in tests/repack.rs sweeps it (REPACK_PF) to tune another machine.
+/// stream (see `x86/avx2_repack_decode.rs`; 8 = 2176 bytes; Q4_0 and Q4_K
+/// round it up to whole blocks of theirs). On the EPYC (Zen 4, 2 vCPUs),
+/// 28 layers of a shape, DRAM-bound, distances 4 / 6 / 8 (s17, weights on
+/// huge pages): 0.6B at one thread 8 ahead of 4 by 5-9% (Q4_0, Q8_0, Q4_K),
+/// at two 6 and 8 within 3% of each other and 0-4% ahead of 4; 1.7B at two
+/// threads 8 ahead of 4 by 1-2% (Q4_0) and 8-9% (Q8_0). (s6 had found 4
+/// ahead for Q8_0 at two threads, on 4 KiB pages.) One core alone needs
+/// more bytes in flight to draw the bandwidth it can (Little's law). Read
+/// once per call; the decode speed test in kernels/tests/repack.rs sweeps it
+/// (REPACK_PF) to tune another machine.
 #[doc(hidden)]
-pub static DECODE_PREFETCH_BLOCKS: AtomicUsize = AtomicUsize::new(4);
+pub static DECODE_PREFETCH_BLOCKS: AtomicUsize = AtomicUsize::new(8);
 
 /// Bit set: one token of Q4_0 (bit 0) / Q4_K (bit 1) / Q6_K (bit 2) runs
 /// through the two-stream decode kernel (`x86/avx2_repack_decode.rs`, the
