@@ -145,9 +145,10 @@ pub fn random_weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<
 ///
 /// The buffer is a weight arena like the engine's (2 MiB aligned, advised
 /// huge pages unless `MEKI_HUGEPAGES=0`), so the probe reads memory the way
-/// decode reads its repacked and copied matrices: on 4 KiB pages it pays TLB
-/// misses (dear under a VM's nested paging) and prefetcher stops at every
-/// page that decode does not, and read less than decode itself did.
+/// decode reads its repacked and copied matrices. (On 4 KiB pages, until
+/// s17, it paid TLB misses, dear under a VM's nested paging, and
+/// prefetcher stops at every page that decode does not, and read less than
+/// decode itself.) NaN when the buffer cannot be allocated.
 pub fn memory_bandwidth(pool: &ThreadPool, bytes: usize, passes: usize) -> f64 {
     let words = bytes / 8;
     let mut plan = ArenaPlan::default();
