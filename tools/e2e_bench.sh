@@ -77,6 +77,9 @@ mrss() { sed -n 's/^maxrss \([0-9]*\)$/\1/p' | awk '{printf "%.1f", $1/1024}'; }
 TIME=/usr/bin/time
 [ -x "$TIME" ] || TIME=""
 rss_file=$(mktemp)
+# Prefix of the runs whose peak RSS is measured (written to $rss_file).
+timed=()
+[ -z "$TIME" ] || timed=("$TIME" -o "$rss_file" -f 'maxrss %M')
 trap 'rm -f "$rss_file"' EXIT
 
 # A prompt of N tokens (or 1-2 fewer: a word may be several tokens) for this model
@@ -173,12 +176,8 @@ for model in "$@"; do
     declare -A M=() L=() T=() R=()
     for _ in $(seq "$ROUNDS"); do
       run() { "$MEKI_RUN" -m "$1" -p "$2" -n "$3" --temp 0 --ignore-eos -t "$t" -c "$4" 2>&1 >/dev/null; }
-      if [ -n "$TIME" ]; then
-        out=$($TIME -f 'maxrss %M' "$MEKI_RUN" -m "$model" -p "$pp_prompt" -n 1 --temp 0 --ignore-eos -t "$t" -c $((PP + 8)) 2>&1 >/dev/null)
-        R[meki]+=" $(echo "$out" | mrss)"
-      else
-        out=$(run "$model" "$pp_prompt" 1 $((PP + 8)))
-      fi
+      out=$("${timed[@]}" "$MEKI_RUN" -m "$model" -p "$pp_prompt" -n 1 --temp 0 --ignore-eos -t "$t" -c $((PP + 8)) 2>&1 >/dev/null)
+      [ -z "$TIME" ] || R[meki]+=" $(mrss < "$rss_file")"
       M[pp]+=" $(echo "$out" | mrate 'prompt eval')"
       out=$(run "$model" "The" "$TG" $((TG + 8)));     M[tg]+=" $(echo "$out" | mrate eval)"
       if [ -n "$DEPTH" ] && [ -z "$twin" ]; then
@@ -189,14 +188,9 @@ for model in "$@"; do
         out=$(run "$twin" "The" "$TG" $((TG + 8)));    T[tg]+=" $(echo "$out" | mrate eval)"
       fi
       if [ -z "${SKIP_LLAMA:-}" ] && [ -z "$twin" ]; then
-        if [ -n "$TIME" ]; then
-          lb=$($TIME -o "$rss_file" -f 'maxrss %M' "$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null) ||
-            echo "# llama-bench failed on $model (its rows will be empty)"
-          R[llama]+=" $(mrss < "$rss_file")"
-        else
-          lb=$("$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null) ||
-            echo "# llama-bench failed on $model (its rows will be empty)"
-        fi
+        lb=$("${timed[@]}" "$LLAMA_BIN/llama-bench" -m "$model" -p "$PP" -n "$TG" -t "$t" -r 1 -o csv 2>/dev/null) ||
+          echo "# llama-bench failed on $model (its rows will be empty)"
+        [ -z "$TIME" ] || R[llama]+=" $(mrss < "$rss_file")"
         L[pp]+=" $(echo "$lb" | lrate "$PP" 0)"; L[tg]+=" $(echo "$lb" | lrate 0 "$TG")"
         if [ -n "$DEPTH" ]; then
           lb=$("$LLAMA_BIN/llama-bench" -m "$model" -p 0 -n "$TG" -d "$DEPTH" -t "$t" -r 1 -o csv 2>/dev/null)
@@ -210,17 +204,16 @@ for model in "$@"; do
     share=$(printf '%s\n' ${M[tg]} | stats | awk -v r="$roof" '{printf "%.2f", $1/r}')
     if [ -n "$twin" ]; then
       # llama.cpp cannot load a MeKi file (tensors it does not know): the
-      # dense twin, measured in the same rounds, is the reference.
-      row "$name pp$PP t$t (dense twin in llama col)" "${M[pp]}" "${T[pp]}"; echo
-      row "$name tg$TG t$t (dense twin in llama col)" "${M[tg]}" "${T[tg]}"
-      printf '  roofline %s tok/s (%.0f MB/token), meki at %s of it\n' "$roof" "$(echo "$bpt" | awk '{print $1/1e6}')" "$share"
-      unset M L T R
-      continue
+      # dense twin, measured in the same rounds, is the reference (no depth
+      # or RSS rows).
+      tag=" (dense twin in llama col)"; ref_pp=${T[pp]}; ref_tg=${T[tg]}
+    else
+      tag=""; ref_pp=${L[pp]}; ref_tg=${L[tg]}
     fi
-    row "$name pp$PP t$t" "${M[pp]}" "${L[pp]}"; echo
-    row "$name tg$TG t$t" "${M[tg]}" "${L[tg]}"
+    row "$name pp$PP t$t$tag" "${M[pp]}" "$ref_pp"; echo
+    row "$name tg$TG t$t$tag" "${M[tg]}" "$ref_tg"
     printf '  roofline %s tok/s (%.0f MB/token), meki at %s of it\n' "$roof" "$(echo "$bpt" | awk '{print $1/1e6}')" "$share"
-    if [ -n "$DEPTH" ]; then row "$name tg$TG@d$DEPTH t$t" "${M[deep]}" "${L[deep]}"; echo; fi
+    if [ -n "$DEPTH" ] && [ -z "$twin" ]; then row "$name tg$TG@d$DEPTH t$t" "${M[deep]}" "${L[deep]}"; echo; fi
     if [ -n "${R[meki]:-}" ] && [ -n "${R[llama]:-}" ]; then
       row "$name peak RSS MiB t$t" "${R[meki]}" "${R[llama]}"; echo
     fi
