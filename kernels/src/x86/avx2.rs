@@ -703,6 +703,29 @@ pub(crate) unsafe fn dot_q4_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
     tile_q4_k::<1>(n / QK_K, w.as_ptr(), x.as_ptr(), 0, std::ptr::null())[0]
 }
 
+/// `vpshufb`, kept one instruction: LLVM turns a byte shuffle by a constant
+/// mask that moves whole i16 lanes into `vpshuflw`/`vpshufhw` + `vpshufd`,
+/// two vector-pipe µops where one does. The one-token Q6_K rows are bound
+/// by those pipes (llvm-mca, znver3: ~24 cycles of vector µops per
+/// super-block), so 8 fewer per super-block: EPYC, 1 thread,
+/// `meki-bench kernels --formats q6_K`, one token, 1024x1024 25.0-25.6 ->
+/// 25.4-26.4 GB/s, 2048x6144 28.0-28.2 -> 28.3-28.9 (alternated).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn shuffle_bytes(a: __m256i, mask: __m256i) -> __m256i {
+    let r: __m256i;
+    // SAFETY: one register-only AVX2 instruction (no memory, stack or
+    // flags); AVX2 is this function's target feature.
+    std::arch::asm!(
+        "vpshufb {r}, {a}, {m}",
+        r = lateout(ymm_reg) r,
+        a = in(ymm_reg) a,
+        m = in(ymm_reg) mask,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    r
+}
+
 /// `vpshufb` masks that broadcast i16 element `k` over each 128-bit half.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -1173,7 +1196,15 @@ unsafe fn q6_k_blocks<const RN: usize>(
                         _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
                     ),
                 };
-                let s = _mm256_shuffle_epi8(sc_eo, i16_lane_mask(4 * h + k));
+                // One token: one `vpshufb` ([`shuffle_bytes`]); with more,
+                // the compiler's two shuffles spare a register the tokens'
+                // accumulators need (6144-column prefill ran ~0.85x).
+                let mask = i16_lane_mask(4 * h + k);
+                let s = if RN == 1 {
+                    shuffle_bytes(sc_eo, mask)
+                } else {
+                    _mm256_shuffle_epi8(sc_eo, mask)
+                };
                 for j in 0..RN {
                     let y = load256(x.add(j * xs + i * BQ8K + 4 + 128 * h + 32 * k));
                     let p = _mm256_maddubs_epi16(q, y);
