@@ -68,8 +68,14 @@ if [ "${1:-}" = make ]; then
   exit 0
 fi
 
-# "median min max" of the numbers on stdin
-stats() { sort -g | awk '{a[NR]=$1} END {printf "%s %s %s", a[int((NR+1)/2)], a[1], a[NR]}'; }
+# "median min max" of the numbers on stdin (an even count: the mean of the
+# middle two; the lower one alone read every 2-round row at its worst round)
+stats() {
+  sort -g | awk '{a[NR]=$1} END {
+    m = NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2
+    printf "%s %s %s", m, a[1], a[NR]
+  }'
+}
 # tok/s of the prompt / of the generation in meki-run's summary
 mrate() { sed -n "s/^$1 time.*(\([0-9.]*\) tokens per second)/\1/p"; }
 # peak RSS in MiB from a `/usr/bin/time -f 'maxrss %M'` line
