@@ -708,8 +708,8 @@ pub(crate) unsafe fn dot_q4_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
 /// two vector-pipe µops where one does. The one-token Q6_K rows are bound
 /// by those pipes (llvm-mca, znver3: ~24 cycles of vector µops per
 /// super-block), so 8 fewer per super-block: EPYC, 1 thread,
-/// `meki-bench kernels --formats q6_K`, one token, 1024x1024 25.0-25.6 ->
-/// 25.4-26.4 GB/s, 2048x6144 28.0-28.2 -> 28.3-28.9 (alternated).
+/// `meki-bench kernels --formats q6_K`, one token, medians of 8 alternated
+/// runs 25.2 -> 25.9 GB/s (1024x1024), 28.0 -> 28.6 (2048x6144).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn shuffle_bytes(a: __m256i, mask: __m256i) -> __m256i {
