@@ -88,6 +88,14 @@ timed=()
 [ -z "$TIME" ] || timed=("$TIME" -o "$rss_file" -f 'maxrss %M')
 trap 'rm -f "$rss_file"' EXIT
 
+# meki-run MODEL PROMPT N_GEN CTX at $t threads: its stderr (the timing
+# summary). A first argument `timed` runs it under the peak-RSS prefix.
+run() {
+  local pre=()
+  if [ "$1" = timed ]; then pre=("${timed[@]}"); shift; fi
+  "${pre[@]}" "$MEKI_RUN" -m "$1" -p "$2" -n "$3" --temp 0 --ignore-eos -t "$t" -c "$4" 2>&1 >/dev/null
+}
+
 # A prompt of N tokens (or 1-2 fewer: a word may be several tokens) for this model
 # (the GPL excerpt, repeated as needed). Rates are per token, so the few missing
 # tokens do not bias the comparison with llama-bench's exact N.
@@ -181,8 +189,7 @@ for model in "$@"; do
   for t in $THREADS; do
     declare -A M=() L=() T=() R=()
     for _ in $(seq "$ROUNDS"); do
-      run() { "$MEKI_RUN" -m "$1" -p "$2" -n "$3" --temp 0 --ignore-eos -t "$t" -c "$4" 2>&1 >/dev/null; }
-      out=$("${timed[@]}" "$MEKI_RUN" -m "$model" -p "$pp_prompt" -n 1 --temp 0 --ignore-eos -t "$t" -c $((PP + 8)) 2>&1 >/dev/null)
+      out=$(run timed "$model" "$pp_prompt" 1 $((PP + 8)))
       [ -z "$TIME" ] || R[meki]+=" $(mrss < "$rss_file")"
       M[pp]+=" $(echo "$out" | mrate 'prompt eval')"
       out=$(run "$model" "The" "$TG" $((TG + 8)));     M[tg]+=" $(echo "$out" | mrate eval)"
