@@ -135,12 +135,13 @@ pub fn matvec_multi(isa: Isa, pool: &ThreadPool, jobs: &mut [Job<'_>]) -> Result
     let n_jobs = jobs.len();
     let total = first[n_jobs];
     let shared = &shared;
+    let pf = crate::repack::decode_prefetch_bytes(threads);
     pool.run_chunks(total, &|c| {
         let j = (0..n_jobs).rfind(|&j| first[j] <= c).unwrap_or(0);
         let Some(p) = shared.0[j] else { return };
         let r0 = (c - first[j]) * p.chunk;
         let r1 = (r0 + p.chunk).min(p.rows);
-        run_rows(isa, &p, r0, r1);
+        run_rows(isa, &p, r0, r1, pf);
     });
     Ok(())
 }
@@ -197,7 +198,9 @@ fn check_packed(job: &mut PackedJob<'_>) -> Result<Prepared, KernelError> {
     })
 }
 
-fn run_rows(isa: Isa, p: &Prepared, r0: usize, r1: usize) {
+/// Rows `r0..r1` of one job (`pf_bytes`: the packed decode kernels'
+/// prefetch distance).
+fn run_rows(isa: Isa, p: &Prepared, r0: usize, r1: usize, pf_bytes: usize) {
     match p.kernel {
         Kernel::Packed(w) => {
             // SAFETY: `check_packed` checked `acts` holds one prepared row
@@ -206,7 +209,7 @@ fn run_rows(isa: Isa, p: &Prepared, r0: usize, r1: usize) {
             // chunk (whole groups: `chunk` and `rows` are multiples of
             // GROUP), taken by exactly one thread, so the writes to
             // `y[r0..r1]` are disjoint from every other thread's.
-            unsafe { (*w).run_groups(isa, r0 / GROUP, r1 / GROUP, p.x, 1, p.y, p.rows) };
+            unsafe { (*w).run_groups(isa, r0 / GROUP, r1 / GROUP, p.x, 1, p.y, p.rows, pf_bytes) };
         }
         Kernel::Plain {
             w,

@@ -59,17 +59,27 @@ use std::sync::atomic::AtomicUsize;
 
 /// Prefetch distance of the one-token products, in packed Q8_0 blocks per
 /// stream (see `x86/avx2_repack_decode.rs`; 8 = 2176 bytes; Q4_0 and Q4_K
-/// round it up to whole blocks of theirs). On the EPYC (Zen 4, 2 vCPUs),
-/// 28 layers of a shape, DRAM-bound, distances 4 / 6 / 8 (s17, weights on
-/// huge pages): 0.6B at one thread 8 ahead of 4 by 5-9% (Q4_0, Q8_0, Q4_K),
-/// at two 6 and 8 within 3% of each other and 0-4% ahead of 4; 1.7B at two
-/// threads 8 ahead of 4 by 1-2% (Q4_0) and 8-9% (Q8_0). (s6 had found 4
-/// ahead for Q8_0 at two threads, on 4 KiB pages.) One core alone needs
-/// more bytes in flight to draw the bandwidth it can (Little's law). Read
-/// once per call; the decode speed test in kernels/tests/repack.rs sweeps it
+/// round it up to whole blocks of theirs): `[one thread, several]`, since
+/// one core alone draws more bandwidth and so needs more bytes in flight
+/// for the same memory latency (Little's law) than each of two cores that
+/// share the memory. 28 layers of a shape, DRAM-bound (weights on huge
+/// pages): on the s19 EPYC (Zen 5, 2 vCPUs), distances 0 / 8 / 12 / 16 /
+/// 24, one thread: 16 ahead of 8 by 11% (0.6B Q4_0 and Q8_0), 8-14% (1.7B
+/// Q4_0, Q8_0), 3-4% (Q4_K), 24 no better; two threads: 8 and 12 within
+/// 1-2% of each other, 16 2-4% behind. On the s17 EPYC (Zen 4) one thread
+/// had 8 ahead of 4 by 5-9% and 12 no better than 8 (16 was not tried);
+/// two threads 6 and 8 within 3%. Read once per call; the decode speed
+/// test in kernels/tests/repack.rs sweeps the entry of its thread count
 /// (REPACK_PF) to tune another machine.
 #[doc(hidden)]
-pub static DECODE_PREFETCH_BLOCKS: AtomicUsize = AtomicUsize::new(8);
+pub static DECODE_PREFETCH_BLOCKS: [AtomicUsize; 2] = [AtomicUsize::new(16), AtomicUsize::new(8)];
+
+/// The one-token products' prefetch distance in bytes when `threads`
+/// threads share the memory ([`DECODE_PREFETCH_BLOCKS`]).
+pub(crate) fn decode_prefetch_bytes(threads: usize) -> usize {
+    let i = (threads > 1) as usize;
+    DECODE_PREFETCH_BLOCKS[i].load(std::sync::atomic::Ordering::Relaxed) * Q8_0X8_BLOCK
+}
 
 /// Bit set: one token of Q4_0 (bit 0) / Q4_K (bit 1) / Q6_K (bit 2) runs
 /// through the two-stream decode kernel (`x86/avx2_repack_decode.rs`, the
@@ -572,7 +582,9 @@ impl Packed {
     /// Rows of groups `g0..g1` times `toks` prepared rows at `acts` (row
     /// stride [`Packed::act_row_bytes`]), written to `ys[t * ldy + r]` for
     /// every token `t < toks` and row `r` in `8 * g0..8 * g1`. One thread;
-    /// long inputs run in token tiles that stay in L2.
+    /// long inputs run in token tiles that stay in L2. One token runs
+    /// through the decode kernels, prefetching `pf_bytes` ahead per stream
+    /// ([`decode_prefetch_bytes`]).
     ///
     /// # Safety
     /// `isa` must be available; `g0 <= g1 <= n_groups()`; `acts` must be
@@ -589,6 +601,7 @@ impl Packed {
         toks: usize,
         ys: *mut f32,
         ldy: usize,
+        pf_bytes: usize,
     ) {
         let ab = self.act_row_bytes();
         // Blocks per row (the AVX2 kernels walk them; the plain code
@@ -621,8 +634,7 @@ impl Packed {
                             _ => None,
                         };
                         if let Some(gemv) = gemv {
-                            let pf = DECODE_PREFETCH_BLOCKS.load(Relaxed) * Q8_0X8_BLOCK;
-                            gemv(nb, w, g1 - g0, x, y, pf);
+                            gemv(nb, w, g1 - g0, x, y, pf_bytes);
                             continue;
                         }
                     }
@@ -703,6 +715,7 @@ pub fn matmul(
         by_bytes.min(by_balance).max(1)
     };
     let n_chunks = groups.div_ceil(chunk);
+    let pf = decode_prefetch_bytes(threads);
     let out = SyncPtr(ys.as_mut_ptr());
     pool.run_chunks(n_chunks, &|c| {
         let (g0, g1) = (c * chunk, ((c + 1) * chunk).min(groups));
@@ -711,7 +724,7 @@ pub fn matmul(
         // and `ys` `n_tokens x rows` outputs (checked above); groups g0..g1
         // belong to chunk `c`, run by this thread alone, so its writes (rows
         // 8*g0..8*g1 of every token) are disjoint from other threads'.
-        unsafe { w.run_groups(isa, g0, g1, acts.as_ptr(), n_tokens, dst.0, rows) };
+        unsafe { w.run_groups(isa, g0, g1, acts.as_ptr(), n_tokens, dst.0, rows, pf) };
     });
     Ok(())
 }

@@ -314,7 +314,9 @@ fn decode_equals_scalar_reference() {
         .into_iter()
         .filter(|i| i.is_available())
         .collect();
-    let default_pf = repack::DECODE_PREFETCH_BLOCKS.load(Relaxed);
+    let default_pf = repack::DECODE_PREFETCH_BLOCKS
+        .each_ref()
+        .map(|d| d.load(Relaxed));
     let default_two = repack::DECODE_TWO_STREAMS.load(Relaxed);
     for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q6K] {
         let act = act_of(ty);
@@ -358,7 +360,9 @@ fn decode_equals_scalar_reference() {
             let p = Packed::new(ty, &w, rows, cols).unwrap();
             let acts = prepare(ty, &xq, 1, cols);
             for (j, pf) in [0, 1, 8, 40, 1000].into_iter().enumerate() {
-                repack::DECODE_PREFETCH_BLOCKS.store(pf, Relaxed);
+                repack::DECODE_PREFETCH_BLOCKS
+                    .iter()
+                    .for_each(|d| d.store(pf, Relaxed));
                 for two in [7, 0] {
                     repack::DECODE_TWO_STREAMS.store(two, Relaxed);
                     for &isa in &isas {
@@ -385,7 +389,9 @@ fn decode_equals_scalar_reference() {
             }
         }
     }
-    repack::DECODE_PREFETCH_BLOCKS.store(default_pf, Relaxed);
+    for (d, v) in repack::DECODE_PREFETCH_BLOCKS.iter().zip(default_pf) {
+        d.store(v, Relaxed);
+    }
     repack::DECODE_TWO_STREAMS.store(default_two, Relaxed);
 }
 
@@ -557,7 +563,8 @@ struct DecodeMat {
 /// --ignored --nocapture speed_decode` (env REPACK_MODEL 0.6b or 1.7b,
 /// default both; REPACK_LAYERS, default 6; REPACK_ROUNDS, default 40;
 /// REPACK_HEAD=0 skips the head; REPACK_PF=4,8,12 times the packed form
-/// at each of these prefetch distances, `DECODE_PREFETCH_BLOCKS`;
+/// at each of these prefetch distances, the `DECODE_PREFETCH_BLOCKS` entry
+/// of REPACK_THREADS (one thread, several);
 /// REPACK_LAYERS=1 REPACK_HEAD=0 keeps the weights in a large L3;
 /// REPACK_MEKI=1 times the MeKi projections alone, one dispatch each).
 #[test]
@@ -706,7 +713,9 @@ fn speed_decode_plain_vs_packed() {
         // Variants: plain, then packed at each prefetch distance (two-stream
         // kernels), then with REPACK_AB=1 packed through the prefill tile
         // with one token (Q4_0 / Q4_K: `DECODE_TWO_STREAMS` off).
-        let default_pf = repack::DECODE_PREFETCH_BLOCKS.load(Relaxed);
+        // The distance of this thread count (one thread, several).
+        let pf_slot = &repack::DECODE_PREFETCH_BLOCKS[(threads > 1) as usize];
+        let default_pf = pf_slot.load(Relaxed);
         let default_two = repack::DECODE_TWO_STREAMS.load(Relaxed);
         let mut pfs: Vec<usize> = std::env::var("REPACK_PF")
             .map(|v| v.split(',').filter_map(|d| d.parse().ok()).collect())
@@ -724,7 +733,7 @@ fn speed_decode_plain_vs_packed() {
                 let v = (round + pass) % nv;
                 let packed = v > 0;
                 if packed {
-                    repack::DECODE_PREFETCH_BLOCKS.store(pfs[v - 1], Relaxed);
+                    pf_slot.store(pfs[v - 1], Relaxed);
                     let tile = tile_variant && v == nv - 1;
                     repack::DECODE_TWO_STREAMS.store(if tile { 0 } else { 7 }, Relaxed);
                 }
@@ -746,7 +755,7 @@ fn speed_decode_plain_vs_packed() {
                 }
             }
         }
-        repack::DECODE_PREFETCH_BLOCKS.store(default_pf, Relaxed);
+        pf_slot.store(default_pf, Relaxed);
         repack::DECODE_TWO_STREAMS.store(default_two, Relaxed);
         let median = |v: &[f64]| {
             let mut v = v.to_vec();

@@ -551,7 +551,14 @@ impl ModelWeights {
             }
         }
         if copy_output_wanted() {
-            jobs.push((&mut output, Placement::Copy));
+            // Repacked where the layers' matrices of its type are (a Q8_0
+            // file's head); the embedding rows are then read from the map.
+            let how = if mode != RepackMode::Off && output.repack_wanted(mode == RepackMode::All) {
+                Placement::Repack
+            } else {
+                Placement::Copy
+            };
+            jobs.push((&mut output, how));
         }
         l.place(jobs, "model weights")?;
         if prefault_wanted() {
