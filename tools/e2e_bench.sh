@@ -22,7 +22,8 @@
 #   Each row: median tok/s of both engines with [min-max] over rounds, and the
 #   median of the per-round ratios with its range.
 #   tg rows also print the roofline: weight bytes read per generated token divided
-#   by the memory read bandwidth (meki-bench's probe, run before the rows), i.e.
+#   by the memory read bandwidth (meki-bench's probe, the best of one run right
+#   before the row's rounds and one right after; the VM's bandwidth moves), i.e.
 #   the tok/s a purely bandwidth-bound engine would reach, and meki's share of it.
 #   Each (model, threads) also gets a peak resident memory row (MiB, from
 #   /usr/bin/time -f %M over meki-run's pp run and llama-bench's pp+tg run;
@@ -162,11 +163,12 @@ echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)
 echo "# flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c|avx512f|avx512_vnni|avx_vnni)$' | tr '\n' ' ')"
 vendor=$(grep -m1 '^vendor_id' /proc/cpuinfo | awk '{print $3}' || true)
 echo "# float decode (F32/F16/BF16): MEKI_FLOAT_DECODE=${MEKI_FLOAT_DECODE:-auto}, F16 prefill: MEKI_FLOAT_PREFILL=${MEKI_FLOAT_PREFILL:-auto} on ${vendor:-an unknown vendor} (auto: rows, f16 on AMD; tiles, f32 elsewhere)"
-declare -A bw
+probe() { # threads -> GB/s (meki-bench's read probe)
+  "$MEKI_BENCH" kernels -t "$1" --formats q8_0 --shapes 64x4096 --quick 2>&1 \
+    | sed -n 's/^memory read bandwidth.*: \([0-9.]*\) GB\/s/\1/p'
+}
 for t in $THREADS; do
-  bw[$t]=$("$MEKI_BENCH" kernels -t "$t" --formats q8_0 --shapes 64x4096 --quick 2>&1 \
-    | sed -n 's/^memory read bandwidth.*: \([0-9.]*\) GB\/s/\1/p')
-  echo "# memory read bandwidth, $t threads: ${bw[$t]} GB/s"
+  echo "# memory read bandwidth, $t threads: $(probe "$t") GB/s (each tg row's roofline divides by the best of the probes right before and after its rounds)"
 done
 printf '%-44s %25s %25s %19s\n' "model / test / threads" "meki tok/s [range]" "llama.cpp tok/s [range]" "ratio [range]"
 
@@ -188,6 +190,8 @@ for model in "$@"; do
   [ -z "$DEPTH" ] || [ -n "$twin" ] || deep_prompt=$(prompt_of "$model" "$DEPTH")
   for t in $THREADS; do
     declare -A M=() L=() T=() R=()
+    # The VM's bandwidth moves within minutes: probe around the rounds.
+    bw_before=$(probe "$t")
     for _ in $(seq "$ROUNDS"); do
       out=$(run timed "$model" "$pp_prompt" 1 $((PP + 8)))
       [ -z "$TIME" ] || R[meki]+=" $(mrss < "$rss_file")"
@@ -213,7 +217,8 @@ for model in "$@"; do
         L[pp]+=" 1"; L[tg]+=" 1"; L[deep]+=" 1"
       fi
     done
-    roof=$(echo "${bw[$t]} $bpt" | awk '{printf "%.1f", $1*1e9/$2}')
+    bw=$(echo "$bw_before $(probe "$t")" | awk '{print ($1 > $2) ? $1 : $2}')
+    roof=$(echo "$bw $bpt" | awk '{printf "%.1f", $1*1e9/$2}')
     share=$(printf '%s\n' ${M[tg]} | stats | awk -v r="$roof" '{printf "%.2f", $1/r}')
     if [ -n "$twin" ]; then
       # llama.cpp cannot load a MeKi file (tensors it does not know): the
@@ -225,7 +230,7 @@ for model in "$@"; do
     fi
     row "$name pp$PP t$t$tag" "${M[pp]}" "$ref_pp"; echo
     row "$name tg$TG t$t$tag" "${M[tg]}" "$ref_tg"
-    printf '  roofline %s tok/s (%.0f MB/token), meki at %s of it\n' "$roof" "$(echo "$bpt" | awk '{print $1/1e6}')" "$share"
+    printf '  roofline %s tok/s (%.0f MB/token at %s GB/s), meki at %s of it\n' "$roof" "$(echo "$bpt" | awk '{print $1/1e6}')" "$bw" "$share"
     if [ -n "$DEPTH" ] && [ -z "$twin" ]; then row "$name tg$TG@d$DEPTH t$t" "${M[deep]}" "${L[deep]}"; echo; fi
     if [ -n "${R[meki]:-}" ] && [ -n "${R[llama]:-}" ]; then
       row "$name peak RSS MiB t$t" "${R[meki]}" "${R[llama]}"; echo
