@@ -21,10 +21,11 @@
 #   in the same rounds; llama.cpp cannot load MeKi tensors; skipped without a twin).
 #   Each row: median tok/s of both engines with [min-max] over rounds, and the
 #   median of the per-round ratios with its range.
-#   tg rows also print the roofline: weight bytes read per generated token divided
-#   by the memory read bandwidth (meki-bench's probe, the best of one run right
-#   before the row's rounds and one right after; the VM's bandwidth moves), i.e.
-#   the tok/s a purely bandwidth-bound engine would reach, and meki's share of it.
+#   tg rows also print meki's share of the roofline: per round, meki's tok/s times
+#   the weight bytes read per generated token, over the memory read bandwidth
+#   (meki-bench's probe) measured right before that round's tg run (the VM's
+#   bandwidth moves within minutes); median [range] over the rounds, then the
+#   bytes per token and the probe's median [range].
 #   Each (model, threads) also gets a peak resident memory row (MiB, from
 #   /usr/bin/time -f %M over meki-run's pp run and llama-bench's pp+tg run;
 #   contexts PP+8 and PP+TG), ratio meki / llama.cpp (target: <= 1).
@@ -168,7 +169,7 @@ probe() { # threads -> GB/s (meki-bench's read probe)
     | sed -n 's/^memory read bandwidth.*: \([0-9.]*\) GB\/s/\1/p'
 }
 for t in $THREADS; do
-  echo "# memory read bandwidth, $t threads: $(probe "$t") GB/s (each tg row's roofline divides by the best of the probes right before and after its rounds)"
+  echo "# memory read bandwidth, $t threads: $(probe "$t") GB/s (each round of a tg row is divided by a probe taken right before it)"
 done
 printf '%-44s %25s %25s %19s\n' "model / test / threads" "meki tok/s [range]" "llama.cpp tok/s [range]" "ratio [range]"
 
@@ -189,13 +190,14 @@ for model in "$@"; do
   deep_prompt=""
   [ -z "$DEPTH" ] || [ -n "$twin" ] || deep_prompt=$(prompt_of "$model" "$DEPTH")
   for t in $THREADS; do
-    declare -A M=() L=() T=() R=()
-    # The VM's bandwidth moves within minutes: probe around the rounds.
-    bw_before=$(probe "$t")
+    declare -A M=() L=() T=() R=() B=()
     for _ in $(seq "$ROUNDS"); do
       out=$(run timed "$model" "$pp_prompt" 1 $((PP + 8)))
       [ -z "$TIME" ] || R[meki]+=" $(mrss < "$rss_file")"
       M[pp]+=" $(echo "$out" | mrate 'prompt eval')"
+      # The VM's bandwidth moves within minutes: each round's tg is divided
+      # by a probe taken right before it.
+      B[bw]+=" $(probe "$t")"
       out=$(run "$model" "The" "$TG" $((TG + 8)));     M[tg]+=" $(echo "$out" | mrate eval)"
       if [ -n "$DEPTH" ] && [ -z "$twin" ]; then
         out=$(run "$model" "$deep_prompt" "$TG" $((DEPTH + TG + 8))); M[deep]+=" $(echo "$out" | mrate eval)"
@@ -217,9 +219,10 @@ for model in "$@"; do
         L[pp]+=" 1"; L[tg]+=" 1"; L[deep]+=" 1"
       fi
     done
-    bw=$(echo "$bw_before $(probe "$t")" | awk '{print ($1 > $2) ? $1 : $2}')
-    roof=$(echo "$bw $bpt" | awk '{printf "%.1f", $1*1e9/$2}')
-    share=$(printf '%s\n' ${M[tg]} | stats | awk -v r="$roof" '{printf "%.2f", $1/r}')
+    # Per round: the roofline at that round's probe, and meki's share of it.
+    bws=$(printf '%s\n' ${B[bw]} | stats)
+    shares=$(paste <(printf '%s\n' ${M[tg]}) <(printf '%s\n' ${B[bw]}) \
+      | awk -v b="$bpt" '{print $1*b/($2*1e9)}' | stats)
     if [ -n "$twin" ]; then
       # llama.cpp cannot load a MeKi file (tensors it does not know): the
       # dense twin, measured in the same rounds, is the reference (no depth
@@ -230,11 +233,13 @@ for model in "$@"; do
     fi
     row "$name pp$PP t$t$tag" "${M[pp]}" "$ref_pp"; echo
     row "$name tg$TG t$t$tag" "${M[tg]}" "$ref_tg"
-    printf '  roofline %s tok/s (%.0f MB/token at %s GB/s), meki at %s of it\n' "$roof" "$(echo "$bpt" | awk '{print $1/1e6}')" "$bw" "$share"
+    # shellcheck disable=SC2086
+    printf '  roofline share %.2f [%.2f-%.2f] (%.0f MB/token; probe %.1f [%.1f-%.1f] GB/s)\n' \
+      $shares "$(echo "$bpt" | awk '{print $1/1e6}')" $bws
     if [ -n "$DEPTH" ] && [ -z "$twin" ]; then row "$name tg$TG@d$DEPTH t$t" "${M[deep]}" "${L[deep]}"; echo; fi
     if [ -n "${R[meki]:-}" ] && [ -n "${R[llama]:-}" ]; then
       row "$name peak RSS MiB t$t" "${R[meki]}" "${R[llama]}"; echo
     fi
-    unset M L T R
+    unset M L T R B
   done
 done
