@@ -64,9 +64,9 @@ use std::sync::atomic::AtomicUsize;
 /// for the same memory latency (Little's law) than each of two cores that
 /// share the memory. 28 layers of a shape, DRAM-bound (weights on huge
 /// pages): on the s19 EPYC (Zen 5, 2 vCPUs), distances 0 / 8 / 12 / 16 /
-/// 24, one thread: 16 ahead of 8 by 11% (0.6B Q4_0 and Q8_0), 8-14% (1.7B
-/// Q4_0, Q8_0), 3-4% (Q4_K), 24 no better; two threads: 8 and 12 within
-/// 1-2% of each other, 16 2-4% behind. On the s17 EPYC (Zen 4) one thread
+/// 24, one thread: 16 ahead of 8 by 10-12% (0.6B Q4_0, Q8_0, Q4_K) and
+/// 11-14% (1.7B), 24 no better; two threads: 8 and 12 within 2% of each
+/// other, 16 2-5% behind (1.7B Q4_0 1% ahead). On the s17 EPYC (Zen 4) one thread
 /// had 8 ahead of 4 by 5-9% and 12 no better than 8 (16 was not tried);
 /// two threads 6 and 8 within 3%. Read once per call; the decode speed
 /// test in kernels/tests/repack.rs sweeps the entry of its thread count
