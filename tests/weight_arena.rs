@@ -122,6 +122,7 @@ fn logits_do_not_depend_on_arena_knobs() {
     std::fs::create_dir_all(&dir).unwrap();
     // Q8_0 / Q4_0 layers are repacked on AVX2 (the copy knob then moves
     // nothing; elsewhere it moves them), F16 layers never are.
+    let mut heads_repacked = 0;
     for (ty, tied) in [
         (GgmlType::Q8_0, true),
         (GgmlType::Q4_0, false),
@@ -149,12 +150,25 @@ fn logits_do_not_depend_on_arena_knobs() {
             let map = model.file.as_bytes().as_ptr_range();
             let in_map = |b: &[u8]| map.contains(&b.as_ptr());
             let copied = knobs[1].1 == "1";
-            assert_eq!(!in_map(w.output.bytes(&model.file)), copied, "{knobs:?}");
-            if tied {
-                // The embedding rows come from the same copy.
-                assert_eq!(!in_map(w.token_embd.bytes(&model.file)), copied);
-            } else {
+            // A head of a type the layers repack is repacked whatever the
+            // copy knob (a Q8_0 file's on AVX2), any other copied as it is
+            // if the knob says so.
+            let (o, isa) = (&w.output, meki::kernels::isa());
+            let repacked = Packed::preferred(isa, o.ty, o.rows, o.cols);
+            assert_eq!(o.packed.is_some(), repacked, "{knobs:?}");
+            heads_repacked += repacked as usize;
+            if let Some(p) = &o.packed {
+                assert!(p.is_shared(), "a repacked head lives in the arena");
+                // Its embedding rows are read from the map.
                 assert!(in_map(w.token_embd.bytes(&model.file)));
+            } else {
+                assert_eq!(!in_map(o.bytes(&model.file)), copied, "{knobs:?}");
+                if tied {
+                    // The embedding rows come from the same copy.
+                    assert_eq!(!in_map(w.token_embd.bytes(&model.file)), copied);
+                } else {
+                    assert!(in_map(w.token_embd.bytes(&model.file)));
+                }
             }
             let copied_layers = knobs[2].1 == "1";
             for lw in &w.layers {
@@ -176,6 +190,10 @@ fn logits_do_not_depend_on_arena_knobs() {
                 Some(f) => assert!(*f == logits, "{ty} tied={tied} {knobs:?}: logits differ"),
             }
         }
+    }
+    if Packed::preferred(meki::kernels::isa(), GgmlType::Q8_0, 8, 32) {
+        // Where Q8_0 is repacked, the Q8_0 model's head was too.
+        assert!(heads_repacked > 0, "no repacked head was covered");
     }
     set(&[
         ("MEKI_HUGEPAGES", "1"),

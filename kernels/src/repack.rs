@@ -603,6 +603,9 @@ impl Packed {
         ldy: usize,
         pf_bytes: usize,
     ) {
+        // Only the AVX2 decode kernels prefetch.
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = pf_bytes;
         let ab = self.act_row_bytes();
         // Blocks per row (the AVX2 kernels walk them; the plain code
         // slices whole groups).

@@ -27,7 +27,8 @@
 //! too, and its file pages are never mapped, so the resident set does not
 //! grow. A head of a type the layers repack (a Q8_0 file's) is repacked
 //! instead (s19: one-thread decode 1.03-1.05x at 0.6B), and the embedding
-//! rows are read from the map. `MEKI_COPY_OUTPUT=0` leaves it in the map. The layer matrices that
+//! rows are read from the map. `MEKI_COPY_OUTPUT=0` leaves a head that is
+//! not repacked in the map. The layer matrices that
 //! are not repacked (F16, Q6_K, ...) are copied as they are for the same
 //! reason (0.6B F16 decode 1.08x at 1 thread on the EPYC, neutral at 2,
 //! where both ways read at the VM's bandwidth); `MEKI_COPY_WEIGHTS=0`
@@ -552,15 +553,14 @@ impl ModelWeights {
                 }
             }
         }
-        if copy_output_wanted() {
-            // Repacked where the layers' matrices of its type are (a Q8_0
-            // file's head); the embedding rows are then read from the map.
-            let how = if mode != RepackMode::Off && output.repack_wanted(mode == RepackMode::All) {
-                Placement::Repack
-            } else {
-                Placement::Copy
-            };
-            jobs.push((&mut output, how));
+        if mode != RepackMode::Off && output.repack_wanted(mode == RepackMode::All) {
+            // Repacked as the layers' matrices of its type are (a Q8_0
+            // file's head), whatever MEKI_COPY_OUTPUT says, so that knob
+            // never changes the kernel; the embedding rows are then read
+            // from the map.
+            jobs.push((&mut output, Placement::Repack));
+        } else if copy_output_wanted() {
+            jobs.push((&mut output, Placement::Copy));
         }
         l.place(jobs, "model weights")?;
         if prefault_wanted() {
