@@ -190,14 +190,15 @@ for model in "$@"; do
   deep_prompt=""
   [ -z "$DEPTH" ] || [ -n "$twin" ] || deep_prompt=$(prompt_of "$model" "$DEPTH")
   for t in $THREADS; do
-    declare -A M=() L=() T=() R=() B=()
+    declare -A M=() L=() T=() R=()
+    probes=""
     for _ in $(seq "$ROUNDS"); do
       out=$(run timed "$model" "$pp_prompt" 1 $((PP + 8)))
       [ -z "$TIME" ] || R[meki]+=" $(mrss < "$rss_file")"
       M[pp]+=" $(echo "$out" | mrate 'prompt eval')"
       # The VM's bandwidth moves within minutes: each round's tg is divided
       # by a probe taken right before it.
-      B[bw]+=" $(probe "$t")"
+      probes+=" $(probe "$t")"
       out=$(run "$model" "The" "$TG" $((TG + 8)));     M[tg]+=" $(echo "$out" | mrate eval)"
       if [ -n "$DEPTH" ] && [ -z "$twin" ]; then
         out=$(run "$model" "$deep_prompt" "$TG" $((DEPTH + TG + 8))); M[deep]+=" $(echo "$out" | mrate eval)"
@@ -220,8 +221,8 @@ for model in "$@"; do
       fi
     done
     # Per round: the roofline at that round's probe, and meki's share of it.
-    bws=$(printf '%s\n' ${B[bw]} | stats)
-    shares=$(paste <(printf '%s\n' ${M[tg]}) <(printf '%s\n' ${B[bw]}) \
+    bws=$(printf '%s\n' $probes | stats)
+    shares=$(paste <(printf '%s\n' ${M[tg]}) <(printf '%s\n' $probes) \
       | awk -v b="$bpt" '{print $1*b/($2*1e9)}' | stats)
     if [ -n "$twin" ]; then
       # llama.cpp cannot load a MeKi file (tensors it does not know): the
@@ -240,6 +241,6 @@ for model in "$@"; do
     if [ -n "${R[meki]:-}" ] && [ -n "${R[llama]:-}" ]; then
       row "$name peak RSS MiB t$t" "${R[meki]}" "${R[llama]}"; echo
     fi
-    unset M L T R B
+    unset M L T R
   done
 done

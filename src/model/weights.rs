@@ -543,24 +543,27 @@ impl ModelWeights {
         let mut output = output;
         let mut jobs = Vec::new();
         let mode = RepackMode::from_env();
+        // Where a matrix goes: repacked where its type pays, whatever the
+        // copy knobs (so they never change a kernel; a repacked tied head's
+        // embedding rows are then read from the map), else copied as it is
+        // if `copy` says so, else left in the map.
+        let placement = |w: &Weight, copy: bool| {
+            if mode != RepackMode::Off && w.repack_wanted(mode == RepackMode::All) {
+                Some(Placement::Repack)
+            } else {
+                copy.then_some(Placement::Copy)
+            }
+        };
         let copy_rest = copy_weights_wanted();
         for lw in &mut layers {
             for w in lw.matrices_mut() {
-                if mode != RepackMode::Off && w.repack_wanted(mode == RepackMode::All) {
-                    jobs.push((w, Placement::Repack));
-                } else if copy_rest {
-                    jobs.push((w, Placement::Copy));
+                if let Some(how) = placement(w, copy_rest) {
+                    jobs.push((w, how));
                 }
             }
         }
-        if mode != RepackMode::Off && output.repack_wanted(mode == RepackMode::All) {
-            // Repacked as the layers' matrices of its type are (a Q8_0
-            // file's head), whatever MEKI_COPY_OUTPUT says, so that knob
-            // never changes the kernel; the embedding rows are then read
-            // from the map.
-            jobs.push((&mut output, Placement::Repack));
-        } else if copy_output_wanted() {
-            jobs.push((&mut output, Placement::Copy));
+        if let Some(how) = placement(&output, copy_output_wanted()) {
+            jobs.push((&mut output, how));
         }
         l.place(jobs, "model weights")?;
         if prefault_wanted() {
