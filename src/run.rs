@@ -2,6 +2,7 @@
 //! and perplexity. The binary only parses flags and prints.
 
 use crate::model::forward::Logits;
+use crate::model::profile::StageProfile;
 use crate::model::{KvType, Model, Session};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
@@ -19,6 +20,9 @@ pub struct Timings {
     /// llama.cpp counts its eval "runs".
     pub gen_runs: usize,
     pub gen_ms: f64,
+    /// Time per forward-pass stage (`GenerateOptions::profile`): the
+    /// prompt's batch and the decode steps.
+    pub profile: Option<(StageProfile, StageProfile)>,
 }
 
 impl Timings {
@@ -43,6 +47,16 @@ impl Timings {
             resident_mib(),
         )
     }
+
+    /// The stage tables of a profiled generation (empty if not profiled).
+    pub fn profile_report(&self) -> String {
+        match &self.profile {
+            Some((batch, decode)) => {
+                format!("{}{}", batch.report("prompt"), decode.report("decode"))
+            }
+            None => String::new(),
+        }
+    }
 }
 
 /// Resident set size of this process (Linux/Android `/proc`), 0 elsewhere.
@@ -65,6 +79,8 @@ pub struct GenerateOptions {
     pub kv: KvType,
     pub sampler: SamplerParams,
     pub ignore_eos: bool,
+    /// Time the forward pass stage by stage ([`Timings::profile`]).
+    pub profile: bool,
 }
 
 /// Generate a completion of `prompt`, streaming text to `out`.
@@ -87,6 +103,7 @@ pub fn generate(
         ));
     }
     let mut session = Session::new(model, n_ctx, opts.kv);
+    session.set_profiling(opts.profile);
     let mut sampler = Sampler::new(opts.sampler.clone());
     for &p in &prompt {
         sampler.accept(p);
@@ -120,6 +137,9 @@ pub fn generate(
     }
     write!(out, "{}", dec.finish()).map_err(io)?;
     t.gen_ms = start.elapsed().as_secs_f64() * 1e3;
+    if let (Some(batch), Some(decode)) = (session.batch_profile(), session.decode_profile()) {
+        t.profile = Some((batch.clone(), decode.clone()));
+    }
     Ok((generated, t))
 }
 

@@ -23,6 +23,7 @@ fn options(meki: PathBuf, dense: PathBuf) -> TwinOptions {
         prompt_block: 0,
         reload: true,
         cpu_time: false,
+        profile: false,
     }
 }
 
@@ -31,12 +32,13 @@ fn twin_runs_decode_and_prefill_with_cold_tables() {
     let (meki, dense) = models();
     // Models reloaded every round in rotated orders, and loaded once.
     // The prompt in one call, and in calls of 2 tokens (3 calls: 2 + 2 + 1).
-    // Timed by the wall clock and by CPU time.
+    // Timed by the wall clock and by CPU time, the second also by stages.
     for (reload, prompt_block, cpu_time) in [(true, 0, false), (false, 2, true)] {
         let mut o = options(meki.clone(), dense.clone());
         o.reload = reload;
         o.prompt_block = prompt_block;
         o.cpu_time = cpu_time;
+        o.profile = cpu_time;
         o.rounds = 3;
         run(&o).unwrap();
     }

@@ -15,6 +15,7 @@
 //! what a phone does with tables larger than its free RAM.
 
 use crate::model::forward::Logits;
+use crate::model::profile::{Stage, StageProfile};
 use crate::model::{KvType, MekiSource, Model, Session};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -65,6 +66,10 @@ pub struct TwinOptions {
     /// thread; at more, workers waiting between dispatches spin and that
     /// counts too.
     pub cpu_time: bool,
+    /// Time the timed decode steps stage by stage too
+    /// ([`crate::model::Session::set_profiling`]) and print the stages side
+    /// by side.
+    pub profile: bool,
 }
 
 /// A stopwatch over the wall clock or the process's CPU time.
@@ -197,6 +202,35 @@ pub fn paired_speed_ratio(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
     (at(0.5), at(0.25), at(0.75))
 }
 
+/// Per stage, microseconds per decode step of the three models, and the MeKi
+/// model's difference to the other two (all rounds pooled).
+fn stage_table(models: &[(&str, Model); 3], p: &[StageProfile; 3]) -> String {
+    let mut s = format!(
+        "twin stages (wall clock, us per decode step, {} steps each)\n{:<10}",
+        p[0].calls, "stage"
+    );
+    for (name, _) in models {
+        s.push_str(&format!(" {name:>9}"));
+    }
+    s.push_str(&format!(" {:>12} {:>14}\n", "meki-dense", "meki-no-meki"));
+    let row = |s: &mut String, name: &str, us: [f64; 3]| {
+        s.push_str(&format!(
+            "{name:<10} {:>9.1} {:>9.1} {:>9.1} {:>+12.1} {:>+14.1}\n",
+            us[0],
+            us[1],
+            us[2],
+            us[0] - us[2],
+            us[0] - us[1]
+        ));
+    };
+    for st in Stage::ALL {
+        row(&mut s, st.name(), [0, 1, 2].map(|i| p[i].us_per_call(st)));
+    }
+    let total = [0, 1, 2].map(|i| p[i].total_secs() * 1e6 / p[i].calls.max(1) as f64);
+    row(&mut s, "total", total);
+    s
+}
+
 /// Median and range of a list.
 fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
@@ -260,6 +294,7 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
     }
     let clock = Clock::new(o.cpu_time)?;
     let mut decode = Rounds::default();
+    let mut stages: [StageProfile; 3] = Default::default();
     for round in 0..o.rounds {
         if o.reload && round > 0 {
             // Free the old copies first: peak memory stays three models.
@@ -284,11 +319,13 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
             for &i in &ORDERS[(b + round) % ORDERS.len()] {
                 let s = &mut sessions[i];
                 s.forward(&ids[pos..pos + 1], Logits::Last)?;
+                s.set_profiling(o.profile);
                 let t0 = clock.now();
                 for j in 0..o.block {
                     s.forward(&ids[pos + 1 + j..pos + 2 + j], Logits::Last)?;
                 }
                 let dt = clock.now() - t0;
+                s.set_profiling(false);
                 spent[i] += dt;
                 decode.block_secs[i].push(dt);
             }
@@ -296,8 +333,16 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
         }
         let tps = spent.map(|d| (blocks * o.block) as f64 / d);
         decode.push("", round, tps);
+        for (sum, s) in stages.iter_mut().zip(&sessions) {
+            if let Some(p) = s.decode_profile() {
+                sum.add(p);
+            }
+        }
     }
     decode.report("", &models);
+    if o.profile {
+        print!("{}", stage_table(&models, &stages));
+    }
     if o.prompt > 0 {
         prefill_rounds(o, models, &ids[..o.prompt])?;
     }

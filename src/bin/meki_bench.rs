@@ -102,6 +102,11 @@ enum Cmd {
         /// workers spin and that counts)
         #[arg(long)]
         cpu_time: bool,
+        /// Also time each decode step stage by stage (wall clock) and print,
+        /// per stage, microseconds per step for the three models and
+        /// MeKi's difference to each: where its extra time goes.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -169,6 +174,7 @@ fn main() {
             prompt_block,
             no_reload,
             cpu_time,
+            profile,
         } => twin::run(&twin::TwinOptions {
             meki,
             dense,
@@ -181,6 +187,7 @@ fn main() {
             prompt_block,
             reload: !no_reload,
             cpu_time,
+            profile,
         }),
     };
     if let Err(e) = result {

@@ -97,6 +97,10 @@ struct GenArgs {
     /// Run the backbone alone, ignoring any MeKi tables.
     #[arg(long = "no-meki")]
     no_meki: bool,
+    /// After the timings, print the time per forward-pass stage (norms, products,
+    /// attention, MeKi gather and post-norm, head), for the prompt and per decode step.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Subcommand)]
@@ -239,6 +243,7 @@ fn generate(g: GenArgs) -> Result<(), String> {
         kv: kv(&g.kv_type),
         sampler: sampler_params(&g),
         ignore_eos: g.ignore_eos,
+        profile: g.profile,
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -246,6 +251,7 @@ fn generate(g: GenArgs) -> Result<(), String> {
     writeln!(out).map_err(|e| e.to_string())?;
     timings.load_ms = load_ms;
     eprintln!("\n{}", timings.report());
+    eprint!("{}", timings.profile_report());
     Ok(())
 }
 

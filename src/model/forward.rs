@@ -5,6 +5,7 @@
 use super::attention::{attention, AttnScratch, KvStore, KvType};
 use super::group::{matvec_group, Product};
 use super::ops::{self, linear, PreparedInput};
+use super::profile::{Lap, Stage, StageProfile};
 use super::weights::Weight;
 use super::Model;
 use crate::kernels;
@@ -77,6 +78,10 @@ pub struct Session<'m> {
     n_past: usize,
     cache: Vec<KvStore>,
     scratch: Scratch,
+    /// Time per stage (`set_profiling`), kept apart for one-token calls
+    /// (decode) and larger batches: [decode, batch].
+    profile: Option<Box<[StageProfile; 2]>>,
+    profiling: bool,
 }
 
 /// Which positions of a batch need logits.
@@ -100,7 +105,29 @@ impl<'m> Session<'m> {
             n_past: 0,
             cache,
             scratch: Scratch::default(),
+            profile: None,
+            profiling: false,
         }
+    }
+
+    /// Time the stages of the forward calls from now on (`true`) or stop
+    /// (`false`; what was timed so far is kept).
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profiling = on;
+        if on && self.profile.is_none() {
+            self.profile = Some(Box::default());
+        }
+    }
+
+    /// The time per stage of the profiled one-token calls (decode steps),
+    /// if profiling was ever switched on.
+    pub fn decode_profile(&self) -> Option<&StageProfile> {
+        self.profile.as_deref().map(|p| &p[0])
+    }
+
+    /// The same for calls of more than one token (prompt batches).
+    pub fn batch_profile(&self) -> Option<&StageProfile> {
+        self.profile.as_deref().map(|p| &p[1])
     }
 
     pub fn n_past(&self) -> usize {
@@ -155,6 +182,11 @@ impl<'m> Session<'m> {
                 c.n_vocab
             ));
         }
+        let profile = match (self.profiling, self.profile.as_deref_mut()) {
+            (true, Some(p)) => Some(&mut p[usize::from(n > 1)]),
+            _ => None,
+        };
+        let mut lap = Lap::start(profile, n);
         // Widths: model, all query heads, all key (or value) heads, one head.
         let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
         // Norm weights and biases are f32 vectors in the map.
@@ -206,6 +238,7 @@ impl<'m> Session<'m> {
         s.attn.resize_with(pool.n_threads(), Default::default);
         let attn_scratch = &s.attn[..];
         let (meki_g, meki_y, meki_e) = (&mut s.meki_g, &mut s.meki_y, &mut s.meki_e);
+        lap.mark(Stage::Embed);
 
         for (l, lw) in w.layers.iter().enumerate() {
             // A decode step's table row of this layer: into the CPU caches
@@ -218,6 +251,7 @@ impl<'m> Session<'m> {
             for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
                 kernels::vec::rms_norm(xr, attn_norm, c.rms_eps, nr);
             }
+            lap.mark(Stage::AttnNorm);
             // Q, K and V read xn: quantized once for the three. Decode runs
             // them as one dispatch (plain and repacked matrices alike).
             prepared[0].reset();
@@ -253,6 +287,7 @@ impl<'m> Session<'m> {
                 linear(pool, file, &lw.wk, xn, n, &mut prepared[0], k);
                 linear(pool, file, &lw.wv, xn, n, &mut prepared[0], v);
             }
+            lap.mark(Stage::Qkv);
             if n == 1 {
                 // The cache lines the token's keys and values go to (cold:
                 // the weights streamed through the caches since the last
@@ -287,6 +322,7 @@ impl<'m> Session<'m> {
                 kernels::vec::rope_table(kt, hd, &rope[t]);
                 self.cache[l].store(pos, kt, &v[t * kvd..(t + 1) * kvd]);
             }
+            lap.mark(Stage::QkvPost);
             // att = softmax(q K^T / sqrt(hd)) V over the cached positions
             // (causal within the batch).
             attention(
@@ -299,15 +335,18 @@ impl<'m> Session<'m> {
                 att,
                 attn_scratch,
             );
+            lap.mark(Stage::Attention);
             prepared[0].reset();
             linear(pool, file, &lw.wo, att, n, &mut prepared[0], proj);
             kernels::vec::add(x, proj);
+            lap.mark(Stage::Wo);
 
             // Feed-forward block: x += W_down (silu(W_gate h) * W_up h), h = norm(x).
             let ffn_norm = f32s(&lw.ffn_norm);
             for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
                 kernels::vec::rms_norm(xr, ffn_norm, c.rms_eps, nr);
             }
+            lap.mark(Stage::FfnNorm);
             // MeKi branch, parallel to the FFN (MEKI.md): e = T_l[x_t] (a table
             // row), g = sigmoid(W_gate u) with u = h (demo form) or the
             // residual x (Megatron form), y = RMSNorm_post(W_out (e + g)).
@@ -369,8 +408,11 @@ impl<'m> Session<'m> {
                 }
             }
 
+            lap.mark(Stage::FfnIn);
+
             // 2. Element-wise: SwiGLU; MeKi v = e + g, in place of W_gate u.
             kernels::vec::silu_mul(gate, up, ffh);
+            lap.mark(Stage::Silu);
             if let Some((mem, _, _)) = meki {
                 if n == 1 {
                     kernels::vec::sigmoid(meki_g);
@@ -402,6 +444,7 @@ impl<'m> Session<'m> {
                 }
             }
             let meki_v = &*meki_g;
+            lap.mark(Stage::MekiMix);
 
             // 3. The output products: W_down, MeKi W_out.
             prepared[0].reset();
@@ -432,6 +475,7 @@ impl<'m> Session<'m> {
                     linear(pool, mfile, &ml.out, meki_v, n, &mut prepared[1], meki_y);
                 }
             }
+            lap.mark(Stage::FfnOut);
 
             // 4. x += FFN + RMSNorm_post(MeKi).
             match meki {
@@ -460,6 +504,7 @@ impl<'m> Session<'m> {
                     });
                 }
             }
+            lap.mark(Stage::Residual);
         }
         self.n_past += n;
 
@@ -480,6 +525,7 @@ impl<'m> Session<'m> {
         }
         prepared[0].reset();
         linear(pool, file, &w.output, hn, m, &mut prepared[0], logits);
+        lap.mark(Stage::Head);
         Ok(())
     }
 }

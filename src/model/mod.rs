@@ -9,6 +9,7 @@ pub mod config;
 pub mod forward;
 mod group;
 pub mod ops;
+pub mod profile;
 pub mod weights;
 
 pub use attention::KvType;
