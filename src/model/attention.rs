@@ -54,6 +54,15 @@ impl KvStore {
         }
     }
 
+    /// Bytes of keys and values one position holds (all heads).
+    pub(super) fn bytes_per_position(&self) -> usize {
+        let elem = match &self.data {
+            KvData::F16 { .. } => 2,
+            KvData::F32 { .. } => 4,
+        };
+        2 * self.n_kv * self.head_dim * elem
+    }
+
     /// Index of value `i` of head `g` at position `pos`.
     fn index(&self, pos: usize, g: usize, i: usize) -> usize {
         (g * self.cap + pos) * self.head_dim + i

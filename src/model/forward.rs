@@ -239,6 +239,7 @@ impl<'m> Session<'m> {
         let attn_scratch = &s.attn[..];
         let (meki_g, meki_y, meki_e) = (&mut s.meki_g, &mut s.meki_y, &mut s.meki_e);
         lap.mark(Stage::Embed);
+        lap.read(Stage::Embed, n * row_bytes);
 
         for (l, lw) in w.layers.iter().enumerate() {
             // A decode step's table row of this layer: into the CPU caches
@@ -288,6 +289,8 @@ impl<'m> Session<'m> {
                 linear(pool, file, &lw.wv, xn, n, &mut prepared[0], v);
             }
             lap.mark(Stage::Qkv);
+            let qkv_bytes = [&lw.wq, &lw.wk, &lw.wv].map(|w| w.product_bytes());
+            lap.read(Stage::Qkv, qkv_bytes.iter().sum());
             if n == 1 {
                 // The cache lines the token's keys and values go to (cold:
                 // the weights streamed through the caches since the last
@@ -336,10 +339,19 @@ impl<'m> Session<'m> {
                 attn_scratch,
             );
             lap.mark(Stage::Attention);
+            if lap.on() {
+                // Token t attends to n_past + t + 1 cached positions.
+                let positions = n * self.n_past + n * (n + 1) / 2;
+                lap.read(
+                    Stage::Attention,
+                    positions * self.cache[l].bytes_per_position(),
+                );
+            }
             prepared[0].reset();
             linear(pool, file, &lw.wo, att, n, &mut prepared[0], proj);
             kernels::vec::add(x, proj);
             lap.mark(Stage::Wo);
+            lap.read(Stage::Wo, lw.wo.product_bytes());
 
             // Feed-forward block: x += W_down (silu(W_gate h) * W_up h), h = norm(x).
             let ffn_norm = f32s(&lw.ffn_norm);
@@ -409,6 +421,9 @@ impl<'m> Session<'m> {
             }
 
             lap.mark(Stage::FfnIn);
+            let meki_in = meki.map_or(0, |(_, ml, _)| ml.gate.product_bytes());
+            let ffn_in = lw.ffn_gate.product_bytes() + lw.ffn_up.product_bytes();
+            lap.read(Stage::FfnIn, ffn_in + meki_in);
 
             // 2. Element-wise: SwiGLU; MeKi v = e + g, in place of W_gate u.
             kernels::vec::silu_mul(gate, up, ffh);
@@ -476,6 +491,8 @@ impl<'m> Session<'m> {
                 }
             }
             lap.mark(Stage::FfnOut);
+            let meki_out = meki.map_or(0, |(_, ml, _)| ml.out.product_bytes());
+            lap.read(Stage::FfnOut, lw.ffn_down.product_bytes() + meki_out);
 
             // 4. x += FFN + RMSNorm_post(MeKi).
             match meki {
@@ -526,6 +543,7 @@ impl<'m> Session<'m> {
         prepared[0].reset();
         linear(pool, file, &w.output, hn, m, &mut prepared[0], logits);
         lap.mark(Stage::Head);
+        lap.read(Stage::Head, w.output.product_bytes());
         Ok(())
     }
 }

@@ -81,10 +81,14 @@ impl Stage {
 }
 
 /// Seconds spent per stage over the forward calls of one kind (decode steps
-/// or batches), and how many calls and tokens they covered.
+/// or batches), the weight and KV-cache bytes the stage read, and how many
+/// calls and tokens they covered.
 #[derive(Clone, Debug, Default)]
 pub struct StageProfile {
     pub secs: [f64; Stage::ALL.len()],
+    /// Bytes of the matrices (and, for attention, of the cached keys and
+    /// values) each stage read; norm vectors and activations not counted.
+    pub bytes: [f64; Stage::ALL.len()],
     pub calls: u64,
     pub tokens: u64,
 }
@@ -99,6 +103,9 @@ impl StageProfile {
         for (a, b) in self.secs.iter_mut().zip(&other.secs) {
             *a += b;
         }
+        for (a, b) in self.bytes.iter_mut().zip(&other.bytes) {
+            *a += b;
+        }
         self.calls += other.calls;
         self.tokens += other.tokens;
     }
@@ -111,25 +118,50 @@ impl StageProfile {
         }
     }
 
-    /// A table: per stage, microseconds per call and share of the total;
-    /// `what` names the calls ("decode", "batch").
+    /// Megabytes (1e6) read per call in `stage`.
+    pub fn mb_per_call(&self, stage: Stage) -> f64 {
+        self.bytes[stage as usize] / 1e6 / self.calls.max(1) as f64
+    }
+
+    /// The rate `stage` read its bytes at, GB/s (0 where it read none).
+    pub fn gb_per_s(&self, stage: Stage) -> f64 {
+        let (b, t) = (self.bytes[stage as usize], self.secs[stage as usize]);
+        if b > 0.0 && t > 0.0 {
+            b / t / 1e9
+        } else {
+            0.0
+        }
+    }
+
+    /// A table: per stage, microseconds per call, share of the total, and
+    /// the bytes read per call and their rate (compare with the memory
+    /// bandwidth: a stage well below it is compute- or latency-bound);
+    /// `what` names the calls ("prompt", "decode").
     pub fn report(&self, what: &str) -> String {
         let total = self.total_secs().max(f64::MIN_POSITIVE);
+        let all_bytes: f64 = self.bytes.iter().sum();
         let mut s = format!(
-            "profile {what}: {} calls, {} tokens, {:.1} us per call\n{:<10} {:>10} {:>7}\n",
+            "profile {what}: {} calls, {} tokens, {:.1} us per call, {:.2} MB per call at {:.1} GB/s\n\
+             {:<10} {:>10} {:>7} {:>9} {:>7}\n",
             self.calls,
             self.tokens,
-            self.total_secs() * 1e6 / self.calls.max(1) as f64,
+            total * 1e6 / self.calls.max(1) as f64,
+            all_bytes / 1e6 / self.calls.max(1) as f64,
+            all_bytes / total / 1e9,
             "stage",
             "us/call",
-            "share"
+            "share",
+            "MB/call",
+            "GB/s"
         );
         for st in Stage::ALL {
             s.push_str(&format!(
-                "{:<10} {:>10.1} {:>6.1}%\n",
+                "{:<10} {:>10.1} {:>6.1}% {:>9.3} {:>7.1}\n",
                 st.name(),
                 self.us_per_call(st),
-                100.0 * self.secs[st as usize] / total
+                100.0 * self.secs[st as usize] / total,
+                self.mb_per_call(st),
+                self.gb_per_s(st)
             ));
         }
         s
@@ -150,6 +182,21 @@ impl<'a> Lap<'a> {
                 p.tokens += tokens as u64;
                 (p, Instant::now())
             }),
+        }
+    }
+
+    /// Whether this call is timed (callers skip work that only feeds the
+    /// profile when it is not).
+    #[inline]
+    pub(crate) fn on(&self) -> bool {
+        self.on.is_some()
+    }
+
+    /// `stage` read `bytes` more bytes in this call.
+    #[inline]
+    pub(crate) fn read(&mut self, stage: Stage, bytes: usize) {
+        if let Some((p, _)) = &mut self.on {
+            p.bytes[stage as usize] += bytes as f64;
         }
     }
 
@@ -175,12 +222,17 @@ mod tests {
             let mut lap = Lap::start(Some(&mut p), 3);
             std::thread::sleep(std::time::Duration::from_millis(2));
             lap.mark(Stage::Qkv);
+            lap.read(Stage::Qkv, 2_000_000);
             lap.mark(Stage::Head);
         }
         assert_eq!((p.calls, p.tokens), (1, 3));
         assert!(p.secs[Stage::Qkv as usize] >= 0.002);
         assert!(p.secs[Stage::Head as usize] < p.secs[Stage::Qkv as usize]);
         assert_eq!(p.secs[Stage::Embed as usize], 0.0);
+        assert_eq!(p.mb_per_call(Stage::Qkv), 2.0);
+        let rate = p.gb_per_s(Stage::Qkv);
+        assert!(rate > 0.0 && rate <= 2e6 / 0.002 / 1e9, "{rate}");
+        assert_eq!(p.gb_per_s(Stage::Head), 0.0);
         let r = p.report("batch");
         assert!(r.starts_with("profile batch: 1 calls, 3 tokens"), "{r}");
         assert_eq!(r.lines().count(), 2 + Stage::ALL.len());

@@ -90,6 +90,15 @@ impl Weight {
         self.packed.is_none() && self.copied.is_none() && self.values.is_none()
     }
 
+    /// Bytes a product with this matrix reads: its repacked copy's, else
+    /// its GGUF bytes (in the map or the arena copy).
+    pub fn product_bytes(&self) -> usize {
+        match &self.packed {
+            Some(p) => p.n_bytes(),
+            None => self.range.len(),
+        }
+    }
+
     /// Byte offset of the data in the file.
     pub fn offset_in_file(&self) -> usize {
         self.range.start
