@@ -12,6 +12,10 @@
 //!   a worker that had not joined yet (descheduled, still waking up) skips it.
 //!   The caller then waits only for workers that are really running items,
 //!   so a busy core costs at most one item, never a wake-up.
+//! - [`ThreadPool::run_joined`] runs one closure, like `run`, but only on
+//!   the caller and the workers that join before the caller is done (the
+//!   closure shares its work through its own counter): decode attention,
+//!   whose per-thread scratch needs the thread index.
 //!
 //! Waiting: a worker spins ~[`SPIN`] on the job word, then calls
 //! `sched_yield` until [`YIELD`] has passed (on an idle core that returns at
@@ -119,6 +123,20 @@ impl ThreadPool {
             return;
         }
         self.dispatch(f, true);
+    }
+
+    /// Calls `f(tid, n_threads)` on the caller and on every worker that joins
+    /// the job before the caller's own call has returned; a worker not running
+    /// by then skips it. For jobs that hand out their work through a counter
+    /// of their own (so the caller alone can do all of it) but need the
+    /// thread index (per-thread scratch): unlike [`ThreadPool::run`], a
+    /// parked or descheduled worker never delays the call.
+    pub fn run_joined(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        if self.shared.n_threads == 1 {
+            f(0, 1);
+            return;
+        }
+        self.dispatch(f, false);
     }
 
     /// Calls `f(item)` once for every `item` in `0..n`, spread over the pool's
@@ -399,6 +417,39 @@ mod tests {
                     "n={n} round={round}"
                 );
                 if round % 60 == 0 {
+                    std::thread::sleep(YIELD * 3);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn run_joined_runs_the_caller_and_only_joined_workers() {
+        for n in [1, 2, 3, 5] {
+            let pool = ThreadPool::new(n);
+            for round in 0..300 {
+                // Work handed out by the job's own counter, per-thread
+                // slots by tid: every item once, the caller always there.
+                let items = round % 37;
+                let next = AtomicUsize::new(0);
+                let hits: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
+                let per_tid: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                pool.run_joined(&|tid, nt| {
+                    assert_eq!(nt, n);
+                    per_tid[tid].fetch_add(1, Ordering::Relaxed);
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= items {
+                            break;
+                        }
+                        hits[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                assert_eq!(per_tid[0].load(Ordering::Relaxed), 1, "n={n} round={round}");
+                assert!(per_tid.iter().all(|c| c.load(Ordering::Relaxed) <= 1));
+                if round % 60 == 0 {
+                    // Parked workers: the call does not wait for them.
                     std::thread::sleep(YIELD * 3);
                 }
             }

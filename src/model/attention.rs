@@ -193,7 +193,7 @@ pub(super) fn attention(
         sc.lock().unwrap_or_else(|e| e.into_inner()).done.clear();
     }
     let next = AtomicUsize::new(0);
-    pool.run(&|tid, _| {
+    pool.run_joined(&|tid, _| {
         let mut mine = scratch[tid].lock().unwrap_or_else(|e| e.into_inner());
         let sc = &mut *mine;
         loop {
