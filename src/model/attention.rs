@@ -147,6 +147,18 @@ fn max(x: &[f32]) -> f32 {
     m.iter().chain(r).fold(f32::NEG_INFINITY, |a, &b| a.max(b))
 }
 
+/// Bytes of cached keys and values [`attention`] reads for `n` query tokens
+/// at positions `n_past..`: each tile of tokens reads the positions its last
+/// token sees once (for the profile's rates).
+pub(super) fn kv_bytes_read(c: &super::Config, cache: &KvStore, n_past: usize, n: usize) -> usize {
+    let tile = (TILE_ROWS / (c.n_head / c.n_head_kv).max(1)).clamp(1, n.max(1));
+    let positions: usize = (0..n)
+        .step_by(tile)
+        .map(|t0| n_past + (t0 + tile).min(n))
+        .sum();
+    positions * cache.bytes_per_position()
+}
+
 /// Per-thread buffers of [`attention`], kept between calls.
 #[derive(Default)]
 pub(super) struct AttnScratch {

@@ -2,7 +2,7 @@
 //! KV cache. One `Session` is one conversation: its cache grows as tokens
 //! are fed, and `rewind` drops cached positions.
 
-use super::attention::{attention, AttnScratch, KvStore, KvType};
+use super::attention::{attention, kv_bytes_read, AttnScratch, KvStore, KvType};
 use super::group::{matvec_group, Product};
 use super::ops::{self, linear, PreparedInput};
 use super::profile::{Lap, Stage, StageProfile};
@@ -340,12 +340,8 @@ impl<'m> Session<'m> {
             );
             lap.mark(Stage::Attention);
             if lap.on() {
-                // Token t attends to n_past + t + 1 cached positions.
-                let positions = n * self.n_past + n * (n + 1) / 2;
-                lap.read(
-                    Stage::Attention,
-                    positions * self.cache[l].bytes_per_position(),
-                );
+                let kv = kv_bytes_read(c, &self.cache[l], self.n_past, n);
+                lap.read(Stage::Attention, kv);
             }
             prepared[0].reset();
             linear(pool, file, &lw.wo, att, n, &mut prepared[0], proj);
