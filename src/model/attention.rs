@@ -147,11 +147,17 @@ fn max(x: &[f32]) -> f32 {
     m.iter().chain(r).fold(f32::NEG_INFINITY, |a, &b| a.max(b))
 }
 
+/// Tokens per query tile of a batch of `n` ([`TILE_ROWS`] query rows: the
+/// tokens times the query heads of one KV head).
+fn tile_tokens(c: &super::Config, n: usize) -> usize {
+    (TILE_ROWS / (c.n_head / c.n_head_kv).max(1)).clamp(1, n.max(1))
+}
+
 /// Bytes of cached keys and values [`attention`] reads for `n` query tokens
 /// at positions `n_past..`: each tile of tokens reads the positions its last
 /// token sees once (for the profile's rates).
 pub(super) fn kv_bytes_read(c: &super::Config, cache: &KvStore, n_past: usize, n: usize) -> usize {
-    let tile = (TILE_ROWS / (c.n_head / c.n_head_kv).max(1)).clamp(1, n.max(1));
+    let tile = tile_tokens(c, n);
     let positions: usize = (0..n)
         .step_by(tile)
         .map(|t0| n_past + (t0 + tile).min(n))
@@ -195,7 +201,7 @@ pub(super) fn attention(
     let (qd, hd, n_kv) = (c.q_dim(), c.head_dim, c.n_head_kv);
     debug_assert!(cache.n_kv == n_kv && cache.head_dim == hd && n_past + n <= cache.cap);
     let group = c.n_head / n_kv;
-    let tile = (TILE_ROWS / group).clamp(1, n);
+    let tile = tile_tokens(c, n);
     let n_tiles = n.div_ceil(tile);
     let n_units = n_tiles * n_kv;
     let unit_len = tile * group * hd;
