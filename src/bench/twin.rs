@@ -226,7 +226,7 @@ fn stage_table(models: &[(&str, Model); 3], p: &[StageProfile; 3]) -> String {
     for st in Stage::ALL {
         row(&mut s, st.name(), [0, 1, 2].map(|i| p[i].us_per_call(st)));
     }
-    let total = [0, 1, 2].map(|i| p[i].total_secs() * 1e6 / p[i].calls.max(1) as f64);
+    let total = [0, 1, 2].map(|i| p[i].total_us_per_call());
     row(&mut s, "total", total);
     s
 }

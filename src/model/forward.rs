@@ -239,7 +239,7 @@ impl<'m> Session<'m> {
         let attn_scratch = &s.attn[..];
         let (meki_g, meki_y, meki_e) = (&mut s.meki_g, &mut s.meki_y, &mut s.meki_e);
         lap.mark(Stage::Embed);
-        lap.read(Stage::Embed, n * row_bytes);
+        lap.read(Stage::Embed, || n * row_bytes);
 
         for (l, lw) in w.layers.iter().enumerate() {
             // A decode step's table row of this layer: into the CPU caches
@@ -289,8 +289,12 @@ impl<'m> Session<'m> {
                 linear(pool, file, &lw.wv, xn, n, &mut prepared[0], v);
             }
             lap.mark(Stage::Qkv);
-            let qkv_bytes = [&lw.wq, &lw.wk, &lw.wv].map(|w| w.product_bytes());
-            lap.read(Stage::Qkv, qkv_bytes.iter().sum());
+            lap.read(Stage::Qkv, || {
+                [&lw.wq, &lw.wk, &lw.wv]
+                    .iter()
+                    .map(|w| w.product_bytes())
+                    .sum()
+            });
             if n == 1 {
                 // The cache lines the token's keys and values go to (cold:
                 // the weights streamed through the caches since the last
@@ -339,15 +343,14 @@ impl<'m> Session<'m> {
                 attn_scratch,
             );
             lap.mark(Stage::Attention);
-            if lap.on() {
-                let kv = kv_bytes_read(c, &self.cache[l], self.n_past, n);
-                lap.read(Stage::Attention, kv);
-            }
+            lap.read(Stage::Attention, || {
+                kv_bytes_read(c, &self.cache[l], self.n_past, n)
+            });
             prepared[0].reset();
             linear(pool, file, &lw.wo, att, n, &mut prepared[0], proj);
             kernels::vec::add(x, proj);
             lap.mark(Stage::Wo);
-            lap.read(Stage::Wo, lw.wo.product_bytes());
+            lap.read(Stage::Wo, || lw.wo.product_bytes());
 
             // Feed-forward block: x += W_down (silu(W_gate h) * W_up h), h = norm(x).
             let ffn_norm = f32s(&lw.ffn_norm);
@@ -417,9 +420,10 @@ impl<'m> Session<'m> {
             }
 
             lap.mark(Stage::FfnIn);
-            let meki_in = meki.map_or(0, |(_, ml, _)| ml.gate.product_bytes());
-            let ffn_in = lw.ffn_gate.product_bytes() + lw.ffn_up.product_bytes();
-            lap.read(Stage::FfnIn, ffn_in + meki_in);
+            lap.read(Stage::FfnIn, || {
+                let meki_in = meki.map_or(0, |(_, ml, _)| ml.gate.product_bytes());
+                lw.ffn_gate.product_bytes() + lw.ffn_up.product_bytes() + meki_in
+            });
 
             // 2. Element-wise: SwiGLU; MeKi v = e + g, in place of W_gate u.
             kernels::vec::silu_mul(gate, up, ffh);
@@ -487,8 +491,10 @@ impl<'m> Session<'m> {
                 }
             }
             lap.mark(Stage::FfnOut);
-            let meki_out = meki.map_or(0, |(_, ml, _)| ml.out.product_bytes());
-            lap.read(Stage::FfnOut, lw.ffn_down.product_bytes() + meki_out);
+            lap.read(Stage::FfnOut, || {
+                let meki_out = meki.map_or(0, |(_, ml, _)| ml.out.product_bytes());
+                lw.ffn_down.product_bytes() + meki_out
+            });
 
             // 4. x += FFN + RMSNorm_post(MeKi).
             match meki {
@@ -539,7 +545,7 @@ impl<'m> Session<'m> {
         prepared[0].reset();
         linear(pool, file, &w.output, hn, m, &mut prepared[0], logits);
         lap.mark(Stage::Head);
-        lap.read(Stage::Head, w.output.product_bytes());
+        lap.read(Stage::Head, || w.output.product_bytes());
         Ok(())
     }
 }

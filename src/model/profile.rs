@@ -110,6 +110,11 @@ impl StageProfile {
         self.tokens += other.tokens;
     }
 
+    /// Microseconds per call, all stages.
+    pub fn total_us_per_call(&self) -> f64 {
+        self.total_secs() * 1e6 / self.calls.max(1) as f64
+    }
+
     /// Microseconds per call in `stage`.
     pub fn us_per_call(&self, stage: Stage) -> f64 {
         match self.calls {
@@ -145,7 +150,7 @@ impl StageProfile {
              {:<10} {:>10} {:>7} {:>9} {:>7}\n",
             self.calls,
             self.tokens,
-            total * 1e6 / self.calls.max(1) as f64,
+            self.total_us_per_call(),
             all_bytes / 1e6 / self.calls.max(1) as f64,
             all_bytes / total / 1e9,
             "stage",
@@ -185,18 +190,12 @@ impl<'a> Lap<'a> {
         }
     }
 
-    /// Whether this call is timed (callers skip work that only feeds the
-    /// profile when it is not).
+    /// `stage` read `bytes()` more bytes in this call (the count is made
+    /// only when profiling: nothing is added to an unprofiled step).
     #[inline]
-    pub(crate) fn on(&self) -> bool {
-        self.on.is_some()
-    }
-
-    /// `stage` read `bytes` more bytes in this call.
-    #[inline]
-    pub(crate) fn read(&mut self, stage: Stage, bytes: usize) {
+    pub(crate) fn read(&mut self, stage: Stage, bytes: impl FnOnce() -> usize) {
         if let Some((p, _)) = &mut self.on {
-            p.bytes[stage as usize] += bytes as f64;
+            p.bytes[stage as usize] += bytes() as f64;
         }
     }
 
@@ -222,7 +221,7 @@ mod tests {
             let mut lap = Lap::start(Some(&mut p), 3);
             std::thread::sleep(std::time::Duration::from_millis(2));
             lap.mark(Stage::Qkv);
-            lap.read(Stage::Qkv, 2_000_000);
+            lap.read(Stage::Qkv, || 2_000_000);
             lap.mark(Stage::Head);
         }
         assert_eq!((p.calls, p.tokens), (1, 3));
