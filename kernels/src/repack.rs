@@ -705,31 +705,119 @@ pub fn matmul(
     }
     let groups = w.n_groups();
     let threads = pool.n_threads();
-    let chunk = if n_tokens == 1 {
+    let split = if n_tokens == 1 {
         // One token (the output head in decode): `matvec_multi`'s long
         // chunks. The two-stream kernels restart their prefetch at each
         // call, and 32 KiB chunks left the 151936-row Q8_0 head at 13 GB/s
         // where the plain rows read 19 (1 thread, EPYC).
         let row_bytes = w.group_bytes() / GROUP;
-        (decode_chunk_rows(rows, row_bytes, rows * row_bytes, threads) / GROUP).max(1)
+        let chunk = (decode_chunk_rows(rows, row_bytes, rows * row_bytes, threads) / GROUP).max(1);
+        Split::groups_only(groups, chunk, 1)
     } else {
-        let by_bytes = MIN_CHUNK_BYTES.div_ceil(w.group_bytes().max(1));
-        let by_balance = groups.div_ceil(threads * CHUNKS_PER_THREAD);
-        by_bytes.min(by_balance).max(1)
+        Split::prefill(groups, w.group_bytes(), n_tokens, threads)
     };
-    let n_chunks = groups.div_ceil(chunk);
     let pf = decode_prefetch_bytes(threads);
+    let ab = w.act_row_bytes();
     let out = SyncPtr(ys.as_mut_ptr());
-    pool.run_chunks(n_chunks, &|c| {
-        let (g0, g1) = (c * chunk, ((c + 1) * chunk).min(groups));
+    pool.run_chunks(split.chunks(), &|c| {
+        let ((g0, g1), (t0, t1)) = split.chunk(c, groups, n_tokens);
         let dst = out;
         // SAFETY: `isa` is available, `acts` holds `n_tokens` prepared rows
-        // and `ys` `n_tokens x rows` outputs (checked above); groups g0..g1
-        // belong to chunk `c`, run by this thread alone, so its writes (rows
-        // 8*g0..8*g1 of every token) are disjoint from other threads'.
-        unsafe { w.run_groups(isa, g0, g1, acts.as_ptr(), n_tokens, dst.0, rows, pf) };
+        // of `ab` bytes and `ys` `n_tokens x rows` outputs (checked above);
+        // chunk `c` (run by this thread alone) is groups g0..g1 of tokens
+        // t0..t1 (`Split::chunk`: the chunks tile groups x tokens without
+        // overlap), so its writes (rows 8*g0..8*g1 of those tokens) are
+        // disjoint from other threads'.
+        unsafe {
+            w.run_groups(
+                isa,
+                g0,
+                g1,
+                acts.as_ptr().add(t0 * ab),
+                t1 - t0,
+                dst.0.add(t0 * rows),
+                rows,
+                pf,
+            )
+        };
     });
     Ok(())
+}
+
+/// How [`matmul`] cuts a product into work units: runs of `group_chunk`
+/// groups times runs of `token_chunk` tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Split {
+    group_chunk: usize,
+    group_chunks: usize,
+    token_chunk: usize,
+    token_chunks: usize,
+}
+
+/// Tokens per piece of a token split at least (the prefill tiles run 4 at
+/// a time; fewer per piece would leave more set-up than work).
+const MIN_SPLIT_TOKENS: usize = 16;
+
+impl Split {
+    /// Every token in one piece; groups in runs of `chunk`.
+    fn groups_only(groups: usize, chunk: usize, tokens: usize) -> Split {
+        Split {
+            group_chunk: chunk,
+            group_chunks: groups.div_ceil(chunk),
+            token_chunk: tokens.max(1),
+            token_chunks: 1,
+        }
+    }
+
+    /// Prefill of `tokens` tokens: group runs of at least
+    /// [`MIN_CHUNK_BYTES`] of weights, [`CHUNKS_PER_THREAD`] units per
+    /// thread. A large matrix gets them from its groups alone, every unit
+    /// running all tokens over its groups (as before s21). A small one
+    /// (MeKi's 128 x 1024 projections: 16 groups, 74 KB of Q4_0) is also
+    /// split by tokens: cut into runs of groups only, its units held two
+    /// groups each and each read every token's activations from L3 for
+    /// them, running at half the big products' rate (0.6B Q4_0, 570
+    /// tokens, 2 threads: MeKi's W_gate took 0.8 ms a layer for 1.5% of
+    /// the layer's multiply-adds); a unit of all its groups over a piece of
+    /// the tokens reads them once.
+    fn prefill(groups: usize, group_bytes: usize, tokens: usize, threads: usize) -> Split {
+        let want = threads * CHUNKS_PER_THREAD;
+        let by_bytes = MIN_CHUNK_BYTES.div_ceil(group_bytes.max(1)).max(1);
+        if groups >= by_bytes * want || tokens < 2 * MIN_SPLIT_TOKENS {
+            let by_balance = groups.div_ceil(want);
+            return Split::groups_only(groups, by_bytes.min(by_balance).max(1), tokens);
+        }
+        // Runs of about equal size.
+        let group_chunk = groups.div_ceil(groups.div_ceil(by_bytes));
+        let group_chunks = groups.div_ceil(group_chunk);
+        let pieces = want
+            .div_ceil(group_chunks)
+            .min(tokens / MIN_SPLIT_TOKENS)
+            .max(1);
+        // Pieces of a multiple of 4 tokens (whole tiles).
+        let token_chunk = tokens.div_ceil(pieces).div_ceil(4) * 4;
+        Split {
+            group_chunk,
+            group_chunks,
+            token_chunk,
+            token_chunks: tokens.div_ceil(token_chunk),
+        }
+    }
+
+    fn chunks(&self) -> usize {
+        self.group_chunks * self.token_chunks
+    }
+
+    /// Unit `c`'s groups and tokens, as half-open ranges.
+    fn chunk(&self, c: usize, groups: usize, tokens: usize) -> ((usize, usize), (usize, usize)) {
+        let (gi, ti) = (c % self.group_chunks, c / self.group_chunks);
+        let g0 = gi * self.group_chunk;
+        let t0 = ti * self.token_chunk;
+        (
+            (g0, (g0 + self.group_chunk).min(groups)),
+            (t0, (t0 + self.token_chunk).min(tokens)),
+        )
+    }
 }
 
 /// The 8 rows of one packed group (Q4_0 if `q4`, else Q8_0) times one
@@ -830,4 +918,54 @@ fn group_dot_rows(ty: GgmlType, group: &[u8], x: &[u8]) -> [f32; GROUP] {
         *o = dot(nb * l.elems, &row, x);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every (group, token) pair in exactly one unit, no unit empty.
+    fn covers_once(s: Split, groups: usize, tokens: usize) {
+        let mut seen = vec![0u8; groups * tokens];
+        for c in 0..s.chunks() {
+            let ((g0, g1), (t0, t1)) = s.chunk(c, groups, tokens);
+            assert!(g0 < g1 && t0 < t1, "{s:?} unit {c} is empty");
+            for g in g0..g1 {
+                for t in t0..t1 {
+                    seen[g * tokens + t] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1), "{s:?}");
+    }
+
+    #[test]
+    fn prefill_split_tiles_groups_and_tokens() {
+        // Q4_0 groups of 1024 and 3072 columns, Q8_0 of 1024.
+        for gb in [4608, 13824, 8704] {
+            for groups in [1, 2, 5, 16, 128, 384, 19000] {
+                for tokens in [1, 2, 7, 31, 32, 33, 512, 570] {
+                    for threads in [1, 2, 3, 8] {
+                        let s = Split::prefill(groups, gb, tokens, threads);
+                        covers_once(s, groups, tokens);
+                        if s.token_chunks > 1 {
+                            assert_eq!(s.token_chunk % 4, 0, "{s:?}");
+                            assert!(s.token_chunk >= MIN_SPLIT_TOKENS, "{s:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_matrices_split_by_tokens_large_ones_not() {
+        // MeKi's W_gate, 128 x 1024 Q4_0, 570 tokens, 2 threads: all 16
+        // groups in one run of groups, the tokens in pieces.
+        let s = Split::prefill(16, 4608, 570, 2);
+        assert_eq!((s.group_chunks, s.token_chunks), (2, 4), "{s:?}");
+        // The FFN up projection (3072 rows): groups only, as before.
+        let s = Split::prefill(384, 4608, 570, 2);
+        assert_eq!((s.group_chunk, s.token_chunks), (8, 1), "{s:?}");
+    }
 }

@@ -192,8 +192,11 @@ fn products_equal_scalar_reference() {
         .filter(|i| i.is_available())
         .collect();
     // (rows, blocks per row, tokens): one group, odd block counts, token
-    // counts of every 4-token tile remainder, more groups than chunks.
+    // counts of every 4-token tile remainder, more groups than chunks;
+    // small matrices over many tokens, which are split by tokens too.
     let cases = [
+        (40, 9, 37),
+        (16, 32, 100),
         (8, 1, 1),
         (8, 3, 5),
         (16, 7, 2),

@@ -204,9 +204,10 @@ pub fn paired_speed_ratio(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
 
 /// Per stage, microseconds per decode step of the three models, and the MeKi
 /// model's difference to the other two (all rounds pooled).
-fn stage_table(models: &[(&str, Model); 3], p: &[StageProfile; 3]) -> String {
+/// `what`: the unit of a call ("decode step", "prefill call").
+fn stage_table(models: &[(&str, Model); 3], p: &[StageProfile; 3], what: &str) -> String {
     let mut s = format!(
-        "twin stages (wall clock, us per decode step, {} steps each)\n{:<10}",
+        "twin stages (wall clock, us per {what}, {} calls each)\n{:<10}",
         p[0].calls, "stage"
     );
     for (name, _) in models {
@@ -341,7 +342,7 @@ pub fn run(o: &TwinOptions) -> Result<(), String> {
     }
     decode.report("", &models);
     if o.profile {
-        print!("{}", stage_table(&models, &stages));
+        print!("{}", stage_table(&models, &stages, "decode step"));
     }
     if o.prompt > 0 {
         prefill_rounds(o, models, &ids[..o.prompt])?;
@@ -370,6 +371,7 @@ fn prefill_rounds(
     );
     let clock = Clock::new(o.cpu_time)?;
     let mut prefill = Rounds::default();
+    let mut stages: [StageProfile; 3] = Default::default();
     for round in 0..rounds {
         if o.reload && round > 0 {
             drop(models);
@@ -379,6 +381,9 @@ fn prefill_rounds(
             .iter()
             .map(|(_, m)| Session::new(m, prompt.len() + 1, KvType::F16))
             .collect();
+        for s in sessions.iter_mut() {
+            s.set_profiling(o.profile);
+        }
         let mut spent = [0f64; 3];
         for (b, chunk) in prompt.chunks(block).enumerate() {
             for &i in &ORDERS[(b + round) % ORDERS.len()] {
@@ -393,7 +398,15 @@ fn prefill_rounds(
         }
         let tps = spent.map(|d| prompt.len() as f64 / d);
         prefill.push("prefill ", round, tps);
+        for (sum, s) in stages.iter_mut().zip(&sessions) {
+            if let Some(p) = s.batch_profile() {
+                sum.add(p);
+            }
+        }
     }
     prefill.report("prefill ", &models);
+    if o.profile {
+        print!("{}", stage_table(&models, &stages, "prefill call"));
+    }
     Ok(())
 }

@@ -102,9 +102,10 @@ enum Cmd {
         /// workers spin and that counts)
         #[arg(long)]
         cpu_time: bool,
-        /// Also time each decode step stage by stage (wall clock) and print,
-        /// per stage, microseconds per step for the three models and
-        /// MeKi's difference to each: where its extra time goes.
+        /// Also time each decode step (and, with --prompt, each prefill
+        /// call) stage by stage (wall clock) and print, per stage,
+        /// microseconds per step or call for the three models and MeKi's
+        /// difference to each: where its extra time goes.
         #[arg(long)]
         profile: bool,
     },
