@@ -1,7 +1,8 @@
 //! The weight arena (src/model/arena.rs): packed matrices whose bytes live
 //! in an arena equal Vec-backed ones byte for byte and product for product,
 //! and a model gives bit-identical logits with huge pages advised or not and
-//! with its output head copied into the arena or read from the map.
+//! with its output head copied into the arena or read from the map; MeKi's
+//! projections sit in the backbone's arena right after their FFN matrices.
 //!
 //! The loader reads its knobs from the environment, which is process-wide:
 //! the model test sets them in one test, one configuration after another.
@@ -271,4 +272,31 @@ fn speed_ab_interleaved() {
         ratios[0],
         ratios[ratios.len() - 1]
     );
+}
+
+/// MeKi's projections share the backbone's arena, each right after the FFN
+/// matrix decode reads before it (W_gate after the up matrix, W_out after
+/// the down matrix): one weight stream per layer instead of a jump to an
+/// arena of their own.
+#[test]
+fn meki_projections_follow_their_ffn_matrices() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/meki-small.gguf");
+    let model = Model::open_with(&path, &MekiSource::Auto, 1).unwrap();
+    let mem = model.meki.as_ref().expect("meki-small has MeKi memory");
+    let span = |w: &meki::model::weights::Weight| {
+        let b = w.packed.as_ref().expect("repacked").bytes();
+        (b.as_ptr() as usize, b.as_ptr() as usize + b.len())
+    };
+    for (lw, ml) in model.weights.layers.iter().zip(&mem.layers) {
+        for (ffn, proj) in [(&lw.ffn_up, &ml.gate), (&lw.ffn_down, &ml.out)] {
+            let (_, end) = span(ffn);
+            let (start, _) = span(proj);
+            // The next 64-byte aligned offset.
+            assert!(
+                start >= end && start - end < 64,
+                "{}: {end:#x} -> {start:#x}",
+                proj.name
+            );
+        }
+    }
 }

@@ -8,7 +8,9 @@
 use super::identity::backbone_id;
 use crate::gguf::GgufFile;
 use crate::kernels::formats::GgmlType;
-use crate::model::weights::{Loader, Placement, RepackMode, Weight};
+use crate::model::weights::{
+    AfterFfn, ArenaJob, LayerExtra, Loader, Placement, RepackMode, Weight,
+};
 use crate::model::Config;
 use std::path::Path;
 
@@ -143,17 +145,6 @@ impl MekiMemory {
                 table.ty
             ));
         }
-        // The projections are repacked unless MEKI_REPACK=0: Q4_0 and Q8_0
-        // always (the interleaved kernels keep one lane per row, so their
-        // short rows, d_mem / 32 blocks, cost no horizontal sums: about 2x
-        // faster per multiply-add than the plain tiles for these shapes),
-        // other types by the backbone's rule (MEKI_REPACK=all).
-        let repack = match RepackMode::from_env() {
-            RepackMode::Off => None,
-            mode => Some(mode == RepackMode::All),
-        };
-        let all_for =
-            |w: &Weight, all: bool| all || matches!(w.ty, GgmlType::Q4_0 | GgmlType::Q8_0);
         let mut layers = Vec::with_capacity(n_layer.min(4096));
         for i in 0..n_layer {
             layers.push(MekiLayer {
@@ -162,25 +153,6 @@ impl MekiMemory {
                 post_norm: l.vector(&super::post_norm_name(i), c.n_embd)?,
             });
         }
-        // The projections share one weight arena of their own (the table
-        // stays in the map: it is storage, read a few rows per token).
-        let mut jobs = Vec::new();
-        if let Some(all) = repack {
-            for layer in &mut layers {
-                for w in [&mut layer.gate, &mut layer.out] {
-                    if w.repack_wanted(all_for(w, all)) {
-                        jobs.push((w, Placement::Repack));
-                    } else if w.widen_wanted() {
-                        // k-quant files store W_out (rows of d_mem, not a
-                        // multiple of 256) in Q5_0, which has no repacked
-                        // kernel: the plain one ran it at ~1/3 of the
-                        // repacked Q8_0 rate in prefill.
-                        jobs.push((w, Placement::WidenQ8_0));
-                    }
-                }
-            }
-        }
-        l.place(jobs, "MeKi projections")?;
         Ok(MekiMemory {
             sidecar,
             form,
@@ -189,6 +161,54 @@ impl MekiMemory {
             table,
             layers,
         })
+    }
+
+    /// Where the projections go in the model's weight arena
+    /// ([`ModelWeights::load`]'s extras; `src` reads this memory's file):
+    /// each layer's W_gate right after its FFN up matrix, W_out after its
+    /// FFN down matrix. Decode reads them right after those, so the weight
+    /// stream goes on instead of starting again in an arena of their own
+    /// (0.6B Q4_0, 1 thread: the two projections' excess over the twin fell
+    /// from 128-196 to 72-126 us a step each, `meki-bench twin --profile`).
+    /// Repacked unless MEKI_REPACK=0: Q4_0 and Q8_0 always (the interleaved
+    /// kernels keep one lane per row, so their short rows, d_mem / 32
+    /// blocks, cost no horizontal sums: about 2x faster per multiply-add
+    /// than the plain tiles for these shapes), other types by the
+    /// backbone's rule (MEKI_REPACK=all); k-quant files' Q5_0 W_out
+    /// widened to Q8_0 (the plain Q5_0 kernel ran it at ~1/3 of the
+    /// repacked Q8_0 rate in prefill). Not placed: read from the map.
+    ///
+    /// [`ModelWeights::load`]: crate::model::weights::ModelWeights::load
+    pub(crate) fn arena_jobs<'j, 'f>(
+        layers: &'j mut [MekiLayer],
+        src: &'j Loader<'f>,
+    ) -> Vec<LayerExtra<'j, 'f>> {
+        let repack = match RepackMode::from_env() {
+            RepackMode::Off => return Vec::new(),
+            mode => mode == RepackMode::All,
+        };
+        let all_for = |w: &Weight| repack || matches!(w.ty, GgmlType::Q4_0 | GgmlType::Q8_0);
+        let mut jobs = Vec::new();
+        for (i, layer) in layers.iter_mut().enumerate() {
+            for (w, after) in [
+                (&mut layer.gate, AfterFfn::Up),
+                (&mut layer.out, AfterFfn::Down),
+            ] {
+                let how = if w.repack_wanted(all_for(w)) {
+                    Placement::Repack
+                } else if w.widen_wanted() {
+                    Placement::WidenQ8_0
+                } else {
+                    continue;
+                };
+                jobs.push(LayerExtra {
+                    layer: i,
+                    after,
+                    job: ArenaJob { src, w, how },
+                });
+            }
+        }
+        jobs
     }
 
     /// The file the MeKi tensors are in.

@@ -61,11 +61,21 @@ impl Model {
         let path = path.as_ref();
         let file = GgufFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let config = Config::from_metadata(file.metadata())?;
-        let weights = ModelWeights::load(&file, &config)?;
-        let meki = match meki {
+        let mut meki = match meki {
             MekiSource::Auto => MekiMemory::load(&file, path, &config)?,
             MekiSource::Sidecar(side) => Some(MekiMemory::load_sidecar(&file, side, &config)?),
             MekiSource::Disabled => None,
+        };
+        // MeKi's projections go into the backbone's weight arena, beside the
+        // FFN matrices read just before them.
+        let weights = match meki.as_mut() {
+            Some(MekiMemory {
+                sidecar, layers, ..
+            }) => {
+                let src = weights::Loader::new(sidecar.as_ref().unwrap_or(&file));
+                ModelWeights::load(&file, &config, MekiMemory::arena_jobs(layers, &src))?
+            }
+            None => ModelWeights::load(&file, &config, Vec::new())?,
         };
         Ok(Model {
             file,

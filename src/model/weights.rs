@@ -17,8 +17,10 @@
 //! their sizes, then places them all in one weight arena ([`super::arena`]:
 //! one anonymous region, 2 MiB aligned, advised `MADV_HUGEPAGE` on Linux and
 //! Android) and fills it in parallel (`pread`, so the file pages are never
-//! mapped in). The MeKi projections get an arena of their own, so the
-//! backbone's layout is the same with or without MeKi. With transparent
+//! mapped in). MeKi's projections go into the same arena, each right after
+//! the FFN matrix that decode reads before it ([`LayerExtra`]), so a layer's
+//! weights are one stream in read order (until s21 they had an arena of
+//! their own, and every layer's decode jumped there and back). With transparent
 //! huge pages in `madvise` mode decode streams the weights through 2 MiB
 //! pages. `MEKI_HUGEPAGES=0` skips the advice (4 KiB pages; A/B in one
 //! binary). The output head (with tied embeddings `token_embd`, whose rows
@@ -404,43 +406,6 @@ impl<'a> Loader<'a> {
         })
     }
 
-    /// Places the matrices of `jobs` in one new weight arena ([`arena`]
-    /// module): sizes planned first, the arena allocated once, filled in
-    /// parallel, then shared by the matrices ([`Weight::packed`] for
-    /// repacked ones, [`Weight::bytes`] reads copied ones). `what` names the
-    /// arena in errors.
-    pub fn place(&self, jobs: Vec<(&mut Weight, Placement)>, what: &str) -> Result<(), String> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let mut plan = ArenaPlan::default();
-        for (w, how) in &jobs {
-            plan.push(w.arena_bytes(*how)?)?;
-        }
-        let mut arena = Arena::allocate(&plan, arena::huge_pages_wanted(), what)?;
-        let slices = arena.split_mut(&plan)?;
-        let reader = self.reader.as_ref();
-        jobs.par_iter()
-            .zip(slices)
-            .try_for_each(|((w, how), dst)| w.fill_arena(self.file, reader, *how, dst))?;
-        let arena = Arc::new(arena);
-        for ((w, how), range) in jobs.into_iter().zip(plan.ranges()) {
-            match how {
-                Placement::Repack | Placement::WidenQ8_0 => {
-                    let region: SharedRegion = arena.clone();
-                    let ty = w.packed_type(how);
-                    let p = Packed::from_shared(ty, w.rows, w.cols, region, range.start)
-                        .map_err(|e| format!("repacking tensor '{}': {e}", w.name))?;
-                    w.packed = Some(Arc::new(p));
-                }
-                Placement::Copy => {
-                    w.copied = ArenaSlice::new(arena.clone(), range.clone());
-                }
-            }
-        }
-        Ok(())
-    }
-
     pub fn opt_vector(&self, name: &str, n: usize) -> Result<Option<Weight>, String> {
         match self.file.tensor(name) {
             Some(_) => self.vector(name, n).map(Some),
@@ -504,8 +469,92 @@ impl<'a> Loader<'a> {
     }
 }
 
+/// A matrix to place in a weight arena: its source file's loader, the
+/// weight and how.
+pub(crate) struct ArenaJob<'j, 'f> {
+    pub src: &'j Loader<'f>,
+    pub w: &'j mut Weight,
+    pub how: Placement,
+}
+
+/// Which FFN matrix of a layer a [`LayerExtra`] follows in the arena.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum AfterFfn {
+    Up,
+    Down,
+}
+
+/// A matrix of another part of the model (MeKi's projections) placed in
+/// the backbone's weight arena right after one of layer `layer`'s FFN
+/// matrices.
+pub(crate) struct LayerExtra<'j, 'f> {
+    pub layer: usize,
+    pub after: AfterFfn,
+    pub job: ArenaJob<'j, 'f>,
+}
+
+/// Moves the jobs of `extras` that follow layer `layer`'s `after` matrix to
+/// the end of `jobs`, in their order.
+fn move_extras<'j, 'f>(
+    extras: &mut Vec<LayerExtra<'j, 'f>>,
+    jobs: &mut Vec<ArenaJob<'j, 'f>>,
+    layer: usize,
+    after: AfterFfn,
+) {
+    let mut k = 0;
+    while k < extras.len() {
+        if extras[k].layer == layer && extras[k].after == after {
+            jobs.push(extras.remove(k).job);
+        } else {
+            k += 1;
+        }
+    }
+}
+
+/// Places the matrices of `jobs`, in their order, in one new weight arena
+/// ([`arena`] module): sizes planned first, the arena allocated once,
+/// filled in parallel (each matrix from its own file), then shared by the
+/// matrices ([`Weight::packed`] for repacked ones, [`Weight::bytes`] reads
+/// copied ones). `what` names the arena in errors.
+pub(crate) fn place(jobs: Vec<ArenaJob<'_, '_>>, what: &str) -> Result<(), String> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut plan = ArenaPlan::default();
+    for j in &jobs {
+        plan.push(j.w.arena_bytes(j.how)?)?;
+    }
+    let mut arena = Arena::allocate(&plan, arena::huge_pages_wanted(), what)?;
+    let slices = arena.split_mut(&plan)?;
+    jobs.par_iter().zip(slices).try_for_each(|(j, dst)| {
+        j.w.fill_arena(j.src.file, j.src.reader.as_ref(), j.how, dst)
+    })?;
+    let arena = Arc::new(arena);
+    for (ArenaJob { w, how, .. }, range) in jobs.into_iter().zip(plan.ranges()) {
+        match how {
+            Placement::Repack | Placement::WidenQ8_0 => {
+                let region: SharedRegion = arena.clone();
+                let ty = w.packed_type(how);
+                let p = Packed::from_shared(ty, w.rows, w.cols, region, range.start)
+                    .map_err(|e| format!("repacking tensor '{}': {e}", w.name))?;
+                w.packed = Some(Arc::new(p));
+            }
+            Placement::Copy => {
+                w.copied = ArenaSlice::new(arena.clone(), range.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
 impl ModelWeights {
-    pub fn load(file: &GgufFile, c: &Config) -> Result<ModelWeights, String> {
+    /// The model's weights; `extras` go into the same weight arena, each
+    /// right after the FFN matrix it names (in the order given).
+    pub(crate) fn load(
+        file: &GgufFile,
+        c: &Config,
+        extras: Vec<LayerExtra<'_, '_>>,
+    ) -> Result<ModelWeights, String> {
         let l = Loader::new(file);
         let token_embd = l.get("token_embd.weight", c.n_embd, c.n_vocab)?;
         let output_norm = l.vector("output_norm.weight", c.n_embd)?;
@@ -564,17 +613,35 @@ impl ModelWeights {
             }
         };
         let copy_rest = copy_weights_wanted();
-        for lw in &mut layers {
-            for w in lw.matrices_mut() {
+        let mut extras = extras;
+        for (i, lw) in layers.iter_mut().enumerate() {
+            let [wq, wk, wv, wo, gate, up, down] = lw.matrices_mut();
+            for w in [wq, wk, wv, wo, gate, up] {
                 if let Some(how) = placement(w, copy_rest) {
-                    jobs.push((w, how));
+                    jobs.push(ArenaJob { src: &l, w, how });
                 }
             }
+            move_extras(&mut extras, &mut jobs, i, AfterFfn::Up);
+            if let Some(how) = placement(down, copy_rest) {
+                jobs.push(ArenaJob {
+                    src: &l,
+                    w: down,
+                    how,
+                });
+            }
+            move_extras(&mut extras, &mut jobs, i, AfterFfn::Down);
         }
+        // Extras of layers the model does not have (none from MeKi, whose
+        // layer count is checked): at the end.
+        jobs.extend(extras.into_iter().map(|e| e.job));
         if let Some(how) = placement(&output, copy_output_wanted()) {
-            jobs.push((&mut output, how));
+            jobs.push(ArenaJob {
+                src: &l,
+                w: &mut output,
+                how,
+            });
         }
-        l.place(jobs, "model weights")?;
+        place(jobs, "model weights")?;
         if prefault_wanted() {
             // The matrices read through the map, all read every token: their
             // page faults at load rather than in the first forward pass
