@@ -168,15 +168,16 @@ impl MekiMemory {
     /// each layer's W_gate right after its FFN up matrix, W_out after its
     /// FFN down matrix. Decode reads them right after those, so the weight
     /// stream goes on instead of starting again in an arena of their own
-    /// (0.6B Q4_0, 1 thread: the two projections' excess over the twin fell
-    /// from 128-196 to 72-126 us a step each, `meki-bench twin --profile`).
+    /// (0.6B Q4_0, 1 thread, `meki-bench twin --profile`: MeKi's excess
+    /// over the twin in the two FFN stages 228 us a step against 294).
     /// Repacked unless MEKI_REPACK=0: Q4_0 and Q8_0 always (the interleaved
     /// kernels keep one lane per row, so their short rows, d_mem / 32
     /// blocks, cost no horizontal sums: about 2x faster per multiply-add
     /// than the plain tiles for these shapes), other types by the
     /// backbone's rule (MEKI_REPACK=all); k-quant files' Q5_0 W_out
     /// widened to Q8_0 (the plain Q5_0 kernel ran it at ~1/3 of the
-    /// repacked Q8_0 rate in prefill). Not placed: read from the map.
+    /// repacked Q8_0 rate in prefill). Other projections are not placed:
+    /// they are read from the map.
     ///
     /// [`ModelWeights::load`]: crate::model::weights::ModelWeights::load
     pub(crate) fn arena_jobs<'j, 'f>(

@@ -12,8 +12,9 @@
 //! pages are advised, and the last, partial one only when at least half of
 //! it is used, so the resident set grows less than 1 MiB past the sum (the
 //! mapping has 4 MiB of untouched, never-resident slack for alignment). The
-//! partial page matters for small arenas: MeKi's projections of the 0.6B
-//! shape (28 x 147 KiB = 3.9 MiB) were half on 4 KiB pages.
+//! partial page matters for small arenas: MeKi's projections, in an arena
+//! of their own until s21 (28 x 147 KiB = 3.9 MiB at the 0.6B shape), were
+//! half on 4 KiB pages.
 //!
 //! Use: [`ArenaPlan::push`] every matrix's size, [`Arena::allocate`],
 //! fill the disjoint slices of [`Arena::split_mut`] (in parallel), then
