@@ -13,6 +13,9 @@ use std::time::Instant;
 #[derive(Clone, Debug, Default)]
 pub struct Timings {
     pub load_ms: f64,
+    /// Setting up the session: its KV cache and the prompt's work buffers
+    /// ([`Session::reserve`]).
+    pub session_ms: f64,
     pub prompt_tokens: usize,
     pub prompt_ms: f64,
     /// Forward passes after the prompt's (one per generated token but the
@@ -35,9 +38,10 @@ impl Timings {
             }
         };
         format!(
-            "load time = {:.2} ms\nprompt eval time = {:.2} ms / {} tokens ({:.2} tokens per second)\n\
+            "load time = {:.2} ms\nsession set-up time = {:.2} ms\nprompt eval time = {:.2} ms / {} tokens ({:.2} tokens per second)\n\
              eval time = {:.2} ms / {} runs ({:.2} tokens per second)\nresident memory = {:.1} MiB",
             self.load_ms,
+            self.session_ms,
             self.prompt_ms,
             self.prompt_tokens,
             rate(self.prompt_tokens, self.prompt_ms),
@@ -102,7 +106,13 @@ pub fn generate(
             prompt.len()
         ));
     }
+    let start = Instant::now();
     let mut session = Session::new(model, n_ctx, opts.kv);
+    // The prompt's work buffers and the cache positions of the prompt and
+    // the reply before the timers start, as llama.cpp's context reserves
+    // its buffers when it is created.
+    session.reserve(prompt.len(), prompt.len().saturating_add(opts.n_predict));
+    t.session_ms = start.elapsed().as_secs_f64() * 1e3;
     session.set_profiling(opts.profile);
     let mut sampler = Sampler::new(opts.sampler.clone());
     for &p in &prompt {
@@ -179,6 +189,7 @@ pub fn perplexity(
     let mut count = 0usize;
     let mut per_chunk = Vec::with_capacity(n_chunks);
     let mut session = Session::new(model, n_ctx, kv);
+    session.reserve(n_batch.clamp(1, n_ctx), n_ctx);
     for c in 0..n_chunks {
         let mut chunk: Vec<u32> = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
         if tok.add_bos() {

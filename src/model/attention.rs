@@ -13,11 +13,6 @@ pub enum KvType {
     F32,
 }
 
-/// Positions of every KV cache made resident at load (see [`KvStore::new`]):
-/// prompts and replies up to this long store into no new page; 112 MiB for
-/// the 28 layers of the 0.6B and 1.7B shapes in f16 (8 KV heads of 128).
-const PREFAULTED_POSITIONS: usize = 1024;
-
 /// One layer's cached keys and values, head-major: KV head `g`'s rows
 /// (`head_dim` values per position) are one contiguous run of `cap`
 /// positions, so a block of positions of one head is one sequential read.
@@ -43,15 +38,15 @@ impl KvStore {
         let n = cap * n_kv * head_dim;
         // Zeroed allocations (`alloc_zeroed`: fresh pages from the OS, not
         // written here): a page becomes resident when a position on it is
-        // first stored, so the resident cache grows with the context used,
+        // first written, so the resident cache grows with the context used,
         // not the context size. `vec![f16::ZERO; n]` wrote every element
         // (f16 is not one of the types `vec!` knows to be zero): the
-        // default 4096-token cache of the 0.6B shape took 448 MiB of
-        // resident memory and 0.3-0.5 s at load. The first
-        // [`PREFAULTED_POSITIONS`] are written at load all the same: a page
-        // first touched while a prompt is stored costs a page fault in the
-        // middle of the forward pass (0.6B Q4_0, 1 thread, a 570-token
-        // prompt: 1.5-2% slower prefill with every page faulted lazily).
+        // default 4096-token cache of the 0.6B shape took 437 MiB of
+        // resident memory and 0.3-0.5 s before the first token.
+        // `Session::reserve` writes the positions a prompt will use before
+        // it runs ([`KvStore::touch`]): a page first touched while the
+        // prompt is stored costs a fault inside the forward pass (1.5-2% of
+        // a 570-token prefill of the 0.6B shape).
         let data = match ty {
             KvType::F16 => KvData::F16 {
                 k: bytemuck::zeroed_vec(n),
@@ -62,21 +57,24 @@ impl KvStore {
                 v: bytemuck::zeroed_vec(n),
             },
         };
-        let mut cache = KvStore {
+        KvStore {
             cap,
             n_kv,
             head_dim,
             data,
-        };
-        cache.touch(PREFAULTED_POSITIONS.min(cap));
-        cache
+        }
     }
 
-    /// Writes zeros over positions `0..n` of every head (makes their pages
-    /// resident now).
-    fn touch(&mut self, n: usize) {
+    /// Writes zeros over positions `from..to` (clamped to the capacity) of
+    /// every head: makes their pages resident now. Only for positions not
+    /// yet stored (the zeros replace nothing a reader needs).
+    pub(super) fn touch(&mut self, from: usize, to: usize) {
+        let to = to.min(self.cap);
+        if from >= to {
+            return;
+        }
         for g in 0..self.n_kv {
-            let span = self.span(g, 0, n);
+            let span = self.span(g, from, to - from);
             match &mut self.data {
                 KvData::F16 { k, v } => {
                     k[span.clone()].fill(f16::ZERO);

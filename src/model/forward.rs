@@ -110,6 +110,40 @@ impl<'m> Session<'m> {
         }
     }
 
+    /// Prepares for forward calls of up to `n` tokens that store
+    /// `positions` positions from the current one: sizes and writes the
+    /// work buffers and writes those KV cache positions, so that the calls
+    /// do not spend their time on first page faults (the buffers: ~20 ms of
+    /// a 570-token prompt of the 0.6B shape; the cache pages 1.5-2% more of
+    /// a prefill, ~0.4% of a decode step). llama.cpp's context likewise
+    /// reserves its buffers when it is created. Longer calls and further
+    /// positions still work: they fault as they go.
+    pub fn reserve(&mut self, n: usize, positions: usize) {
+        for cache in &mut self.cache {
+            cache.touch(self.n_past, self.n_past.saturating_add(positions));
+        }
+        let c = &self.model.config;
+        let (d, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
+        let d_mem = self.model.meki.as_ref().map_or(0, |m| m.d_mem);
+        let s = &mut self.scratch;
+        for (v, width) in [
+            (&mut s.x, d),
+            (&mut s.xn, d),
+            (&mut s.q, qd),
+            (&mut s.k, kvd),
+            (&mut s.v, kvd),
+            (&mut s.att, qd),
+            (&mut s.proj, d),
+            (&mut s.gate, ff),
+            (&mut s.up, ff),
+            (&mut s.ffh, ff),
+            (&mut s.meki_g, d_mem),
+            (&mut s.meki_y, if d_mem > 0 { d } else { 0 }),
+        ] {
+            resize(v, n * width);
+        }
+    }
+
     /// Time the stages of the forward calls from now on (`true`) or stop
     /// (`false`; what was timed so far is kept).
     pub fn set_profiling(&mut self, on: bool) {
