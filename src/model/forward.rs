@@ -66,9 +66,31 @@ fn tokens_per_chunk(n: usize, threads: usize) -> usize {
     n.div_ceil(2 * threads.max(1)).max(1)
 }
 
-fn resize(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    v.resize(n, 0.0);
-    &mut v[..n]
+impl Scratch {
+    /// Sets every buffer to its length for a call of `n` tokens (`d_mem`:
+    /// the MeKi memory's width, 0 without one). Growing writes the new
+    /// elements (a buffer's first growth takes its page faults).
+    fn size_for(&mut self, c: &super::Config, d_mem: usize, n: usize) {
+        let (d, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
+        let meki_d = if d_mem > 0 { d } else { 0 };
+        for (v, len) in [
+            (&mut self.x, n * d),
+            (&mut self.xn, n * d),
+            (&mut self.q, n * qd),
+            (&mut self.k, n * kvd),
+            (&mut self.v, n * kvd),
+            (&mut self.att, n * qd),
+            (&mut self.proj, n * d),
+            (&mut self.gate, n * ff),
+            (&mut self.up, n * ff),
+            (&mut self.ffh, n * ff),
+            (&mut self.meki_g, n * d_mem),
+            (&mut self.meki_y, n * meki_d),
+            (&mut self.meki_e, d_mem),
+        ] {
+            v.resize(len, 0.0);
+        }
+    }
 }
 
 /// A conversation's state: KV cache and position.
@@ -122,26 +144,8 @@ impl<'m> Session<'m> {
         for cache in &mut self.cache {
             cache.touch(self.n_past, self.n_past.saturating_add(positions));
         }
-        let c = &self.model.config;
-        let (d, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
         let d_mem = self.model.meki.as_ref().map_or(0, |m| m.d_mem);
-        let s = &mut self.scratch;
-        for (v, width) in [
-            (&mut s.x, d),
-            (&mut s.xn, d),
-            (&mut s.q, qd),
-            (&mut s.k, kvd),
-            (&mut s.v, kvd),
-            (&mut s.att, qd),
-            (&mut s.proj, d),
-            (&mut s.gate, ff),
-            (&mut s.up, ff),
-            (&mut s.ffh, ff),
-            (&mut s.meki_g, d_mem),
-            (&mut s.meki_y, if d_mem > 0 { d } else { 0 }),
-        ] {
-            resize(v, n * width);
-        }
+        self.scratch.size_for(&self.model.config, d_mem, n);
     }
 
     /// Time the stages of the forward calls from now on (`true`) or stop
@@ -232,16 +236,16 @@ impl<'m> Session<'m> {
         }
 
         let s = &mut self.scratch;
-        let x = resize(&mut s.x, n * d);
-        let xn = resize(&mut s.xn, n * d);
-        let q = resize(&mut s.q, n * qd);
-        let k = resize(&mut s.k, n * kvd);
-        let v = resize(&mut s.v, n * kvd);
-        let att = resize(&mut s.att, n * qd);
-        let proj = resize(&mut s.proj, n * d);
-        let gate = resize(&mut s.gate, n * c.n_ff);
-        let up = resize(&mut s.up, n * c.n_ff);
-        let ffh = resize(&mut s.ffh, n * c.n_ff);
+        s.size_for(c, model.meki.as_ref().map_or(0, |m| m.d_mem), n);
+        let (x, xn, q, k, v) = (
+            &mut s.x[..],
+            &mut s.xn[..],
+            &mut s.q[..],
+            &mut s.k[..],
+            &mut s.v[..],
+        );
+        let (att, proj) = (&mut s.att[..], &mut s.proj[..]);
+        let (gate, up, ffh) = (&mut s.gate[..], &mut s.up[..], &mut s.ffh[..]);
         let prepared = &mut s.prepared;
 
         // Embedding lookup: one row of token_embd per token.
@@ -401,9 +405,7 @@ impl<'m> Session<'m> {
                 .as_ref()
                 .map(|mem| (mem, &mem.layers[l], mem.file(file)));
             let d_mem = meki.map_or(0, |(mem, _, _)| mem.d_mem);
-            let meki_g = resize(meki_g, n * d_mem);
-            let meki_y = resize(meki_y, if meki.is_some() { n * d } else { 0 });
-            let meki_e = resize(meki_e, d_mem);
+            let (meki_g, meki_y, meki_e) = (&mut meki_g[..], &mut meki_y[..], &mut meki_e[..]);
 
             // 1. The products that read the block's input: W_gate h, W_up h
             //    and MeKi W_gate u. inputs[i] is prepared in prepared[i].
