@@ -10,6 +10,7 @@ use crate::kernels::repack::{self, Packed};
 use crate::kernels::{peak, Isa, ThreadPool};
 use crate::model::arena::{huge_pages_wanted, Arena, ArenaPlan};
 use half::{bf16, f16};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Options {
@@ -425,6 +426,63 @@ pub fn run(o: &Options) -> Result<(), String> {
     table(o, &pool, bw, peak)
 }
 
+/// The timed weights `w` (`rows x cols` of `ty`) in a weight arena like the
+/// engine's (2 MiB aligned, huge pages unless `MEKI_HUGEPAGES=0`): the plain
+/// rows, and with `pack` the repacked groups beside them. On the heap's 4
+/// KiB pages the large shapes paid TLB misses that the engine's decode does
+/// not (s22: the 151936x1024 head ran 20.9 GB/s packed Q4_0 from the heap
+/// while the engine's layers read 27-28).
+struct BenchWeights {
+    arena: Arc<Arena>,
+    plain: std::ops::Range<usize>,
+    packed: Option<Packed>,
+}
+
+impl BenchWeights {
+    fn plain(&self) -> &[u8] {
+        &AsRef::<[u8]>::as_ref(&*self.arena)[self.plain.clone()]
+    }
+}
+
+fn weights_in_arena(
+    w: &[u8],
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    pack: bool,
+) -> Result<BenchWeights, String> {
+    let mut plan = ArenaPlan::default();
+    let plain = plan.push(w.len())?;
+    let packed = if pack {
+        let len = Packed::byte_len(ty, rows, cols).map_err(|e| format!("repacking {ty}: {e}"))?;
+        Some(plan.push(len)?)
+    } else {
+        None
+    };
+    let mut arena = Arena::allocate(&plan, huge_pages_wanted(), "kernel bench weights")?;
+    {
+        let mut parts = arena.split_mut(&plan)?;
+        parts[0].copy_from_slice(w);
+        if packed.is_some() {
+            Packed::fill_into(ty, rows, cols, parts[1], 0, w)
+                .map_err(|e| format!("repacking {ty}: {e}"))?;
+        }
+    }
+    let arena = Arc::new(arena);
+    let packed = match packed {
+        Some(r) => Some(
+            Packed::from_shared(ty, rows, cols, arena.clone(), r.start)
+                .map_err(|e| format!("repacking {ty}: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(BenchWeights {
+        arena,
+        plain,
+        packed,
+    })
+}
+
 /// The label of a row: the format's name, plus `:pk` on the engine path
 /// (repacked weights).
 fn row_label(ty: GgmlType, packed: bool) -> String {
@@ -462,19 +520,17 @@ fn table(o: &Options, pool: &ThreadPool, bw: f64, peak: f64) -> Result<(), Strin
                 );
                 continue;
             }
-            let w = random_weights(ty, rows, cols, (rows * 31 + cols) as u64);
-            let packed = if engine_packs(o, ty, rows, cols) {
-                Some(Packed::new(ty, &w, rows, cols).map_err(|e| format!("repacking {ty}: {e}"))?)
-            } else {
-                None
-            };
+            let raw = random_weights(ty, rows, cols, (rows * 31 + cols) as u64);
+            let weights = weights_in_arena(&raw, ty, rows, cols, engine_packs(o, ty, rows, cols))?;
+            drop(raw);
+            let (w, packed) = (weights.plain(), &weights.packed);
             let flops = 2.0 * rows as f64 * cols as f64;
             let head = rows * cols > 100_000_000;
             // The plain row, then the engine path's if it repacks.
             for p in std::iter::once(None).chain(packed.as_ref().map(Some)) {
                 let time = |n: usize| match p {
                     Some(p) => time_packed(o, pool, p, n),
-                    None => time_matmul(o, pool, ty, &w, rows, cols, n),
+                    None => time_matmul(o, pool, ty, w, rows, cols, n),
                 };
                 let t = time(1);
                 let gbs = w.len() as f64 / t / 1e9;
@@ -614,6 +670,8 @@ pub fn vs_llama(o: &Options, exe: &std::path::Path) -> Result<(), String> {
             };
             let (rows, cols) = (4096, 14336);
             if last_w.as_ref().map(|l| l.0) != Some(ty) {
+                // On the heap, as test-backend-ops holds its weights (not
+                // in a huge-page arena as the table above).
                 let w = random_weights(ty, rows, cols, 77);
                 let p = if engine_packs(o, ty, rows, cols) {
                     Some(
