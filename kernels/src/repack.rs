@@ -26,8 +26,15 @@
 //!
 //! Q6_K ([`Q6_KX8_BLOCK`] bytes per packed super-block): bytes 0..16 the 8
 //! rows' f16 `d`; 16..144: for `w` in 0..4, row `i`: scale bytes `4w..4w+4`;
-//! 144..1168: for `c` in 0..32, row `i`: `ql` bytes `4c..4c+4`; 1168..1680:
-//! for `c` in 0..16, row `i`: `qh` bytes `4c..4c+4`.
+//! 144..1680: for sub-block `j` in 0..16, plane `p` in 0..3, row `i`: the 4
+//! plane bytes `(j, p)` of row `i`. The planes re-encode a row's 6-bit
+//! quants `u` (0..=63, the stored value plus 32) per 16-quant sub-block:
+//! plane byte `(j, p, m)` (m in 0..4) is `u[16j + 4p + m]` in bits 0..6 and
+//! bits `2p..2p+2` of `u[16j + 12 + m]` in bits 6..8 ([`q6_k_to_planes`]).
+//! So a 32-byte load and one `and` give 4 quants of a sub-block for all 8
+//! rows, and three loads give all 16 (the fourth 4 from the planes' top
+//! bits): the 4 vectors of one sub-block share its scale, where ggml's
+//! `ql` / `qh` split costs 4-5 operations per vector and mixes sub-blocks.
 //!
 //! So one 32-byte load gives 4 quant bytes of every row, and a product with
 //! 4 activation quants broadcast to all rows puts row `i`'s sum in lane `i`:
@@ -104,13 +111,90 @@ pub const Q6_KX8_BLOCK: usize = GROUP * 210;
 
 /// Where the bytes of an original block go in a packed block: each piece
 /// `(src, dst, len)` moves bytes `src..src+len` of row `i`'s block to
-/// `dst + len * i..` of the packed block (see the module docs).
+/// `dst + len * i..` of the packed block (see the module docs), after
+/// `encode` (if any) has re-encoded the block in place of its bytes.
 struct Layout {
     /// Bytes of one original block.
     bytes: usize,
     /// Elements of one block.
     elems: usize,
     pieces: Vec<(usize, usize, usize)>,
+    /// A block's re-encoding before the pieces move, and its inverse:
+    /// `(from, to)`, both `bytes` long.
+    encode: Option<(BlockCode, BlockCode)>,
+}
+
+/// Re-encodes one block (`from` to `to`, equal lengths).
+type BlockCode = fn(&[u8], &mut [u8]);
+
+/// Largest original block of a packed type (Q6_K's 210 bytes).
+const MAX_BLOCK: usize = 210;
+
+/// The 256 6-bit quants `u` (0..=63) of the Q6_K block `b`, from ggml's
+/// `ql` (low 4 bits) and `qh` (high 2 bits): element `128n + 32k + t` has
+/// `ql[64n + 32(k % 2) + t]`'s low (k < 2) or high nibble and bits `2k..2k+2`
+/// of `qh[32n + t]`.
+fn q6_k_quants(b: &[u8]) -> [u8; QK_K] {
+    let (ql, qh) = (&b[..128], &b[128..192]);
+    std::array::from_fn(|e| {
+        let (n, k, t) = (e / 128, e % 128 / 32, e % 32);
+        let lo = ql[64 * n + 32 * (k % 2) + t] >> (4 * (k / 2)) & 0xF;
+        let hi = qh[32 * n + t] >> (2 * k) & 3;
+        lo | hi << 4
+    })
+}
+
+/// A Q6_K block with its quants as planes (module docs): bytes 0..192 the
+/// planes, `(j, p, m)` at `12j + 4p + m`; 192..210 as in `b` (scales, d).
+fn q6_k_to_planes(b: &[u8], out: &mut [u8]) {
+    let u = q6_k_quants(b);
+    for j in 0..16 {
+        for p in 0..3 {
+            for m in 0..4 {
+                let top = u[16 * j + 12 + m] >> (2 * p) & 3;
+                out[12 * j + 4 * p + m] = u[16 * j + 4 * p + m] | top << 6;
+            }
+        }
+    }
+    out[192..210].copy_from_slice(&b[192..210]);
+}
+
+/// The inverse of [`q6_k_to_planes`]: ggml's Q6_K block.
+fn q6_k_from_planes(b: &[u8], out: &mut [u8]) {
+    let mut u = [0u8; QK_K];
+    for j in 0..16 {
+        for p in 0..3 {
+            for m in 0..4 {
+                let v = b[12 * j + 4 * p + m];
+                u[16 * j + 4 * p + m] = v & 0x3F;
+                u[16 * j + 12 + m] |= (v >> 6) << (2 * p);
+            }
+        }
+    }
+    out[..192].fill(0);
+    for (e, &v) in u.iter().enumerate() {
+        let (n, k, t) = (e / 128, e % 128 / 32, e % 32);
+        out[64 * n + 32 * (k % 2) + t] |= (v & 0xF) << (4 * (k / 2));
+        out[128 + 32 * n + t] |= (v >> 4) << (2 * k);
+    }
+    out[192..210].copy_from_slice(&b[192..210]);
+}
+
+/// Row `i`'s original block from the packed block `pb` into `out`
+/// (`l.bytes` long).
+fn unpack_block(l: &Layout, pb: &[u8], i: usize, out: &mut [u8]) {
+    let mut coded = [0u8; MAX_BLOCK];
+    let dst = match l.encode {
+        Some(_) => &mut coded[..l.bytes],
+        None => &mut *out,
+    };
+    for &(to, from, len) in &l.pieces {
+        let from = from + len * i;
+        dst[to..to + len].copy_from_slice(&pb[from..from + len]);
+    }
+    if let Some((_, decode)) = l.encode {
+        decode(&coded[..l.bytes], out);
+    }
 }
 
 /// Bytes and elements of one block of a type that has a packed layout.
@@ -141,15 +225,17 @@ fn layout(ty: GgmlType) -> Option<Layout> {
             .collect(),
         GgmlType::Q6K => std::iter::once((208, 0, 2))
             .chain(runs(192, 16, 4))
-            .chain(runs(0, 144, 32))
-            .chain(runs(128, 1168, 16))
+            .chain(runs(0, 144, 48))
             .collect(),
         _ => return None,
     };
+    let encode = (ty == GgmlType::Q6K)
+        .then_some((q6_k_to_planes as BlockCode, q6_k_from_planes as BlockCode));
     Some(Layout {
         bytes,
         elems,
         pieces,
+        encode,
     })
 }
 
@@ -224,17 +310,19 @@ impl Packed {
     /// thread) the plain tiles, 1.16-1.40x with the weights in L3; end to
     /// end (1 thread, load 6-9) its layer kernels took 0.88x the plain
     /// ones' CPU time and decode ran 1.09x (before: 0.89x, Xeon).
-    /// Q6_K (opt-in, `MEKI_REPACK=all`): prefill ~1.0-1.2x the row kernels;
-    /// decode through its two-stream kernel 0.79-1.0x the row kernels on
-    /// the layer shapes and 0.98-1.11x on the 151936-row head (EPYC, 1
-    /// thread, from DRAM; the speed test in tests/repack.rs,
-    /// REPACK_TYPE=q6_K), and end to end no faster (0.6B Q4_K_M, tg64, 8
-    /// rounds: 1.019 vs 1.032 over the same base): building the 6-bit
-    /// quants from `ql` / `qh` costs the same per quant in either layout,
-    /// and only the row kernels' per-row sums are saved.
+    /// Q6_K (since s22, in quant planes, see the module docs): from cache
+    /// the one-token kernel reads 42 GB/s where the row kernels read 26
+    /// (`meki-bench kernels -t 1 --formats q6_K --shapes 512x1024`, Zen 4
+    /// EPYC), so a core's decode of the 151936x1024 head is no longer
+    /// bound by the unpacking: 0.6B Q4_0 decode's head stage 22.9-23.6 ->
+    /// 31.2-32.3 GB/s; prefill 1.45-1.5x the row kernels (135-145 vs 91-99
+    /// GFLOP/s at 512 tokens). Until s21 the packed Q6_K kept ggml's `ql` /
+    /// `qh` split, cost as much per quant as the rows, and was opt-in.
     pub fn preferred(isa: Isa, ty: GgmlType, rows: usize, cols: usize) -> bool {
-        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K | GgmlType::Q8_0)
-            && Packed::supported(isa, ty, rows, cols)
+        matches!(
+            ty,
+            GgmlType::Q4_0 | GgmlType::Q4K | GgmlType::Q8_0 | GgmlType::Q6K
+        ) && Packed::supported(isa, ty, rows, cols)
     }
 
     /// Whether `isa` has a packed kernel for this type and shape
@@ -363,11 +451,16 @@ impl Packed {
             });
         }
         let pbs = GROUP * bs;
+        let mut coded = [0u8; MAX_BLOCK];
         let out = &mut data[first_row * rb..(first_row + n_rows) * rb];
         for (g, out) in out.chunks_exact_mut(nb * pbs).enumerate() {
             for (b, pb) in out.chunks_exact_mut(pbs).enumerate() {
                 for i in 0..GROUP {
-                    let s = &src[(GROUP * g + i) * rb + bs * b..][..bs];
+                    let mut s = &src[(GROUP * g + i) * rb + bs * b..][..bs];
+                    if let Some((encode, _)) = l.encode {
+                        encode(s, &mut coded[..bs]);
+                        s = &coded[..bs];
+                    }
                     for &(from, to, len) in &l.pieces {
                         let to = to + len * i;
                         pb[to..to + len].copy_from_slice(&s[from..from + len]);
@@ -409,10 +502,7 @@ impl Packed {
         let mut out = vec![0u8; nb * bs];
         for (b, ob) in out.chunks_exact_mut(bs).enumerate() {
             let pb = &self.data[(g * nb + b) * pbs..][..pbs];
-            for &(to, from, len) in &l.pieces {
-                let from = from + len * i;
-                ob[to..to + len].copy_from_slice(&pb[from..from + len]);
-            }
+            unpack_block(&l, pb, i, ob);
         }
         out
     }
@@ -637,7 +727,10 @@ impl Packed {
                             _ => None,
                         };
                         if let Some(gemv) = gemv {
-                            gemv(nb, w, g1 - g0, x, y, pf_bytes);
+                            // Q6_K streams on the hardware prefetchers
+                            // alone (see `block_q6_k`).
+                            let pf = if ty == GgmlType::Q6K { 0 } else { pf_bytes };
+                            gemv(nb, w, g1 - g0, x, y, pf);
                             continue;
                         }
                     }
@@ -910,10 +1003,7 @@ fn group_dot_rows(ty: GgmlType, group: &[u8], x: &[u8]) -> [f32; GROUP] {
     let mut out = [0f32; GROUP];
     for (i, o) in out.iter_mut().enumerate() {
         for (pb, ob) in group.chunks_exact(pbs).zip(row.chunks_exact_mut(l.bytes)) {
-            for &(to, from, len) in &l.pieces {
-                let from = from + len * i;
-                ob[to..to + len].copy_from_slice(&pb[from..from + len]);
-            }
+            unpack_block(&l, pb, i, ob);
         }
         *o = dot(nb * l.elems, &row, x);
     }

@@ -178,7 +178,8 @@ fn bad_shapes_are_errors() {
         assert!(Packed::preferred(Isa::Avx2, GgmlType::Q4_0, 16, 64));
         assert!(Packed::supported(Isa::Avx2, GgmlType::Q8_0, 16, 64));
         assert!(Packed::preferred(Isa::Avx2, GgmlType::Q8_0, 16, 64));
-        assert!(!Packed::preferred(Isa::Avx2, GgmlType::Q6K, 16, 256));
+        assert!(Packed::preferred(Isa::Avx2, GgmlType::Q6K, 16, 256));
+        assert!(!Packed::preferred(Isa::Avx2, GgmlType::Q5K, 16, 256));
         assert!(Packed::preferred(Isa::Avx2, GgmlType::Q4K, 16, 256));
     }
 }

@@ -5,13 +5,14 @@
 //! Every shape is checked against the hyper-parameters at load, so the
 //! kernels never see a row that is shorter than they expect.
 //!
-//! Matrices for which repacking pays ([`Packed::preferred`]: Q4_0, Q4_K and
-//! Q8_0 on AVX2) are copied once at load into an interleaved layout
+//! Matrices for which repacking pays ([`Packed::preferred`]: Q4_0, Q4_K,
+//! Q6_K and Q8_0 on AVX2) are copied once at load into an interleaved layout
 //! ([`Weight::packed`]), as llama.cpp's CPU backend does (`CPU_REPACK`);
 //! prefill runs ~2x (Q4_0) / ~1.4x (Q4_K_M, Q8_0 end to end) faster, and
-//! decode is not slower. `MEKI_REPACK=0` keeps every matrix in the map;
-//! `MEKI_REPACK=all` also repacks the other types that have a kernel
-//! ([`Packed::supported`]: Q6_K, faster prefill, slower decode).
+//! decode is not slower (Q6_K, re-encoded in quant planes, decodes faster:
+//! see `meki_kernels::repack`). `MEKI_REPACK=0` keeps every matrix in the
+//! map; `MEKI_REPACK=all` repacks every type that has a kernel
+//! ([`Packed::supported`]; today the same set).
 //!
 //! The repacked matrices are not separate heap allocations: the loader plans
 //! their sizes, then places them all in one weight arena ([`super::arena`]:
@@ -27,11 +28,12 @@
 //! the embedding lookup then reads from the copy too) is copied into the
 //! arena as it is: read in full every token, it gains from the huge pages
 //! too, and its file pages are never mapped, so the resident set does not
-//! grow. A head of a type the layers repack (a Q8_0 file's) is repacked
-//! instead (s19: one-thread decode 1.03-1.05x at 0.6B), and the embedding
+//! grow. A head of a type the layers repack (a Q8_0 file's; since s22
+//! also the Q6_K head of Q4_0 and Q4_K_M files) is repacked instead (s19:
+//! one-thread decode 1.03-1.05x at 0.6B for Q8_0), and the embedding
 //! rows are read from the map. `MEKI_COPY_OUTPUT=0` leaves a head that is
 //! not repacked in the map. The layer matrices that
-//! are not repacked (F16, Q6_K, ...) are copied as they are for the same
+//! are not repacked (F16, Q5_0, ...) are copied as they are for the same
 //! reason (0.6B F16 decode 1.08x at 1 thread on the EPYC, neutral at 2,
 //! where both ways read at the VM's bandwidth); `MEKI_COPY_WEIGHTS=0`
 //! leaves them in the map. MeKi tables always stay in the map: they are
@@ -223,7 +225,7 @@ pub(crate) fn copy_output_wanted() -> bool {
     crate::env_switch("MEKI_COPY_OUTPUT")
 }
 
-/// Whether the layer matrices that are not repacked (F16, Q6_K, Q5_0, ...)
+/// Whether the layer matrices that are not repacked (F16, Q5_0, Q5_K, ...)
 /// are copied into the weight arena as they are (env `MEKI_COPY_WEIGHTS`,
 /// default on; see the module docs).
 pub(crate) fn copy_weights_wanted() -> bool {

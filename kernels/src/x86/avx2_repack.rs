@@ -245,16 +245,108 @@ unsafe fn tile_q4_kx8<const RN: usize>(
     acc
 }
 
+/// The 16 quants `u` (0..=63) of sub-block `j` of all 8 rows from the 96
+/// plane bytes at `p` (`crate::repack`'s Q6_K layout): vector `m`, byte
+/// `4i + e`, is row `i`'s quant `4m + e` of the sub-block. Three loads,
+/// three `and`s for the planes' low 6 bits, 8 operations to gather the
+/// fourth vector from their top bits (the 16-bit shifts move only bits
+/// that the `and` with 0xC0 kept, so no byte leaks into its neighbour).
+#[inline(always)]
+pub(crate) unsafe fn q6_planes(p: *const u8) -> [__m256i; 4] {
+    let (low, top) = (_mm256_set1_epi8(0x3F), _mm256_set1_epi8(0xC0u8 as i8));
+    let v: [__m256i; 3] =
+        std::array::from_fn(|k| _mm256_loadu_si256(p.add(32 * k) as *const __m256i));
+    let t0 = _mm256_srli_epi16(_mm256_and_si256(v[0], top), 6);
+    let t1 = _mm256_srli_epi16(_mm256_and_si256(v[1], top), 4);
+    let t2 = _mm256_srli_epi16(_mm256_and_si256(v[2], top), 2);
+    [
+        _mm256_and_si256(v[0], low),
+        _mm256_and_si256(v[1], low),
+        _mm256_and_si256(v[2], low),
+        _mm256_or_si256(_mm256_or_si256(t0, t1), t2),
+    ]
+}
+
+/// The `pshufb` masks of [`q6_scale`]: mask `s` puts row `i`'s scale byte
+/// `4i + s` in the high byte of both i16 halves of lane `i`.
+#[inline(always)]
+pub(crate) unsafe fn q6_scale_masks() -> [__m256i; 4] {
+    std::array::from_fn(|s| pair_mask::<true>(s as i8, s as i8))
+}
+
+/// Scale `s` of the 4 in `sr` (row `i`'s in bytes `4i..4i+4`) of all 8 rows,
+/// sign-extended into both i16 halves of each row's lane.
+#[inline(always)]
+pub(crate) unsafe fn q6_scale(sr: __m256i, dup: &[__m256i; 4], s: usize) -> __m256i {
+    _mm256_srai_epi16(_mm256_shuffle_epi8(sr, dup[s]), 8)
+}
+
+/// `sumi` plus one token's sub-block: `scale * (u . y)` per row lane, `y`
+/// the sub-block's 16 activation quants (4 broadcast per vector). Two
+/// `maddubs` summed in i16 (at most 2 * 2 * 63 * 128 = 32256: exact), then
+/// a `madd` with the scale into i32.
+#[inline(always)]
+pub(crate) unsafe fn q6_dot(
+    u: &[__m256i; 4],
+    scale: __m256i,
+    y: *const u8,
+    sumi: __m256i,
+) -> __m256i {
+    let yv = |m: usize| _mm256_set1_epi32((y.add(4 * m) as *const i32).read_unaligned());
+    let p01 = _mm256_add_epi16(
+        _mm256_maddubs_epi16(u[0], yv(0)),
+        _mm256_maddubs_epi16(u[1], yv(1)),
+    );
+    let p23 = _mm256_add_epi16(
+        _mm256_maddubs_epi16(u[2], yv(2)),
+        _mm256_maddubs_epi16(u[3], yv(3)),
+    );
+    _mm256_add_epi32(
+        sumi,
+        _mm256_add_epi32(_mm256_madd_epi16(p01, scale), _mm256_madd_epi16(p23, scale)),
+    )
+}
+
+/// `acc + (d * d_y) * (sumi - 32 * sum_j scale_j * bsum_j)` for one token's
+/// Q8_K block `xb` (the -32 offset of every quant, folded in once: 8 `madd`
+/// with the token's pairs of 16-quant sums), a separate multiply and add as
+/// `dot_q6_k_q8_k` has them.
+#[inline(always)]
+pub(crate) unsafe fn q6_finish(
+    wb: *const u8,
+    sr: &[__m256i; 4],
+    xb: *const u8,
+    sumi: __m256i,
+    acc: __m256,
+) -> __m256 {
+    let pairs = [pair_mask::<true>(0, 1), pair_mask::<true>(2, 3)];
+    let mut offs = _mm256_setzero_si256();
+    for p in 0..8 {
+        let sp = _mm256_srai_epi16(_mm256_shuffle_epi8(sr[p / 2], pairs[p % 2]), 8);
+        let ys = _mm256_set1_epi32((xb.add(4 + QK_K + 4 * p) as *const i32).read_unaligned());
+        offs = _mm256_add_epi32(offs, _mm256_madd_epi16(sp, ys));
+    }
+    let isum = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offs, 5));
+    let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb as *const __m128i));
+    let dy = _mm256_set1_ps((xb as *const f32).read_unaligned());
+    let d = _mm256_mul_ps(dw, dy);
+    _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)))
+}
+
+/// The 4 scale vectors of the packed Q6_K block `wb`: byte `4i + s` of
+/// vector `w` is row `i`'s scale `4w + s`.
+#[inline(always)]
+pub(crate) unsafe fn q6_scales(wb: *const u8) -> [__m256i; 4] {
+    std::array::from_fn(|w| _mm256_loadu_si256(wb.add(16 + 32 * w) as *const __m256i))
+}
+
 /// 8 rows (lanes) x RN tokens of one Q6_K group over `nb` super-blocks
-/// (prepared Q8_K activations). The 6-bit quants `u` (0..=63, the stored
-/// value plus 32) are built from `ql` and `qh` once per tile; per 8 quants
-/// of a row and token two `maddubs` summed in i16 (at most 2 * 2 * 63 *
-/// 128 = 32256: exact), one `madd` with the 16-quant sub-block's i8 scale
-/// (sign-extended, duplicated in the lane's i16 pair) into i32. The offset:
-/// `sumi -= 32 * sum_j scale_j * bsum_j` (8 `madd` with the token's pairs of
-/// 16-quant sums). Bounds: `|sum scale * u * y| <= 16 * 128 * 16 * 63 *
-/// 128 < 2^31`. Then `acc += (d * d_y) * sumi` with a separate multiply and
-/// add: `dot_q6_k_q8_k`'s operations, so results equal it bit for bit.
+/// (prepared Q8_K activations). Per sub-block the 8 rows' quants are taken
+/// from their planes once ([`q6_planes`]) and shared by the tokens
+/// ([`q6_dot`]); the offset and the float scale per super-block and token
+/// ([`q6_finish`]). Bounds: `|sum scale * u * y| <= 16 * 128 * 16 * 63 *
+/// 128 < 2^31`. The integer sum is exact and the float operations are
+/// `dot_q6_k_q8_k`'s, so results equal it bit for bit.
 #[inline]
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -265,79 +357,27 @@ unsafe fn tile_q6_kx8<const RN: usize>(
     xs: usize,
     pf: usize,
 ) -> [__m256; RN] {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m30 = _mm256_set1_epi8(0x30);
-    let dup = [
-        pair_mask::<true>(0, 0),
-        pair_mask::<true>(1, 1),
-        pair_mask::<true>(2, 2),
-        pair_mask::<true>(3, 3),
-    ];
-    let pairs = [pair_mask::<true>(0, 1), pair_mask::<true>(2, 3)];
+    let dup = q6_scale_masks();
     let mut acc = [_mm256_setzero_ps(); RN];
     for b in 0..nb {
         let wb = w.add(b * Q6_KX8_BLOCK);
         prefetch_block::<Q6_KX8_BLOCK>(wb, pf);
-        // Byte 4i + s of sr[w]: row i's scale 4w + s.
-        let sr = [
-            _mm256_loadu_si256(wb.add(16) as *const __m256i),
-            _mm256_loadu_si256(wb.add(48) as *const __m256i),
-            _mm256_loadu_si256(wb.add(80) as *const __m256i),
-            _mm256_loadu_si256(wb.add(112) as *const __m256i),
-        ];
-        let ql = wb.add(144);
-        let qh = wb.add(1168);
+        let sr = q6_scales(wb);
         let mut sumi = [_mm256_setzero_si256(); RN];
-        for n in 0..2 {
-            for kind in 0..4 {
-                for half in 0..2 {
-                    let j = 8 * n + 2 * kind + half;
-                    let scale = _mm256_srai_epi16(_mm256_shuffle_epi8(sr[j / 4], dup[j % 4]), 8);
-                    for pair in 0..2 {
-                        let mut p16 = [_mm256_setzero_si256(); RN];
-                        for cc in 0..2 {
-                            let c = 4 * half + 2 * pair + cc;
-                            let lo = _mm256_loadu_si256(
-                                ql.add(32 * (16 * n + 8 * (kind % 2) + c)) as *const __m256i
-                            );
-                            let h = _mm256_loadu_si256(qh.add(32 * (8 * n + c)) as *const __m256i);
-                            let (lo, h) = match kind {
-                                0 => (lo, _mm256_slli_epi16(h, 4)),
-                                1 => (lo, _mm256_slli_epi16(h, 2)),
-                                2 => (_mm256_srli_epi16(lo, 4), h),
-                                _ => (_mm256_srli_epi16(lo, 4), _mm256_srli_epi16(h, 2)),
-                            };
-                            let u =
-                                _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_and_si256(h, m30));
-                            for t in 0..RN {
-                                let yp = x.add(
-                                    t * xs + b * ACT_K_BLOCK + 4 + 128 * n + 32 * kind + 4 * c,
-                                );
-                                let y = _mm256_set1_epi32((yp as *const i32).read_unaligned());
-                                p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(u, y));
-                            }
-                        }
-                        for t in 0..RN {
-                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p16[t], scale));
-                        }
-                    }
+        for (w, &srw) in sr.iter().enumerate() {
+            for s in 0..4 {
+                let j = 4 * w + s;
+                let scale = q6_scale(srw, &dup, s);
+                let u = q6_planes(wb.add(144 + 96 * j));
+                for t in 0..RN {
+                    let y = x.add(t * xs + b * ACT_K_BLOCK + 4 + 16 * j);
+                    sumi[t] = q6_dot(&u, scale, y, sumi[t]);
                 }
             }
         }
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb as *const __m128i));
         for t in 0..RN {
             let xb = x.add(t * xs + b * ACT_K_BLOCK);
-            let mut offs = _mm256_setzero_si256();
-            for p in 0..8 {
-                let sp = _mm256_srai_epi16(_mm256_shuffle_epi8(sr[p / 2], pairs[p % 2]), 8);
-                let ys =
-                    _mm256_set1_epi32((xb.add(4 + QK_K + 4 * p) as *const i32).read_unaligned());
-                offs = _mm256_add_epi32(offs, _mm256_madd_epi16(sp, ys));
-            }
-            let isum = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(offs, 5));
-            let dy = _mm256_set1_ps((xb as *const f32).read_unaligned());
-            let d = _mm256_mul_ps(dw, dy);
-            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
+            acc[t] = q6_finish(wb, &sr, xb, sumi[t], acc[t]);
         }
     }
     acc

@@ -232,115 +232,46 @@ unsafe fn block_q4_k<const S: usize>(
     acc
 }
 
-/// The 6-bit quants `u` (0..=63) of kind `KIND` (0..4: which 32 of a
-/// 128-quant half, `dot_q6_k_q8_k`'s order) from a 32-byte run of `ql`
-/// (kinds 0 / 2: the run for quants 0..32, 1 / 3: 32..64) and of `qh`.
-#[inline(always)]
-unsafe fn q6_u<const KIND: usize>(ql: __m256i, qh: __m256i) -> __m256i {
-    let (m4, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
-    let (lo, h) = match KIND {
-        0 => (ql, _mm256_slli_epi16(qh, 4)),
-        1 => (ql, _mm256_slli_epi16(qh, 2)),
-        2 => (_mm256_srli_epi16(ql, 4), qh),
-        _ => (_mm256_srli_epi16(ql, 4), _mm256_srli_epi16(qh, 2)),
-    };
-    _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_and_si256(h, m30))
-}
-
-/// `sumi[s]` plus the sub-blocks `8n + 2 KIND` and `8n + 2 KIND + 1` (32
-/// quants) of the packed Q6_K super-blocks `wb[s]` times the Q8_K block
-/// `xb`, each scaled by its row's scale: per 8 quants two `maddubs` summed
-/// in i16 (at most 2 * 2 * 63 * 128 = 32256: exact), one `madd` with the
-/// scale sign-extended into both i16 halves of the row's lane.
-#[inline(always)]
-unsafe fn q6_kind<const KIND: usize, const S: usize>(
-    wb: [*const u8; S],
-    xb: *const u8,
-    n: usize,
-    dup: &[__m256i; 4],
-    mut sumi: [__m256i; S],
-) -> [__m256i; S] {
-    for half in 0..2 {
-        let j = 8 * n + 2 * KIND + half;
-        let mut p16 = [[_mm256_setzero_si256(); 2]; S];
-        for cc in 0..4 {
-            let c = 4 * half + cc;
-            let yp = xb.add(4 + 128 * n + 32 * KIND + 4 * c);
-            let y = _mm256_set1_epi32((yp as *const i32).read_unaligned());
-            for s in 0..S {
-                let ql = wb[s].add(144 + 32 * (16 * n + 8 * (KIND % 2) + c));
-                let qh = wb[s].add(1168 + 32 * (8 * n + c));
-                let u = q6_u::<KIND>(
-                    _mm256_loadu_si256(ql as *const __m256i),
-                    _mm256_loadu_si256(qh as *const __m256i),
-                );
-                let q = _mm256_maddubs_epi16(u, y);
-                p16[s][cc / 2] = _mm256_add_epi16(p16[s][cc / 2], q);
-            }
-        }
-        for s in 0..S {
-            let sr = _mm256_loadu_si256(wb[s].add(16 + 32 * (j / 4)) as *const __m256i);
-            let scale = _mm256_srai_epi16(_mm256_shuffle_epi8(sr, dup[j % 4]), 8);
-            let t = _mm256_add_epi32(
-                _mm256_madd_epi16(p16[s][0], scale),
-                _mm256_madd_epi16(p16[s][1], scale),
-            );
-            sumi[s] = _mm256_add_epi32(sumi[s], t);
-        }
-    }
-    sumi
-}
-
 /// `acc[s]` plus the 8 rows of the packed Q6_K super-block `wb[s]` times
-/// the Q8_K block `xb`, for `S` streams side by side:
-/// `avx2_repack::tile_q6_kx8`'s operations with one token ([`q6_kind`],
-/// minus `32 * sum_j scale_j * bsum_j`, `acc + (d * d_y) * isum`), so
-/// results equal `dot_q6_k_q8_k` bit for bit. Written as straight-line
-/// code per kind (const generics): as loops over the kinds the compiler
-/// kept branches and loop counters in the inner loop. Prefetches the
-/// block's 27 lines at `pf[s]` (null: none) in two batches, one per half
-/// (128 quants).
+/// the Q8_K block `xb`, for `S` streams one after the other (each keeps a
+/// sub-block's 4 quant vectors, its scale and 3 plane loads live: two
+/// streams interleaved would not fit the 16 registers): the prefill
+/// tile's operations with one token (`avx2_repack::q6_planes`, `q6_dot`,
+/// `q6_finish`), so results equal `dot_q6_k_q8_k` bit for bit.
+///
+/// No software prefetch (`pf` is ignored; the caller passes none): on the
+/// Zen 4 EPYC, 1 thread, the 151936x1024 head read 29-32 GB/s with the
+/// hardware prefetchers alone against 22-25 with the block's 27 lines
+/// prefetched 3-5 blocks ahead in two bursts and 24-27 spread over its
+/// sub-blocks (`meki-bench kernels`, and 0.6B Q4_0 decode's head stage
+/// 29-32 vs 22 GB/s): at ~8 cycles per line of arithmetic, the prefetch
+/// instructions only crowd the loads.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn block_q6_k<const S: usize>(
     wb: [*const u8; S],
     xb: *const u8,
-    mut acc: [__m256; S],
-    pf: [*const u8; S],
+    acc: [__m256; S],
+    _pf: [*const u8; S],
 ) -> [__m256; S] {
-    use crate::x86::avx2_repack::pair_mask;
-    // Row i's scale s (byte 4i + s) as the high byte of both i16 halves
-    // of lane i (`srai` by 8 then sign-extends it).
-    let dup: [__m256i; 4] = std::array::from_fn(|s| pair_mask::<true>(s as i8, s as i8));
-    let mut sumi = [_mm256_setzero_si256(); S];
-    for n in 0..2 {
-        for p in pf {
-            if !p.is_null() {
-                // Lines 0..14, 13..27.
-                prefetch_lines(p.wrapping_add(64 * 13 * n), 14);
-            }
+    let dup = crate::x86::avx2_repack::q6_scale_masks();
+    std::array::from_fn(|s| block_q6_k_one(wb[s], xb, acc[s], &dup))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_q6_k_one(wb: *const u8, xb: *const u8, acc: __m256, dup: &[__m256i; 4]) -> __m256 {
+    use crate::x86::avx2_repack::{q6_dot, q6_finish, q6_planes, q6_scale, q6_scales};
+    let sr = q6_scales(wb);
+    let mut sumi = _mm256_setzero_si256();
+    for (w, &srw) in sr.iter().enumerate() {
+        for s in 0..4 {
+            let j = 4 * w + s;
+            let u = q6_planes(wb.add(144 + 96 * j));
+            sumi = q6_dot(&u, q6_scale(srw, dup, s), xb.add(4 + 16 * j), sumi);
         }
-        sumi = q6_kind::<0, S>(wb, xb, n, &dup, sumi);
-        sumi = q6_kind::<1, S>(wb, xb, n, &dup, sumi);
-        sumi = q6_kind::<2, S>(wb, xb, n, &dup, sumi);
-        sumi = q6_kind::<3, S>(wb, xb, n, &dup, sumi);
     }
-    let pairs = [pair_mask::<true>(0, 1), pair_mask::<true>(2, 3)];
-    let dy = _mm256_set1_ps((xb as *const f32).read_unaligned());
-    for s in 0..S {
-        let mut offs = _mm256_setzero_si256();
-        for p in 0..8 {
-            let sr = _mm256_loadu_si256(wb[s].add(16 + 32 * (p / 2)) as *const __m256i);
-            let sp = _mm256_srai_epi16(_mm256_shuffle_epi8(sr, pairs[p % 2]), 8);
-            let ys = _mm256_set1_epi32((xb.add(4 + QK_K + 4 * p) as *const i32).read_unaligned());
-            offs = _mm256_add_epi32(offs, _mm256_madd_epi16(sp, ys));
-        }
-        let isum = _mm256_sub_epi32(sumi[s], _mm256_slli_epi32(offs, 5));
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb[s] as *const __m128i));
-        let d = _mm256_mul_ps(dw, dy);
-        acc[s] = _mm256_add_ps(acc[s], _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
-    }
-    acc
+    q6_finish(wb, &sr, xb, sumi, acc)
 }
 
 /// Defines `$name(nb, w, groups, x, y, pf_bytes)`: `y[8g + i] = row 8g + i
