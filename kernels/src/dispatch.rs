@@ -214,6 +214,28 @@ fn amd_cpu() -> bool {
     }
 }
 
+/// The CPU family of an AMD (or Hygon) CPU (CPUID leaf 1: base family plus
+/// extended family when the base is 15; 25 = Zen 3 / Zen 4, 26 = Zen 5).
+pub(crate) fn amd_family() -> Option<u32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !amd_cpu() {
+            return None;
+        }
+        let eax = std::arch::x86_64::__cpuid(1).eax;
+        let base = (eax >> 8) & 0xF;
+        Some(if base == 0xF {
+            base + ((eax >> 20) & 0xFF)
+        } else {
+            base
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 /// The choice named by env `var` (one of `names`, or `auto`/unset/empty
 /// for `auto`), as an index into `names`.
 fn env_choice(var: &str, names: &[&str], auto: usize) -> usize {

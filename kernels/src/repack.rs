@@ -66,26 +66,81 @@ use std::sync::atomic::AtomicUsize;
 
 /// Prefetch distance of the one-token products, in packed Q8_0 blocks per
 /// stream (see `x86/avx2_repack_decode.rs`; 8 = 2176 bytes; Q4_0 and Q4_K
-/// round it up to whole blocks of theirs): `[one thread, several]`, since
-/// one core alone draws more bandwidth and so needs more bytes in flight
-/// for the same memory latency (Little's law) than each of two cores that
-/// share the memory. 28 layers of a shape, DRAM-bound (weights on huge
-/// pages): on the s19 EPYC (Zen 5, 2 vCPUs), distances 0 / 8 / 12 / 16 /
-/// 24, one thread: 16 ahead of 8 by 10-12% (0.6B Q4_0, Q8_0, Q4_K) and
-/// 11-14% (1.7B), 24 no better; two threads: 8 and 12 within 2% of each
-/// other, 16 2-5% behind (1.7B Q4_0 1% ahead). On the s17 EPYC (Zen 4) one thread
-/// had 8 ahead of 4 by 5-9% and 12 no better than 8 (16 was not tried);
-/// two threads 6 and 8 within 3%. Read once per call; the decode speed
-/// test in kernels/tests/repack.rs sweeps the entry of its thread count
-/// (REPACK_PF) to tune another machine.
+/// round it up to whole blocks of theirs; Q6_K never prefetches):
+/// `[one thread, several]`, since one core alone draws more bandwidth and so
+/// needs more bytes in flight for the same memory latency (Little's law)
+/// than each of two cores that share the memory. Unset ([`PREFETCH_UNSET`])
+/// until the first product: then env `MEKI_DECODE_PREFETCH` (`N` or
+/// `N1,N2`), else [`default_prefetch_blocks`] for this CPU.
 #[doc(hidden)]
-pub static DECODE_PREFETCH_BLOCKS: [AtomicUsize; 2] = [AtomicUsize::new(16), AtomicUsize::new(8)];
+pub static DECODE_PREFETCH_BLOCKS: [AtomicUsize; 2] = [
+    AtomicUsize::new(PREFETCH_UNSET),
+    AtomicUsize::new(PREFETCH_UNSET),
+];
 
-/// The one-token products' prefetch distance in bytes when `threads`
-/// threads share the memory ([`DECODE_PREFETCH_BLOCKS`]).
-pub(crate) fn decode_prefetch_bytes(threads: usize) -> usize {
+/// [`DECODE_PREFETCH_BLOCKS`] not chosen yet.
+#[doc(hidden)]
+pub const PREFETCH_UNSET: usize = usize::MAX;
+
+/// The measured best distances, `[one thread, several]`. 28 layers of a
+/// shape, DRAM-bound (weights on huge pages), the decode speed test in
+/// kernels/tests/repack.rs (REPACK_PF sweeps it to tune another machine):
+/// - Zen 3 / Zen 4 (AMD family 25; s22's EPYC, 2 vCPUs): the hardware
+///   prefetchers alone, `[0, 0]`. 0.6B, distances 0 / 4 / 8 / 16 blocks,
+///   one thread: Q4_0 step 12.2 / 13.7 / 12.7 / 13.0 ms, Q8_0 22.9 / 25.2 /
+///   23.4 / 25.1, Q4_K 12.4 / 15.1 / 14.4 / 15.2; two threads 0 equal or
+///   best (Q4_K 10.6 / 10.9 / 10.9 / 11.1). (s17 on this family had 8 ahead
+///   of 4 by 5-9%; 0 was not tried.)
+/// - Others `[16, 8]`, from s19's Zen 5 EPYC (family 26): one thread 16
+///   ahead of 8 by 10-12% (0.6B Q4_0, Q8_0, Q4_K) and 11-14% (1.7B), 24 no
+///   better, 0 behind 16; two threads 8 and 12 within 2%, 16 2-5% behind.
+pub fn default_prefetch_blocks() -> [usize; 2] {
+    if crate::dispatch::amd_family() == Some(25) {
+        [0, 0]
+    } else {
+        [16, 8]
+    }
+}
+
+/// The one-token products' prefetch distance in blocks when `threads`
+/// threads share the memory ([`DECODE_PREFETCH_BLOCKS`], chosen on the
+/// first call).
+pub fn decode_prefetch_blocks(threads: usize) -> usize {
+    use std::sync::atomic::Ordering::Relaxed;
     let i = (threads > 1) as usize;
-    DECODE_PREFETCH_BLOCKS[i].load(std::sync::atomic::Ordering::Relaxed) * Q8_0X8_BLOCK
+    let v = DECODE_PREFETCH_BLOCKS[i].load(Relaxed);
+    if v != PREFETCH_UNSET {
+        return v;
+    }
+    let chosen = match std::env::var("MEKI_DECODE_PREFETCH") {
+        Ok(text) => {
+            let v: Vec<usize> = text
+                .split(',')
+                .filter_map(|d| d.trim().parse().ok())
+                .collect();
+            match v.as_slice() {
+                [n] => [*n, *n],
+                [a, b] => [*a, *b],
+                _ => {
+                    eprintln!(
+                        "meki-kernels: MEKI_DECODE_PREFETCH={text:?} is not N or N1,N2 (blocks); using the default"
+                    );
+                    default_prefetch_blocks()
+                }
+            }
+        }
+        Err(_) => default_prefetch_blocks(),
+    };
+    // Races store the same values.
+    for (d, c) in DECODE_PREFETCH_BLOCKS.iter().zip(chosen) {
+        let _ = d.compare_exchange(PREFETCH_UNSET, c.min(1 << 20), Relaxed, Relaxed);
+    }
+    DECODE_PREFETCH_BLOCKS[i].load(Relaxed)
+}
+
+/// [`decode_prefetch_blocks`] in bytes.
+pub(crate) fn decode_prefetch_bytes(threads: usize) -> usize {
+    decode_prefetch_blocks(threads) * Q8_0X8_BLOCK
 }
 
 /// Bit set: one token of Q4_0 (bit 0) / Q4_K (bit 1) / Q6_K (bit 2) runs

@@ -318,9 +318,7 @@ fn decode_equals_scalar_reference() {
         .into_iter()
         .filter(|i| i.is_available())
         .collect();
-    let default_pf = repack::DECODE_PREFETCH_BLOCKS
-        .each_ref()
-        .map(|d| d.load(Relaxed));
+    let default_pf = [1, 2].map(repack::decode_prefetch_blocks);
     let default_two = repack::DECODE_TWO_STREAMS.load(Relaxed);
     for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q6K] {
         let act = act_of(ty);
@@ -719,7 +717,7 @@ fn speed_decode_plain_vs_packed() {
         // with one token (Q4_0 / Q4_K: `DECODE_TWO_STREAMS` off).
         // The distance of this thread count (one thread, several).
         let pf_slot = &repack::DECODE_PREFETCH_BLOCKS[(threads > 1) as usize];
-        let default_pf = pf_slot.load(Relaxed);
+        let default_pf = repack::decode_prefetch_blocks(threads);
         let default_two = repack::DECODE_TWO_STREAMS.load(Relaxed);
         let mut pfs: Vec<usize> = std::env::var("REPACK_PF")
             .map(|v| v.split(',').filter_map(|d| d.parse().ok()).collect())

@@ -21,7 +21,9 @@
 //!   and 1.05-1.25x from DRAM (2 threads, EPYC; 4 streams was no better from
 //!   L3 and worse from DRAM).
 //! - Each stream prefetches about [`DECODE_PREFETCH_BLOCKS`] Q8_0 blocks
-//!   (16, ~4 KiB, with one thread; 8 with more) ahead and stops at its end (the bytes after the call's groups
+//!   ahead (per CPU: none on Zen 3 / Zen 4, where the hardware prefetchers
+//!   alone read faster; 16, ~4 KiB, with one thread and 8 with more
+//!   elsewhere) and stops at its end (the bytes after the call's groups
 //!   are another chunk's); the lines of a block are prefetched a few at a
 //!   time as it is computed. The prefill tiles' prefetch (the same block of
 //!   the next group, 8.5 KiB ahead at 1024 columns, 25.5 KiB at 3072) ran
