@@ -236,6 +236,16 @@ pub(crate) fn amd_family() -> Option<u32> {
     }
 }
 
+/// Whether the CPU is an AMD family 25 core (Zen 3 / Zen 4), whose decode
+/// streams want other software prefetch distances than s19's Zen 5 and
+/// other CPUs (measured on s22's Zen 4 EPYC): none in the packed one-token
+/// products (`repack::default_prefetch_blocks`), one row ahead in the
+/// attention tiles (`x86::avx2_vec::attn_prefetch_bytes`).
+pub(crate) fn zen3_or_zen4() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| amd_family() == Some(25))
+}
+
 /// The choice named by env `var` (one of `names`, or `auto`/unset/empty
 /// for `auto`), as an index into `names`.
 fn env_choice(var: &str, names: &[&str], auto: usize) -> usize {

@@ -95,7 +95,7 @@ pub const PREFETCH_UNSET: usize = usize::MAX;
 ///   ahead of 8 by 10-12% (0.6B Q4_0, Q8_0, Q4_K) and 11-14% (1.7B), 24 no
 ///   better, 0 behind 16; two threads 8 and 12 within 2%, 16 2-5% behind.
 pub fn default_prefetch_blocks() -> [usize; 2] {
-    if crate::dispatch::amd_family() == Some(25) {
+    if crate::dispatch::zen3_or_zen4() {
         [0, 0]
     } else {
         [16, 8]

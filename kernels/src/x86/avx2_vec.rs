@@ -342,12 +342,28 @@ pub(crate) unsafe fn rope_tables(
 }
 
 /// How far ahead of the row they read the attention tiles prefetch cached
-/// rows: 32 f16 rows of 128. The cache is head-major, so a unit's keys (and
-/// its values) are one sequential run, and this keeps the next rows in
-/// flight while the current ones are computed. Decode at depth 4096, 1
-/// EPYC core: 1.9 -> 1.15 ms per 0.6B-shape layer with the larger decode
-/// blocks (`attention.rs`), against the next block prefetched all at once.
-const ATTN_PREFETCH_BYTES: usize = 8192;
+/// rows. The cache is head-major, so a unit's keys (and its values) are one
+/// sequential run, and the prefetches keep the next rows in flight while
+/// the current ones are computed (without any, decode attention ran 1.5x
+/// slower from DRAM). Per CPU (`dispatch::zen3_or_zen4`):
+/// - Zen 3 / Zen 4: 256 bytes, one f16 row of 128 ahead. s22's Zen 4 EPYC,
+///   the 0.6B shape's caches from DRAM (`T=1 cargo test --release --lib
+///   attention_speed -- --ignored --nocapture`, ms per layer, two sweeps):
+///   depth 4096 1.21-1.25 / 1.26-1.30 / 1.25-1.36 / 1.36-1.44 / 1.37-1.41 at
+///   256 / 1024 / 2048 / 4096 / 8192 bytes, 1.85-1.93 with none; depth 512
+///   0.12-0.13 at 256 against 0.16-0.17 at 8192; two threads 1.04-1.2x;
+///   `meki-run --profile` decode after a 1960-token prompt, the attention
+///   stage 15.6-16.3 against 17.0-17.4 ms a step.
+/// - Elsewhere 8192 bytes, 32 rows (decode at depth 4096, 1 EPYC core:
+///   1.9 -> 1.15 ms per 0.6B-shape layer with the larger decode blocks of
+///   `attention.rs`, against the next block prefetched all at once).
+fn attn_prefetch_bytes() -> usize {
+    if crate::dispatch::zen3_or_zen4() {
+        256
+    } else {
+        8192
+    }
+}
 
 /// Bytes of `d` cached values.
 #[inline(always)]
@@ -384,7 +400,7 @@ unsafe fn load_kv8<const F16: bool>(p: *const u8, i: usize) -> __m256 {
 /// (byte stride `stride`), four keys per pass: 4R independent FMA chains,
 /// each key vector loaded (and converted) once for the R rows, the four sums
 /// of a row folded by two `hadd`s. Prefetches the rows
-/// [`ATTN_PREFETCH_BYTES`] ahead that end by `pf_end` (null: none).
+/// [`attn_prefetch_bytes`] ahead that end by `pf_end` (null: none).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_scores_rows<const R: usize, const F16: bool>(
@@ -396,7 +412,10 @@ unsafe fn tile_scores_rows<const R: usize, const F16: bool>(
     n: usize,
     pf_end: *const u8,
 ) {
-    let (ahead, row_bytes) = (ATTN_PREFETCH_BYTES.div_ceil(stride), kv_row_bytes::<F16>(d));
+    let (ahead, row_bytes) = (
+        attn_prefetch_bytes().div_ceil(stride),
+        kv_row_bytes::<F16>(d),
+    );
     let mut j = 0;
     while j + 4 <= n {
         let k = |r: usize| kp.add((j + r) * stride);
@@ -502,13 +521,14 @@ pub(crate) unsafe fn attn_tile_scores_f16(
     if !d.is_multiple_of(8) {
         return crate::scalar::vec::attn_tile_scores_f16(q, d, keys, stride, s, n);
     }
-    tile_scores::<true>(q, d, keys.as_ptr(), stride, s, n, keys.as_ptr_range().end);
+    let end = keys.as_ptr_range().end;
+    tile_scores::<true>(q, d, keys.as_ptr(), stride, s, n, end);
 }
 
 /// `o_r += sum_j p[r*n + j] v_j` for `R` rows on `W` vectors of 8 columns
 /// from column `c`: the R x W accumulators stay in registers over all `n`
 /// value rows, each value vector loaded (and converted) once for the R rows.
-/// Prefetches the whole rows [`ATTN_PREFETCH_BYTES`] ahead that end by
+/// Prefetches the whole rows [`attn_prefetch_bytes`] ahead that end by
 /// `pf_end` (null: none; the first column pass of a block reads them all).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -529,7 +549,10 @@ unsafe fn tile_accumulate_rows<const R: usize, const W: usize, const F16: bool>(
             *ac = _mm256_loadu_ps(op.add(r * d + c + 8 * w));
         }
     }
-    let (ahead, row_bytes) = (ATTN_PREFETCH_BYTES.div_ceil(stride), kv_row_bytes::<F16>(d));
+    let (ahead, row_bytes) = (
+        attn_prefetch_bytes().div_ceil(stride),
+        kv_row_bytes::<F16>(d),
+    );
     for j in 0..n {
         let vj = vp.add(j * stride);
         prefetch_row(vj.wrapping_add(ahead * stride), row_bytes, pf_end);
