@@ -33,7 +33,7 @@ pub struct Options {
 }
 
 /// Whether the engine repacks `rows x cols` weights of `ty` at load
-/// (`Packed::preferred`: Q4_0, Q4_K and Q8_0 on AVX2): then what it runs is
+/// (`Packed::preferred`: Q4_0, Q4_K, Q6_K and Q8_0 on AVX2): then what it runs is
 /// the packed kernels, which `meki-bench kernels` times too (`:pk` rows).
 pub fn engine_packs(o: &Options, ty: GgmlType, rows: usize, cols: usize) -> bool {
     !o.no_packed && Packed::preferred(o.isa, ty, rows, cols)

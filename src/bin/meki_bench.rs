@@ -18,7 +18,7 @@ enum Cmd {
     /// Per format and shape: decode (1 token) and prefill (--prefill-tokens)
     /// through the plain row kernels (the FORMAT rows, what llama.cpp's
     /// test-backend-ops measures) and, for the formats the engine repacks at
-    /// load (Q4_0, Q4_K, Q8_0 on AVX2), through the engine path on repacked
+    /// load (Q4_0, Q4_K, Q6_K, Q8_0 on AVX2), through the engine path on repacked
     /// 8-row groups (the FORMAT:pk rows; --no-packed skips them). With
     /// --vs-llama the same for llama.cpp's 4096x14336 cases, side by side.
     Kernels {

@@ -174,7 +174,7 @@ impl MekiMemory {
     /// kernels keep one lane per row, so their short rows, d_mem / 32
     /// blocks, cost no horizontal sums: about 2x faster per multiply-add
     /// than the plain tiles for these shapes), other types by the
-    /// backbone's rule (MEKI_REPACK=all); k-quant files' Q5_0 W_out
+    /// backbone's rule (`Packed::preferred`); k-quant files' Q5_0 W_out
     /// widened to Q8_0 (the plain Q5_0 kernel ran it at ~1/3 of the
     /// repacked Q8_0 rate in prefill). Other projections are not placed:
     /// they are read from the map.

@@ -1,7 +1,7 @@
 //! AVX2 one-token products of repacked weights (decode): the rows of
 //! `groups` consecutive 8-row groups ([`crate::repack`]) times one prepared
 //! activation row. Q8_0 ([`gemv_q8_0x8`]), Q4_K ([`gemv_q4_kx8`]), Q4_0
-//! ([`gemv_q4_0x8`]) and Q6_K ([`gemv_q6_kx8`], for `MEKI_REPACK=all`).
+//! ([`gemv_q4_0x8`]) and Q6_K ([`gemv_q6_kx8`], in quant planes).
 //!
 //! Per block the operations are those of the prefill tiles
 //! (`avx2_repack::tile_*x8` with one token), so every result equals the
