@@ -15,7 +15,7 @@
 //! ~150 µs, then park on a futex: back-to-back products in a decode step pay
 //! no wake-up and an idle engine costs no CPU.
 //!
-//! **Matrix products** ([`matmul`] module). Weights are raw GGUF tensor bytes
+//! **Matrix products** ([`matmul`](mod@matmul) module). Weights are raw GGUF tensor bytes
 //! (`&[u8]`, any alignment) of `rows` rows x `cols` columns of a [`formats::GgmlType`]
 //! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32):
 //! - decode: `matvec(&pool, w, ty, rows, cols, &x, &mut y)` — `y[r] = w[r] . x`;
@@ -43,7 +43,7 @@
 //! ggml does, so results match llama.cpp's CPU backend up to float summation
 //! order. Shape or buffer-size mismatches return a [`KernelError`].
 //!
-//! **Vector kernels** ([`vec`] module): `rms_norm`, `rope` (+ `rope_angles`,
+//! **Vector kernels** ([`vec`](mod@vec) module): `rms_norm`, `rope` (+ `rope_angles`,
 //! normal and NeoX order), `softmax`, `silu_mul`, `sigmoid`, `add`,
 //! `f16_to_f32`, `q8_0_to_f32` (MeKi table rows), `attn_scores` (q . K over an
 //! f16 key cache) and `attn_weighted_sum` (sum of weighted f16 value rows).

@@ -17,8 +17,8 @@
 //!   closure shares its work through its own counter): decode attention,
 //!   whose per-thread scratch needs the thread index.
 //!
-//! Waiting: a worker spins ~[`SPIN`] on the job word, then calls
-//! `sched_yield` until [`YIELD`] has passed (on an idle core that returns at
+//! Waiting: a worker spins ~`SPIN` on the job word, then calls
+//! `sched_yield` until `YIELD` has passed (on an idle core that returns at
 //! once; on a busy one it gives the core to whoever needs it), then parks;
 //! the yield phase halves after each wait that ended parked. The caller
 //! wakes only parked workers (a futex wake each), and itself spins briefly

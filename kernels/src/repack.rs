@@ -30,7 +30,7 @@
 //! plane bytes `(j, p)` of row `i`. The planes re-encode a row's 6-bit
 //! quants `u` (0..=63, the stored value plus 32) per 16-quant sub-block:
 //! plane byte `(j, p, m)` (m in 0..4) is `u[16j + 4p + m]` in bits 0..6 and
-//! bits `2p..2p+2` of `u[16j + 12 + m]` in bits 6..8 ([`q6_k_to_planes`]).
+//! bits `2p..2p+2` of `u[16j + 12 + m]` in bits 6..8 (`q6_k_to_planes`).
 //! So a 32-byte load and one `and` give 4 quants of a sub-block for all 8
 //! rows, and three loads give all 16 (the fourth 4 from the planes' top
 //! bits): the 4 vectors of one sub-block share its scale, where ggml's

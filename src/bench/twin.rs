@@ -58,7 +58,7 @@ pub struct TwinOptions {
     /// call by call, each call timed alone (0: the prompt in one call).
     pub prompt_block: usize,
     /// Load the three models again before every round, in that round's
-    /// order (see [`load_models`]); `false`: load them once.
+    /// order (see `load_models`); `false`: load them once.
     pub reload: bool,
     /// Time by the CPU time of the process's threads (`CLOCK_PROCESS_CPUTIME_ID`:
     /// time on a CPU, which leaves out the time another process or, in a VM,

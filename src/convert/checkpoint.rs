@@ -10,9 +10,9 @@ use std::path::Path;
 /// The two official implementations (see MEKI.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Form {
-    /// HF-style demo: gate sees the pre-FFN normalized state, G reads E[x] raw.
+    /// HF-style demo: gate sees the pre-FFN normalized state, G reads `E[x]` raw.
     Demo,
-    /// Megatron recipe: gate sees the residual, G normalizes E[x] first.
+    /// Megatron recipe: gate sees the residual, G normalizes `E[x]` first.
     Megatron,
 }
 

@@ -1,8 +1,8 @@
 //! The fold (re-parameterization, MEKI.md "The fold"): for every vocabulary
 //! row v and layer l,
 //! `T_l[v] = alpha_l * RMSNorm_mix(M_l[v] + beta_l * G_l(E[v]))`,
-//! `G_l(z) = W_down (silu(W_g z) * (W_up z))`, with z = RMSNorm_g(E[v]) in the
-//! Megatron form and z = E[v] in the demo form. All arithmetic in f32 (sums of
+//! `G_l(z) = W_down (silu(W_g z) * (W_up z))`, with `z = RMSNorm_g(E[v])` in the
+//! Megatron form and `z = E[v]` in the demo form. All arithmetic in f32 (sums of
 //! squares in f64); the products are blocked GEMMs over blocks of rows.
 
 use super::checkpoint::{Checkpoint, Form, MekiSpec, Part};

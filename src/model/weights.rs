@@ -19,7 +19,7 @@
 //! one anonymous region, 2 MiB aligned, advised `MADV_HUGEPAGE` on Linux and
 //! Android) and fills it in parallel (`pread`, so the file pages are never
 //! mapped in). MeKi's projections go into the same arena, each right after
-//! the FFN matrix that decode reads before it ([`LayerExtra`]), so a layer's
+//! the FFN matrix that decode reads before it (`LayerExtra`), so a layer's
 //! weights are one stream in read order (until s21 they had an arena of
 //! their own, and every layer's decode jumped there and back). With transparent
 //! huge pages in `madvise` mode decode streams the weights through 2 MiB
