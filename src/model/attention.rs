@@ -74,17 +74,40 @@ impl KvStore {
             return;
         }
         for g in 0..self.n_kv {
-            let span = self.span(g, from, to - from);
-            match &mut self.data {
-                KvData::F16 { k, v } => {
-                    k[span.clone()].fill(f16::ZERO);
-                    v[span].fill(f16::ZERO);
-                }
-                KvData::F32 { k, v } => {
-                    k[span.clone()].fill(0.0);
-                    v[span].fill(0.0);
-                }
+            // All-zero bytes are 0.0 in f16 and f32 alike.
+            for run in self.head_runs_mut(g, from, to - from) {
+                run.fill(0);
             }
+        }
+    }
+
+    /// Head `g`'s keys and values at positions `j0..j0 + n`, as bytes.
+    fn head_runs(&self, g: usize, j0: usize, n: usize) -> [&[u8]; 2] {
+        let span = self.span(g, j0, n);
+        match &self.data {
+            KvData::F16 { k, v } => [
+                bytemuck::cast_slice(&k[span.clone()]),
+                bytemuck::cast_slice(&v[span]),
+            ],
+            KvData::F32 { k, v } => [
+                bytemuck::cast_slice(&k[span.clone()]),
+                bytemuck::cast_slice(&v[span]),
+            ],
+        }
+    }
+
+    /// [`KvStore::head_runs`], writable.
+    fn head_runs_mut(&mut self, g: usize, j0: usize, n: usize) -> [&mut [u8]; 2] {
+        let span = self.span(g, j0, n);
+        match &mut self.data {
+            KvData::F16 { k, v } => [
+                bytemuck::cast_slice_mut(&mut k[span.clone()]),
+                bytemuck::cast_slice_mut(&mut v[span]),
+            ],
+            KvData::F32 { k, v } => [
+                bytemuck::cast_slice_mut(&mut k[span.clone()]),
+                bytemuck::cast_slice_mut(&mut v[span]),
+            ],
         }
     }
 
@@ -115,18 +138,7 @@ impl KvStore {
             return;
         }
         for g in 0..self.n_kv {
-            let span = self.span(g, pos, 1);
-            let (k, v): (&[u8], &[u8]) = match &self.data {
-                KvData::F16 { k, v } => (
-                    bytemuck::cast_slice(&k[span.clone()]),
-                    bytemuck::cast_slice(&v[span]),
-                ),
-                KvData::F32 { k, v } => (
-                    bytemuck::cast_slice(&k[span.clone()]),
-                    bytemuck::cast_slice(&v[span]),
-                ),
-            };
-            for run in [k, v] {
+            for run in self.head_runs(g, pos, 1) {
                 kernels::vec::prefetch_rows(run, run.len(), 1, run.len());
             }
         }
